@@ -1,0 +1,29 @@
+# Everything a fresh clone needs: `make test` and `make demo` build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test test-all demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# PyPI's torchvision does not import beside the machine's torch 2.13 CPU wheel; this pair works.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-all: install
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(VENV)/bin/fmctl finetune
+
+clean:
+	rm -rf $(VENV) runs multirun .pytest_cache

@@ -1,0 +1,3 @@
+from fmctl.cli import main
+
+main()

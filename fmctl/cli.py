@@ -1,0 +1,98 @@
+"""The `fmctl` command line.
+
+Only Typer is imported here: torch, transformers, timm and Hydra are imported inside the
+commands, so `fmctl --help` answers at once (tests/test_cli_light.py proves it).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+EXAMPLES = """\b
+Examples:
+  fmctl finetune                              # tiny BERT on the built-in topics data
+  fmctl finetune recipe=minilm_topics data.train=reviews.csv data.text_column=review
+  fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
+  fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
+
+Run `fmctl recipes` for the recipe names, `fmctl finetune --cfg job` for the composed config.
+"""
+
+app = typer.Typer(
+    name="fmctl",
+    help="Take a foundation model from data to a deployable model, from the shell.",
+    epilog=EXAMPLES,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+
+
+@app.command(context_settings=_PASS_THROUGH, short_help="Fine-tune a backbone on labelled data.")
+def finetune(ctx: typer.Context) -> None:
+    """Fine-tune a backbone on labelled data: [recipe=NAME] [key=value ...] [-m] [--cfg job].
+
+    Overrides use Hydra's syntax (data.train=x.csv, +key=v, trainer.max_steps=200,
+    optim.lr=1e-4,3e-4 with -m for a sweep). Recipes live in ./recipes and fmctl's recipes/.
+    """
+    from fmctl.launch import run_training_verb
+
+    raise typer.Exit(run_training_verb("finetune", list(ctx.args)))
+
+
+@app.command("eval", context_settings=_PASS_THROUGH, short_help="Evaluate a run folder's model on test data.")
+def evaluate(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A run folder written by finetune."),
+) -> None:
+    """Evaluate a run folder's model/ on data.test (or its validation split): [key=value ...]."""
+    from fmctl.launch import run_eval
+
+    raise typer.Exit(run_eval(run_dir, list(ctx.args)))
+
+
+@app.command("recipes", short_help="List the available recipes.")
+def list_recipes() -> None:
+    """List the recipes fmctl can run (./recipes first, then the shipped ones)."""
+    from fmctl.config.compose import available_recipes
+
+    for name in available_recipes():
+        typer.echo(name)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: turns fmctl's own errors into one line on stderr and a non-zero exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("FMCTL_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    if debug:
+        os.environ["FMCTL_DEBUG"] = "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app(args=args, prog_name="fmctl")
+    except KeyboardInterrupt:
+        print("fmctl: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from fmctl.errors import FmctlError
+
+        if debug:
+            raise
+        if isinstance(exc, FmctlError):
+            for line in exc.lines():
+                print(f"error: {line}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

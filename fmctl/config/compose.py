@@ -1,0 +1,259 @@
+"""From command-line words to a validated config.
+
+`parse_invocation` splits what the user typed into the recipe, Hydra's own flags and
+overrides. `preflight` composes the recipe with Hydra's compose API and validates the
+result before Hydra's runner is started, because Hydra reports only its first problem,
+as several lines, with no suggestion. Overrides of keys that the schema knows but the
+recipe's YAML does not spell out are rewritten to `++key=value`, so a recipe need not
+list every default to be overridable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmctl import paths
+from fmctl._suggest import did_you_mean
+from fmctl.config.schema import BACKBONE_SCHEMAS, TASK_SCHEMAS, RunConfig
+from fmctl.errors import ConfigError
+
+DEFAULT_RECIPE = "bert_topics"
+# Hydra flags passed through unchanged; those in _WITH_VALUE take the next word.
+_HYDRA_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "-r", "--run"}
+_HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+_BLOCKED_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+# Top-level keys that recipes do not spell out; always set with ++ so they need not exist.
+RUN_KEYS = ("recipe", "run_dir", "overwrite")
+
+
+@dataclass
+class Invocation:
+    recipe: str
+    recipe_path: Path
+    overrides: list[str] = field(default_factory=list)
+    hydra_flags: list[str] = field(default_factory=list)
+
+    @property
+    def multirun(self) -> bool:
+        return any(f in ("-m", "--multirun") for f in self.hydra_flags)
+
+    @property
+    def show_only(self) -> bool:
+        """--cfg/--info/--hydra-help print something and run no job."""
+        return any(f in ("--cfg", "-c", "--info", "-i", "--hydra-help") for f in self.hydra_flags)
+
+
+def parse_invocation(args: list[str], default_recipe: str = DEFAULT_RECIPE) -> Invocation:
+    recipe = default_recipe
+    overrides: list[str] = []
+    flags: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word in _BLOCKED_FLAGS:
+            raise ConfigError(f"{word}: not supported by fmctl; choose the experiment with recipe=NAME or recipe=path/to/file.yaml")
+        if word in _HYDRA_FLAGS:
+            flags.append(word)
+        elif word in _HYDRA_FLAGS_WITH_VALUE:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{word}: needs a value (e.g. {word} job)")
+            flags += [word, args[i + 1]]
+            i += 1
+        elif word in ("--info", "-i"):
+            flags.append(word)
+            if i + 1 < len(args) and args[i + 1] in _INFO_CHOICES:
+                flags.append(args[i + 1])
+                i += 1
+        elif word.startswith("-") and "=" not in word:
+            raise ConfigError(f"{word}: unknown option; overrides are written key=value (see fmctl finetune --help)")
+        elif word.startswith("recipe="):
+            recipe = word.split("=", 1)[1]
+        else:
+            overrides.append(word)
+        i += 1
+    path = find_recipe(recipe)
+    return Invocation(recipe=recipe_name(path), recipe_path=path, overrides=overrides, hydra_flags=flags)
+
+
+def available_recipes() -> list[str]:
+    names: list[str] = []
+    for folder in paths.recipe_dirs():
+        names += [p.stem for p in sorted(folder.glob("*.yaml")) if p.stem not in names]
+    return names
+
+
+def find_recipe(name: str) -> Path:
+    """recipe=NAME looks in ./recipes then the shipped recipes; a path to a YAML file
+    (such as an earlier run's config.yaml) is used as is."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"recipe: file '{name}' does not exist")
+        return path.resolve()
+    for folder in paths.recipe_dirs():
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = available_recipes()
+    raise ConfigError(f"recipe: unknown recipe '{name}'{did_you_mean(name, names)}; available: {', '.join(names)}")
+
+
+def recipe_name(path: Path) -> str:
+    """A saved run config carries its recipe's name; a recipe file is named by its stem."""
+    if path.name == "config.yaml":
+        match = re.search(r"^recipe:\s*(\S+)\s*$", path.read_text(encoding="utf-8", errors="replace"), re.M)
+        if match:
+            return match.group(1).strip("'\"")
+    return path.stem
+
+
+def searchpath_override() -> str:
+    return f"hydra.searchpath=[file://{paths.conf_dir().resolve()}]"
+
+
+@dataclass
+class Preflight:
+    overrides: list[str]           # what to hand to Hydra's runner
+    config: Any                    # composed DictConfig (first job of a sweep)
+    run: RunConfig | None          # validated; None when validation was skipped
+
+
+def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Preflight:
+    """Compose and validate before Hydra runs; raise ConfigError with every problem."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    problems: list[str] = []
+    parser = OverridesParser.create()
+    groups = paths.config_groups()
+    group_ovs, dotted, passthrough = [], [], []
+    for text in [*inv.overrides, *extra]:
+        try:
+            ov = parser.parse_overrides([text])[0]
+        except Exception as exc:
+            problems.append(f"override '{text}': not a valid key=value override ({str(exc).splitlines()[0]})")
+            continue
+        key = ov.key_or_group
+        if key.startswith("hydra"):
+            passthrough.append(text)
+        elif key in groups:
+            group_ovs.append((text, ov))
+        elif "/" in key:
+            problems.append(f"{key}: unknown config group{did_you_mean(key, groups)}; groups are {', '.join(groups)}")
+        else:
+            dotted.append((text, ov))
+
+    compose_ovs = [searchpath_override()]
+    for text, ov in group_ovs:
+        options = paths.group_options(ov.key_or_group)
+        choices = _values(ov) if not ov.is_delete() else []
+        bad = [c for c in choices if str(c) not in options]
+        for c in bad:
+            problems.append(f"{ov.key_or_group}: unknown option '{c}'{did_you_mean(str(c), options)}; "
+                            f"available: {', '.join(options)}")
+        if not bad:
+            compose_ovs.append(text if not ov.is_sweep_override() else f"{ov.key_or_group}={choices[0]}")
+
+    cfg = None
+    try:
+        with initialize_config_dir(config_dir=str(inv.recipe_path.parent), version_base=None, job_name="fmctl"):
+            cfg = compose(config_name=inv.recipe_path.stem, overrides=compose_ovs)
+    except Exception as exc:
+        problems.append(f"recipe '{inv.recipe_path}': {' '.join(str(exc).split())[:300]}")
+    if cfg is None:
+        raise ConfigError(problems)
+
+    OmegaConf.set_struct(cfg, False)
+    cfg.recipe = inv.recipe
+    final_dotted = []
+    for text, ov in dotted:
+        key = ov.key_or_group
+        if ov.is_delete():
+            final_dotted.append(text)
+            continue
+        values = _values(ov)
+        exists = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+        if key.split(".")[0] in RUN_KEYS or (not exists and schema_accepts(key, cfg)):
+            text = "++" + text.lstrip("+")
+        final_dotted.append(text)
+        if values:
+            OmegaConf.update(cfg, key, values[0], merge=False, force_add=True)
+
+    run = None
+    if strict:
+        try:
+            from fmctl.config.validate import validate
+
+            run = validate(cfg)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return Preflight(overrides=passthrough + [t for t, _ in group_ovs] + final_dotted, config=cfg, run=run)
+
+
+_ABSENT = object()
+
+
+def _values(ov: Any) -> list[Any]:
+    """The value(s) an override sets; [] for interval sweeps (no value to check)."""
+    if not ov.is_sweep_override():
+        return [ov.value()]
+    if ov.value_type.name == "INTERVAL_SWEEP":
+        return []
+    return list(ov.sweep_iterator())
+
+
+def schema_accepts(dotted_key: str, cfg: Any) -> bool:
+    """Is `dotted_key` a field of the schema that applies to this config?"""
+    parts = dotted_key.split(".")
+    schema: Any = RunConfig
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(schema):
+            return False
+        if depth == 0 and part in ("backbone", "task"):
+            table = BACKBONE_SCHEMAS if part == "backbone" else TASK_SCHEMAS
+            name = cfg.get(part, {}).get("name") if hasattr(cfg, "get") else None
+            schema = table.get(name)
+            if schema is None:
+                return False
+            continue
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            return False
+        schema = hints[part]
+    return True
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Any, RunConfig]:
+    """A run folder's config.yaml with key=value overrides applied, validated."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from fmctl.config.validate import validate
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir}: not an fmctl run folder (no config.yaml)")
+    cfg = OmegaConf.load(config_file)
+    parser = OverridesParser.create()
+    problems = []
+    for text in overrides:
+        try:
+            ov = parser.parse_overrides([text])[0]
+        except Exception as exc:
+            problems.append(f"override '{text}': not a valid key=value override ({str(exc).splitlines()[0]})")
+            continue
+        if ov.is_sweep_override():
+            problems.append(f"{ov.key_or_group}: sweeps are not supported here")
+            continue
+        OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=False, force_add=True)
+    if problems:
+        raise ConfigError(problems)
+    return cfg, validate(cfg)

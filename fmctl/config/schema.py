@@ -1,0 +1,164 @@
+"""Typed schemas for every config group.
+
+The composed YAML is validated against these dataclasses (see `validate.py`) before any
+data is read or any model is built; past the config package, code receives these typed
+objects, never a raw DictConfig. Bounds live in field metadata (`ge`, `gt`, `le`, `lt`)
+so the validator can report every violation at once with its dotted key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+SIZES = ("tiny", "mini", "small", "base")
+
+
+def _bounded(default, **bounds):
+    return field(default=default, metadata=bounds)
+
+
+@dataclass
+class DataConfig:
+    # Paths: a table file (csv, tsv, jsonl, parquet; optionally .gz) or an ImageFolder root.
+    train: Optional[str] = None
+    validation: Optional[str] = None
+    test: Optional[str] = None
+    # Data fmctl generates or unpacks itself so that demos and tests need no download.
+    builtin: Optional[Literal["topics", "digits"]] = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "imagefolder"] = "auto"
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    # Held out from train when no validation file is given; split_seed is separate from
+    # trainer.seed so that changing the training seed keeps the same validation set.
+    validation_fraction: float = _bounded(0.1, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    max_length: int = _bounded(128, ge=8)
+    max_train_examples: Optional[int] = _bounded(None, ge=1)
+    max_eval_examples: Optional[int] = _bounded(None, ge=1)
+    # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
+    augment: bool = False
+    num_workers: int = _bounded(0, ge=0)
+
+
+@dataclass
+class TextBackboneConfig:
+    name: Literal["bert", "gpt"] = "bert"
+    size: Literal["tiny", "mini", "small", "base"] = "tiny"
+    # Local folder in transformers' save_pretrained layout, an fmctl run folder, a
+    # 'pkg:<python package>/<sub folder>' path, or a hub id (needs network).
+    pretrained: Optional[str] = None
+    tokenizer: Optional[str] = None
+    # Vocabulary size of the tokenizer fmctl trains when neither pretrained nor tokenizer is set.
+    vocab_size: int = _bounded(8000, ge=100)
+    max_positions: int = _bounded(512, ge=16)
+    dropout: float = _bounded(0.1, ge=0.0, lt=1.0)
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    # Explicit shape overrides on top of `size` (null keeps the size table's value).
+    hidden_size: Optional[int] = _bounded(None, ge=8)
+    num_layers: Optional[int] = _bounded(None, ge=1)
+    num_heads: Optional[int] = _bounded(None, ge=1)
+
+
+@dataclass
+class VisionBackboneConfig:
+    name: Literal["vit"] = "vit"
+    size: Literal["tiny", "mini", "small", "base"] = "tiny"
+    # A folder written by timm's save_for_hf / an fmctl run's model/, or a single
+    # .safetensors / .pth state dict (then `arch` names the timm architecture).
+    pretrained: Optional[str] = None
+    arch: Optional[str] = None
+    image_size: int = _bounded(32, ge=8)
+    patch_size: int = _bounded(4, ge=1)
+    in_chans: int = _bounded(3, ge=1)
+    dropout: float = _bounded(0.0, ge=0.0, lt=1.0)
+    drop_path: float = _bounded(0.1, ge=0.0, lt=1.0)
+    hidden_size: Optional[int] = _bounded(None, ge=8)
+    num_layers: Optional[int] = _bounded(None, ge=1)
+    num_heads: Optional[int] = _bounded(None, ge=1)
+
+
+BACKBONE_SCHEMAS = {"bert": TextBackboneConfig, "gpt": TextBackboneConfig, "vit": VisionBackboneConfig}
+
+
+@dataclass
+class ClassificationTaskConfig:
+    name: Literal["text_classification", "image_classification"] = "text_classification"
+    label_smoothing: float = _bounded(0.0, ge=0.0, lt=1.0)
+
+
+TASK_SCHEMAS = {
+    "text_classification": ClassificationTaskConfig,
+    "image_classification": ClassificationTaskConfig,
+}
+
+# Which backbones each task can sit on; checked before anything is built.
+TASK_BACKBONES = {
+    "text_classification": ("bert", "gpt"),
+    "image_classification": ("vit",),
+}
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw"] = "adamw"
+    lr: float = _bounded(5e-4, gt=0.0)
+    weight_decay: float = _bounded(0.01, ge=0.0)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = _bounded(1e-8, gt=0.0)
+    # null: use the fused AdamW kernel wherever torch has one for the device.
+    fused: Optional[bool] = None
+
+
+@dataclass
+class SchedConfig:
+    name: Literal["linear", "cosine", "constant"] = "linear"
+    # warmup_steps wins over warmup_ratio when both are set.
+    warmup_steps: Optional[int] = _bounded(None, ge=0)
+    warmup_ratio: float = _bounded(0.06, ge=0.0, lt=1.0)
+    # Final learning rate as a fraction of optim.lr (linear and cosine).
+    min_lr_ratio: float = _bounded(0.0, ge=0.0, le=1.0)
+
+
+@dataclass
+class TrainerConfig:
+    # max_steps (optimizer steps) wins over epochs when set.
+    max_steps: Optional[int] = _bounded(None, gt=0)
+    epochs: float = _bounded(3.0, gt=0.0)
+    batch_size: int = _bounded(32, ge=1)
+    eval_batch_size: Optional[int] = _bounded(None, ge=1)
+    grad_accum: int = _bounded(1, ge=1)
+    # Max global gradient norm; null or 0 disables clipping.
+    grad_clip: Optional[float] = _bounded(1.0, ge=0.0)
+    # auto: bf16 where the device supports it (CUDA bf16, CPU with avx512_bf16/AMX), else fp32.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    # Evaluate every N optimizer steps; null evaluates at the end of every epoch.
+    eval_every: Optional[int] = _bounded(None, gt=0)
+    # Full training state every N steps; null writes one at every evaluation.
+    checkpoint_every: Optional[int] = _bounded(None, gt=0)
+    keep_last: int = _bounded(1, ge=1)
+    log_every: int = _bounded(10, gt=0)
+    # Metric that picks the best checkpoint, e.g. 'val/accuracy'; null: the task's main metric.
+    monitor: Optional[str] = None
+    monitor_mode: Optional[Literal["max", "min"]] = None
+    # Stop after this many evaluations without improvement of the monitored metric.
+    early_stopping_patience: Optional[int] = _bounded(None, ge=1)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Optional[int] = _bounded(None, ge=1)
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+
+
+@dataclass
+class RunConfig:
+    recipe: str = "bert_topics"
+    # Run folder; null means runs/<recipe>/<timestamp>/.
+    run_dir: Optional[str] = None
+    # Allow writing into an existing non-empty run folder (its contents are replaced).
+    overwrite: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: TextBackboneConfig | VisionBackboneConfig = field(default_factory=TextBackboneConfig)
+    task: ClassificationTaskConfig = field(default_factory=ClassificationTaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -1,0 +1,201 @@
+"""Check a composed config against the schemas and return typed objects.
+
+Collects every problem before raising, each as "<dotted.key>: <what is wrong>" with a
+"did you mean" for misspelt keys and choices, so a user fixes a config in one pass
+instead of one error per run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+from fmctl._suggest import did_you_mean, one_of
+from fmctl.config.schema import (
+    BACKBONE_SCHEMAS,
+    TASK_BACKBONES,
+    TASK_SCHEMAS,
+    RunConfig,
+)
+from fmctl.errors import ConfigError
+
+MISSING = object()  # a '???' value nobody filled in
+_GROUPS_WITH_NAMED_SCHEMA = {"backbone": BACKBONE_SCHEMAS, "task": TASK_SCHEMAS}
+
+
+def to_plain(cfg: Any, path: str, problems: list[str]) -> Any:
+    """DictConfig -> plain dict/list, resolving interpolations key by key so that one
+    broken `${...}` is reported with its key instead of aborting the whole conversion."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        out = {}
+        for key in cfg.keys():
+            dotted = f"{path}{key}"
+            if OmegaConf.is_missing(cfg, key):
+                out[key] = MISSING
+                continue
+            try:
+                value = cfg[key]
+            except Exception as exc:  # interpolation errors carry omegaconf's own message
+                problems.append(f"{dotted}: cannot resolve value ({_first_line(exc)})")
+                continue
+            out[key] = to_plain(value, dotted + ".", problems)
+        return out
+    if isinstance(cfg, ListConfig):
+        return [to_plain(v, f"{path}[{i}].", problems) for i, v in enumerate(cfg)]
+    return cfg
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def validate(cfg: Any) -> RunConfig:
+    """Validate a DictConfig or plain mapping; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    plain = to_plain(cfg, "", problems) if not isinstance(cfg, Mapping) or hasattr(cfg, "_metadata") else dict(cfg)
+    run = _build(RunConfig, plain, "", problems)
+    if not problems:
+        problems.extend(check_semantics(run))
+    if problems:
+        raise ConfigError(problems)
+    return run
+
+
+def _build(schema: type, node: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(node, Mapping):
+        problems.append(f"{path.rstrip('.') or 'config'}: expected a mapping of keys, got {_show(node)}")
+        return schema()
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in node:
+        if key not in fields:
+            problems.append(f"{path}{key}: unknown key{did_you_mean(key, fields)}")
+    kwargs = {}
+    for name, fld in fields.items():
+        if name not in node:
+            continue
+        dotted = f"{path}{name}"
+        value = node[name]
+        if path == "" and name in _GROUPS_WITH_NAMED_SCHEMA:
+            kwargs[name] = _build_named(name, value, problems)
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value, dotted + ".", problems)
+            continue
+        ok, coerced = _coerce(value, hints[name], dotted, problems)
+        if ok and not _check_bounds(coerced, fld.metadata, dotted, problems):
+            ok = False
+        if ok:
+            kwargs[name] = coerced
+    return schema(**kwargs)
+
+
+def _build_named(group: str, node: Any, problems: list[str]) -> Any:
+    """backbone and task pick their schema by their `name` key."""
+    schemas = _GROUPS_WITH_NAMED_SCHEMA[group]
+    default_schema = next(iter(schemas.values()))
+    if not isinstance(node, Mapping):
+        problems.append(f"{group}: expected a mapping of keys, got {_show(node)}")
+        return default_schema()
+    name = node.get("name", MISSING)
+    if name is MISSING or name is None:
+        problems.append(f"{group}.name: required; one of {one_of(schemas)}")
+        return default_schema()
+    if name not in schemas:
+        problems.append(f"{group}.name: unknown {group} '{name}'{did_you_mean(name, schemas)}; "
+                        f"choose one of {one_of(schemas)}")
+        return default_schema()
+    return _build(schemas[name], node, f"{group}.", problems)
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> tuple[bool, Any]:
+    if value is MISSING:
+        problems.append(f"{key}: required value is missing (set {key}=...)")
+        return False, None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, problems) if len(inner) == 1 else (True, value)
+    if value is None:
+        problems.append(f"{key}: must not be null")
+        return False, None
+    if origin is Literal:
+        if value in args:
+            return True, value
+        problems.append(f"{key}: expected one of {one_of(args)}, got {_show(value)}{did_you_mean(value, args)}")
+        return False, None
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key}: expected a list, got {_show(value)}")
+            return False, None
+        items = [_coerce(v, args[0], f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return True, value
+        problems.append(f"{key}: expected true or false, got {_show(value)}")
+        return False, None
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        problems.append(f"{key}: expected an integer, got {_show(value)}")
+        return False, None
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        problems.append(f"{key}: expected a number, got {_show(value)}")
+        return False, None
+    if hint is str:
+        if isinstance(value, str):
+            return True, value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        problems.append(f"{key}: expected a string, got {_show(value)}")
+        return False, None
+    return True, value
+
+
+def _check_bounds(value: Any, meta: Mapping, key: str, problems: list[str]) -> bool:
+    if value is None or not meta:
+        return True
+    checks = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+              "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+    failed = [f"{sym} {meta[name]}" for name, (ok, sym) in checks.items() if name in meta and not ok(value, meta[name])]
+    if failed:
+        problems.append(f"{key}: must be {' and '.join(failed)}, got {value}")
+        return False
+    return True
+
+
+def check_semantics(run: RunConfig) -> list[str]:
+    """Rules that involve several keys."""
+    problems = []
+    task, backbone = run.task.name, run.backbone.name
+    if backbone not in TASK_BACKBONES[task]:
+        problems.append(f"backbone: task '{task}' needs backbone {' or '.join(TASK_BACKBONES[task])}, "
+                        f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]})")
+    if run.data.train is None and run.data.builtin is None:
+        problems.append("data.train: required; give a training file or folder (data.train=PATH) "
+                        "or a built-in dataset (data=topics or data=digits)")
+    text_task = task.startswith("text")
+    if run.data.builtin == "digits" and text_task or run.data.builtin == "topics" and not text_task:
+        problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{task}'")
+    if hasattr(run.backbone, "max_positions") and run.data.max_length > run.backbone.max_positions:
+        problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
+                        f"({run.backbone.max_positions})")
+    if run.trainer.monitor_mode is not None and run.trainer.monitor is None:
+        problems.append("trainer.monitor_mode: set trainer.monitor too (e.g. trainer.monitor=val/loss)")
+    return problems
+
+
+def _show(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else repr(value)

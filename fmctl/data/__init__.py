@@ -1,0 +1,1 @@
+"""Readers, built-in datasets, splits, tokenizer training and collators."""

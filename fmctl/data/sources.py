@@ -1,0 +1,32 @@
+"""Which files feed the train / validation / test splits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmctl.config.schema import DataConfig
+
+
+def split_paths(data: DataConfig) -> dict[str, Path | None]:
+    """Paths given by the user win; a built-in dataset fills the splits left empty."""
+    chosen = {"train": data.train, "validation": data.validation, "test": data.test}
+    builtin: dict[str, Path] = {}
+    if data.builtin == "topics":
+        from fmctl.data.builtin import topics_files
+
+        builtin = topics_files()
+    elif data.builtin == "digits":
+        from fmctl.data.builtin import digits_folders
+
+        builtin = digits_folders()
+    return {split: Path(value).expanduser() if value else builtin.get(split) for split, value in chosen.items()}
+
+
+def fingerprint(path: Path | None) -> dict | None:
+    """Size and modification time: enough to tell later whether a file changed."""
+    if path is None or not path.exists():
+        return None
+    if path.is_file():
+        stat = path.stat()
+        return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return {"path": str(path.resolve()), "files": len(files), "bytes": sum(p.stat().st_size for p in files)}

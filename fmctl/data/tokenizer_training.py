@@ -1,0 +1,56 @@
+"""Train a tokenizer on the training texts when a from-scratch backbone has none.
+
+Uses the `tokenizers` library (WordPiece for BERT, byte-level BPE for GPT) and wraps the
+result so that the folder saved into model/ loads with `AutoTokenizer.from_pretrained`.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                 "mask_token": "[MASK]"}
+GPT_SPECIALS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                "pad_token": "<pad>"}
+
+
+def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], vocab_size: int,
+                    model_max_length: int):
+    """Return a transformers PreTrainedTokenizerFast trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "wordpiece":
+        specials = list(dict.fromkeys(BERT_SPECIALS.values()))
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2)
+        tok.train_from_iterator(texts, trainer=trainer)
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+                                       **BERT_SPECIALS)
+    if kind == "bpe":
+        specials = list(dict.fromkeys(GPT_SPECIALS.values()))
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        eos = tok.token_to_id("<|endoftext|>")
+        # The end-of-text token closes every input: last-token classifiers read it.
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="$A <|endoftext|>", pair="$A <|endoftext|> $B:1 <|endoftext|>:1",
+                                          special_tokens=[("<|endoftext|>", eos)]),
+        ])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       model_input_names=["input_ids", "attention_mask"], **GPT_SPECIALS)
+    raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -1,0 +1,1 @@
+"""Evaluation reports: metrics files, predictions and plots."""

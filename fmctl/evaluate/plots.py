@@ -1,0 +1,31 @@
+"""Plots written next to evaluation metrics (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def confusion_matrix_png(matrix: list[list[int]], label_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(matrix)
+    size = max(4.0, 0.5 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(values, cmap="Blues")
+    ax.set_xticks(range(len(label_names)), labels=label_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(label_names)), labels=label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(label_names) <= 30:
+        threshold = values.max() / 2 if values.size else 0
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                ax.text(j, i, str(values[i, j]), ha="center", va="center",
+                        color="white" if values[i, j] > threshold else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""Hand a verb's words to Hydra's runner and report the outcome.
+
+Single runs and `-m` sweeps both go through `hydra.main`, so Hydra's launchers and
+sweepers work unchanged. Each job validates its own config, writes its own run folder,
+and in a sweep records a failure in that folder instead of stopping the sweep; the
+summary table is read back from the run folders, so it works with launchers that run
+jobs in other processes too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fmctl.config.compose import Invocation, parse_invocation, preflight, searchpath_override
+from fmctl.errors import FmctlError, RunFolderError
+
+
+def _debug() -> bool:
+    return os.environ.get("FMCTL_DEBUG") == "1"
+
+
+def default_run_dir(recipe: str, suffix: str = "") -> Path:
+    """runs/<recipe>/<timestamp>[suffix], made unique if two runs start in the same second."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    base = Path("runs") / recipe / f"{stamp}{suffix}"
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{n}")
+        n += 1
+    return candidate
+
+
+def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"run_dir: '{run_dir}' exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise RunFolderError(f"run_dir: '{run_dir}' already holds files; choose another run_dir= "
+                             f"or pass overwrite=true to replace them")
+
+
+def run_training_verb(verb: str, args: list[str]) -> int:
+    inv = parse_invocation(args)
+    if inv.show_only:
+        checked = preflight(inv, strict=False)
+        return _call_hydra(inv, checked.overrides, _job_function(verb))
+    checked = preflight(inv)
+    if inv.multirun:
+        sweep_dir = Path(checked.run.run_dir) if checked.run.run_dir else default_run_dir(inv.recipe, "_sweep")
+        check_run_dir_free(sweep_dir, checked.run.overwrite)
+        extra = [f"hydra.sweep.dir={_quote(sweep_dir)}", "hydra.sweep.subdir=${hydra.job.num}"]
+        _call_hydra(inv, extra + checked.overrides, _job_function(verb))
+        return _print_sweep_summary(sweep_dir)
+    run_dir = Path(checked.run.run_dir) if checked.run.run_dir else default_run_dir(inv.recipe)
+    check_run_dir_free(run_dir, checked.run.overwrite)
+    overrides = [o for o in checked.overrides if not o.lstrip("+").startswith("run_dir=")]
+    return _call_hydra(inv, overrides + [f"++run_dir={_quote(run_dir)}"], _job_function(verb))
+
+
+def _quote(path: Path) -> str:
+    text = str(path)
+    return text if all(c.isalnum() or c in "/._-" for c in text) else "'" + text.replace("'", "\\'") + "'"
+
+
+def _call_hydra(inv: Invocation, overrides: list[str], job: Callable[[Any], Any]) -> int:
+    import hydra
+
+    argv = [
+        "fmctl", *inv.hydra_flags,
+        "--config-path", str(inv.recipe_path.parent), "--config-name", inv.recipe_path.stem,
+        searchpath_override(),
+        "hydra/job_logging=none", "hydra/hydra_logging=none",
+        "hydra.output_subdir=null", "hydra.job.chdir=false", "hydra.run.dir=.",
+        "hydra.job.name=fmctl", f"++recipe={inv.recipe}",
+        *overrides,
+    ]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        hydra.main(config_path=None, config_name=None, version_base=None)(job)()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _job_function(verb: str) -> Callable[[Any], Any]:
+    def job(cfg: Any) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return _run_job(verb, cfg)
+        from omegaconf import OmegaConf
+
+        run_dir = Path(hc.runtime.output_dir)
+        OmegaConf.set_struct(cfg, False)
+        cfg.run_dir = str(run_dir)
+        cfg.overwrite = True  # Hydra made this job's folder; it is empty
+        try:
+            return _run_job(verb, cfg, overrides=list(hc.overrides.task))
+        except BaseException as exc:  # a failing job must not stop the sweep
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            _record_failure(run_dir, exc, list(hc.overrides.task))
+            print(f"job {hc.job.num} failed: {_one_line(exc)}", file=sys.stderr)
+            return None
+
+    return job
+
+
+def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None) -> Any:
+    from fmctl import pipeline
+    from fmctl.config.validate import validate
+
+    try:
+        run = validate(cfg)
+        return getattr(pipeline, verb)(run, cfg, overrides=overrides)
+    except FmctlError as exc:
+        if overrides is not None or _debug():
+            raise
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(exc.exit_code)
+    except Exception as exc:
+        if overrides is not None or _debug():
+            raise
+        print(f"error: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, FmctlError):
+        return "; ".join(exc.lines())
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _record_failure(run_dir: Path, exc: BaseException, overrides: list[str]) -> None:
+    import traceback
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    manifest = run_dir / "manifest.json"
+    record = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    record.update(status="failed", error=_one_line(exc), overrides=overrides)
+    manifest.write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def _print_sweep_summary(sweep_dir: Path) -> int:
+    from fmctl.report import print_sweep_summary
+
+    return print_sweep_summary(sweep_dir)
+
+
+def run_eval(run_dir: Path, args: list[str]) -> int:
+    from fmctl import pipeline
+    from fmctl.config.compose import load_run_config
+
+    raw, run = load_run_config(run_dir, args)
+    pipeline.evaluate_run(run_dir, run, raw)
+    return 0

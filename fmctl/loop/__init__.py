@@ -1,0 +1,1 @@
+"""The one shared training loop and what it is made of."""

@@ -1,0 +1,1 @@
+"""Backbones (transformers and timm) behind one contract, and their heads."""

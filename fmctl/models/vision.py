@@ -1,0 +1,68 @@
+"""ViT backbones from timm, with a classification head.
+
+model/ is written with timm's own `save_for_hf` (config.json + model.safetensors), so
+`timm.create_model("local-dir:<run>/model", pretrained=True)` rebuilds it without fmctl.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fmctl.config.schema import VisionBackboneConfig
+from fmctl.errors import ModelError
+from fmctl.models import pretrained
+from fmctl.models.sizes import shape_for
+
+# The architecture whose constructor takes our size table's shapes as overrides.
+_ARCH = "vit_base_patch16_224"
+
+
+def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
+    import timm
+
+    common = {"num_classes": num_classes, "drop_rate": cfg.dropout, "drop_path_rate": cfg.drop_path}
+    if not cfg.pretrained:
+        shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        if cfg.image_size % cfg.patch_size:
+            raise ModelError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.image_size {cfg.image_size}")
+        return timm.create_model(_ARCH, pretrained=False, img_size=cfg.image_size, patch_size=cfg.patch_size,
+                                 embed_dim=shape.hidden_size, depth=shape.num_layers, num_heads=shape.num_heads,
+                                 in_chans=cfg.in_chans, **common)
+    where = pretrained.resolve(cfg.pretrained, weights=pretrained.TIMM_WEIGHTS)
+    try:
+        if isinstance(where, Path) and where.is_dir():
+            return timm.create_model(f"local-dir:{where}", pretrained=True, **common)
+        if isinstance(where, Path):
+            if not cfg.arch:
+                raise ModelError("backbone.arch: required with a single checkpoint file; name its timm "
+                                 "architecture, e.g. backbone.arch=vit_small_patch16_224")
+            return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": str(where)},
+                                     img_size=cfg.image_size, **common)
+        return timm.create_model(f"hf-hub:{where}", pretrained=True, **common)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if isinstance(where, str):
+            raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
+        raise ModelError(f"backbone.pretrained: cannot load '{where}' with timm "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+def preprocessing(model: Any) -> dict[str, Any]:
+    """Input size and normalisation the model expects (from its timm pretrained_cfg)."""
+    cfg = model.pretrained_cfg
+    return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
+            "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5)))}
+
+
+def save(model: Any, folder: Path, label_names: list[str]) -> None:
+    from timm.models._hub import save_for_hf
+
+    save_for_hf(model, str(folder), safe_serialization=True,
+                model_config={"label_names": list(label_names), "pretrained_cfg": {"tag": "fmctl"}})
+
+
+def load_for_inference(folder: Path) -> Any:
+    import timm
+
+    return timm.create_model(f"local-dir:{folder}", pretrained=True)

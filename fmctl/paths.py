@@ -1,0 +1,54 @@
+"""Where the shipped config groups and recipes live.
+
+In a source checkout (and an editable install) they are the top-level `conf/` and
+`recipes/` folders; a wheel carries them as the `fmctl/_conf` and `fmctl/_recipes`
+package folders. Users' own recipes are found in `./recipes/` of the working directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def conf_dir() -> Path:
+    for candidate in (_PACKAGE.parent / "conf", _PACKAGE / "_conf"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("fmctl's conf/ folder is missing from the installation")
+
+
+def shipped_recipes_dir() -> Path:
+    for candidate in (_PACKAGE.parent / "recipes", _PACKAGE / "_recipes"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("fmctl's recipes/ folder is missing from the installation")
+
+
+def recipe_dirs() -> list[Path]:
+    """Search order for recipe=NAME: the user's ./recipes first, then the shipped ones."""
+    dirs = []
+    local = Path.cwd() / "recipes"
+    if local.is_dir():
+        dirs.append(local.resolve())
+    shipped = shipped_recipes_dir().resolve()
+    if shipped not in dirs:
+        dirs.append(shipped)
+    return dirs
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def group_options(group: str) -> list[str]:
+    folder = conf_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def cache_dir() -> Path:
+    """Where fmctl writes generated data (built-in datasets); FMCTL_CACHE overrides it."""
+    import os
+
+    root = os.environ.get("FMCTL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fmctl")
+    return Path(root)

@@ -1,0 +1,71 @@
+"""Tables printed at the end of a run, an evaluation or a sweep."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", min_width=len(title) + 4)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def per_class_table(per_class: dict[str, dict[str, float]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="per class", title_justify="left", min_width=14)
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, row in per_class.items():
+        table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    return table
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder (Hydra names them 0, 1, 2, ...), read from its manifest."""
+    rows = []
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for job in jobs:
+        manifest_path = job / "manifest.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+        rows.append({"job": int(job.name), "run_dir": str(job), "status": manifest.get("status", "unknown"),
+                     "overrides": manifest.get("overrides", []), "metrics": manifest.get("metrics", {}),
+                     "error": manifest.get("error")})
+    return rows
+
+
+def print_sweep_summary(sweep_dir: Path) -> int:
+    """Print and save (summary.json) the jobs' final metrics; exit status 1 if any failed."""
+    from rich.table import Table
+
+    from fmctl.checkpoint import atomic_write_text
+
+    rows = sweep_rows(sweep_dir)
+    metric_names = sorted({k for r in rows for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+    table = Table(title=f"sweep {sweep_dir}", title_justify="left", min_width=len(str(sweep_dir)) + 10)
+    for column in ("job", "overrides", "status", *metric_names):
+        table.add_column(column, justify="right" if column in metric_names else "left")
+    for row in rows:
+        values = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "" for m in metric_names]
+        status = row["status"] if row["status"] != "failed" else f"failed: {row['error']}"
+        table.add_row(str(row["job"]), " ".join(row["overrides"]), status, *values)
+    console().print(table)
+    atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=2))
+    failed = sum(r["status"] != "completed" for r in rows)
+    if failed:
+        console().print(f"{failed} of {len(rows)} jobs did not complete; see error.txt in their folders")
+    return 1 if failed else 0

@@ -1,0 +1,138 @@
+"""What text and image classification share: splits, labels, loss and metrics.
+
+Metrics come from scikit-learn on the collected predictions, never from hand-written
+formulas, so they match what users compute themselves.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from fmctl.config.schema import DataConfig
+from fmctl.data.labels import check_known, label_names_from
+from fmctl.data.splits import split_off, subset
+from fmctl.errors import DataError
+
+Row = TypeVar("Row")
+
+
+def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Callable[[Path], list[Row]],
+                wanted: Sequence[str]) -> dict[str, list[Row]]:
+    """Rows for the wanted splits. Validation comes from its own file or, failing that,
+    from a deterministic hold-out of train; test only from its own file."""
+    rows: dict[str, list[Row]] = {}
+    need_train = "train" in wanted or ("validation" in wanted and split_paths.get("validation") is None)
+    if need_train:
+        if split_paths.get("train") is None:
+            raise DataError("data.train: no training data given")
+        train = read(split_paths["train"])
+        if split_paths.get("validation") is None:
+            if len(train) < 2:
+                raise DataError(f"{split_paths['train']}: {len(train)} example(s) cannot be split into train and "
+                                f"validation; add rows or give data.validation")
+            train, held = split_off(train, data.validation_fraction, data.split_seed)
+            rows["validation"] = held
+        rows["train"] = train
+    if "validation" in wanted and split_paths.get("validation") is not None:
+        rows["validation"] = read(split_paths["validation"])
+    if "test" in wanted and split_paths.get("test") is not None:
+        rows["test"] = read(split_paths["test"])
+    if "train" in rows:
+        rows["train"] = subset(rows["train"], data.max_train_examples, data.split_seed)
+    for split in ("validation", "test"):
+        if split in rows:
+            rows[split] = subset(rows[split], data.max_eval_examples, data.split_seed)
+    return {k: v for k, v in rows.items() if k in wanted}
+
+
+def label_vocabulary(rows: dict[str, list[Any]], known: list[str] | None, paths: dict[str, Path | None]) -> list[str]:
+    """Label names from the training rows (or a saved model's), checked on the other splits."""
+    names = known if known is not None else label_names_from(r.label for r in rows["train"])
+    if known is None and len(names) < 2:
+        raise DataError(f"{paths['train']}: only one label ('{names[0]}') in the training data; "
+                        f"classification needs at least two")
+    for split_rows in rows.values():
+        check_known(((r.label, row_location(r)) for r in split_rows if r.label is not None), names)
+    return names
+
+
+def row_location(row: Any) -> str:
+    """'file:line' for table rows, the file itself for images."""
+    if hasattr(row, "line"):
+        return f"{row.source}:{row.line}"
+    return str(row.path)
+
+
+def label_ids(rows: list[Any], names: list[str]) -> list[int]:
+    index = {n: i for i, n in enumerate(names)}
+    return [index[r.label] for r in rows]
+
+
+def cross_entropy(logits: Any, labels: Any, label_smoothing: float) -> Any:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+class ClassificationMetrics:
+    """Accumulates predictions over an evaluation pass; one host copy per batch."""
+
+    def __init__(self, label_names: list[str]):
+        self.label_names = label_names
+        self.preds: list[Any] = []
+        self.labels: list[Any] = []
+        self.probs: list[Any] = []
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, logits: Any, batch: dict[str, Any], loss: Any) -> None:
+        probs = logits.float().softmax(-1).cpu()
+        self.probs.append(probs)
+        self.preds.append(probs.argmax(-1))
+        if "labels" in batch:
+            n = batch["labels"].shape[0]
+            self.labels.append(batch["labels"].cpu())
+            if loss is not None:
+                self.loss_sum += float(loss) * n
+                self.count += n
+
+    def arrays(self) -> tuple[Any, Any, Any]:
+        import torch
+
+        preds = torch.cat(self.preds).numpy() if self.preds else None
+        labels = torch.cat(self.labels).numpy() if self.labels else None
+        probs = torch.cat(self.probs).numpy() if self.probs else None
+        return preds, labels, probs
+
+    def compute(self) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        preds, labels, _ = self.arrays()
+        if labels is None:
+            return {}
+        out = {
+            "accuracy": float(accuracy_score(labels, preds)),
+            "macro_f1": float(f1_score(labels, preds, average="macro", labels=range(len(self.label_names)),
+                                       zero_division=0)),
+        }
+        if self.count:
+            out["loss"] = self.loss_sum / self.count
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """Flat headline metrics plus the per-class table and confusion matrix."""
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        preds, labels, _ = self.arrays()
+        out: dict[str, Any] = dict(self.compute())
+        ids = list(range(len(self.label_names)))
+        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+        out["weighted_f1"] = float(sum(f * s for f, s in zip(f1, support)) / max(1, sum(support)))
+        out["num_examples"] = int(len(labels))
+        out["per_class"] = {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])}
+            for i, name in enumerate(self.label_names)
+        }
+        out["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
+        return out

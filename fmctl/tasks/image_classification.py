@@ -1,0 +1,94 @@
+"""Image classification with a ViT backbone on ImageFolder data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fmctl.config.schema import ClassificationTaskConfig, RunConfig
+from fmctl.data.images import ImageDataset, build_transform, collate_images, scan_image_folder, verify_images
+from fmctl.data.sources import fingerprint, split_paths
+from fmctl.models import vision
+from fmctl.tasks.base import PreparedData
+from fmctl.tasks.classification import ClassificationMetrics, cross_entropy, label_ids, label_vocabulary, read_splits
+
+
+class ImageClassification:
+    name = "image_classification"
+    main_metric = "accuracy"
+    main_mode = "max"
+
+    def __init__(self, cfg: ClassificationTaskConfig):
+        self.cfg = cfg
+        self.label_names: list[str] = []
+        self.augment = False
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
+        paths = split_paths(run.data)
+        rows = read_splits(run.data, paths, scan_image_folder, splits)
+        for split_rows in rows.values():
+            verify_images(split_rows)
+        known = _saved_label_names(model_dir) if model_dir else None
+        names = label_vocabulary(rows, known, paths)
+        datasets = {split: ImageDataset(split_rows, label_ids(split_rows, names), None, run.backbone.in_chans)
+                    for split, split_rows in rows.items()}
+        self.label_names = names
+        self.augment = run.data.augment
+        data = PreparedData(
+            train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
+            collate=collate_images, label_names=names,
+            sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows)
+        if model_dir:
+            self.set_preprocessing(data, _saved_preprocessing(model_dir))
+        return data
+
+    def set_preprocessing(self, data: PreparedData, prep: dict[str, Any]) -> None:
+        """Transforms follow the model (its input size and normalisation), so they are
+        attached once the model exists."""
+        data.preprocessor = prep
+        for split in ("train", "validation", "test"):
+            dataset = getattr(data, split)
+            if dataset is not None:
+                dataset.transform = build_transform(prep["image_size"], prep["mean"], prep["std"],
+                                                    train=split == "train", augment=self.augment)
+                dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        model = vision.build_vit_classifier(run.backbone, len(data.label_names))
+        self.set_preprocessing(data, vision.preprocessing(model))
+        return model
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(batch["pixel_values"])
+
+    def loss(self, logits: Any, batch: dict[str, Any]) -> Any:
+        return cross_entropy(logits, batch["labels"], self.cfg.label_smoothing)
+
+    def new_metrics(self) -> ClassificationMetrics:
+        return ClassificationMetrics(self.label_names)
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        vision.save(model, folder, data.label_names)
+
+    def load_model(self, folder: Path) -> Any:
+        return vision.load_for_inference(folder)
+
+    def example_fields(self, row: Any) -> dict[str, Any]:
+        return {"image": str(row.path)}
+
+
+def _saved_config(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+
+
+def _saved_label_names(model_dir: Path) -> list[str]:
+    config = _saved_config(model_dir)
+    names = config.get("label_names") or config.get("pretrained_cfg", {}).get("label_names")
+    return list(names) if names else [str(i) for i in range(int(config["num_classes"]))]
+
+
+def _saved_preprocessing(model_dir: Path) -> dict[str, Any]:
+    cfg = _saved_config(model_dir)["pretrained_cfg"]
+    return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
+            "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5)))}
