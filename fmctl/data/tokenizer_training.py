@@ -21,13 +21,25 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], voc
     from transformers import PreTrainedTokenizerFast
 
     if kind == "wordpiece":
+        texts = list(texts)
         specials = list(dict.fromkeys(BERT_SPECIALS.values()))
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
+        normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
+        # The trainer numbers '##c' continuation pieces in hash-map order, so ties between
+        # equally frequent merges would break differently from run to run. Reserving them
+        # up front in sorted order makes the vocabulary a function of the texts alone.
+        alphabet = sorted({c for t in texts for c in normalizer.normalize_str(t)} - {" "})
+        reserved = specials + [f"##{c}" for c in alphabet]
+        draft = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        draft.normalizer = normalizer
+        draft.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size + len(alphabet), special_tokens=reserved,
+                                            min_frequency=2, show_progress=False)
+        draft.train_from_iterator(texts, trainer=trainer)
+        tok = Tokenizer(models.WordPiece(vocab=draft.get_vocab(), unk_token="[UNK]"))
+        tok.add_special_tokens(specials)  # only the real specials are special
+        tok.normalizer = normalizer
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2)
-        tok.train_from_iterator(texts, trainer=trainer)
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -41,7 +53,7 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], voc
         tok.normalizer = normalizers.NFC()
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(texts, trainer=trainer)
         eos = tok.token_to_id("<|endoftext|>")

@@ -49,9 +49,15 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
 
 
 def preprocessing(model: Any) -> dict[str, Any]:
-    """Input size and normalisation the model expects (from its timm pretrained_cfg)."""
+    """Input size and normalisation the model expects. The size comes from the patch
+    embedding (pretrained_cfg keeps the source checkpoint's size when img_size is changed),
+    the normalisation from timm's pretrained_cfg."""
     cfg = model.pretrained_cfg
-    return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None) or cfg["input_size"][-2:]
+    proj = getattr(patch_embed, "proj", None)
+    channels = getattr(proj, "in_channels", None) or cfg["input_size"][0]
+    return {"image_size": int(size[-1]), "in_chans": int(channels),
             "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5)))}
 
 

@@ -1,0 +1,78 @@
+"""Composition and validation: recipes, overrides, and every problem at once."""
+import pytest
+
+from fmctl.config.compose import available_recipes, parse_invocation, preflight
+from fmctl.errors import ConfigError
+from tests.helpers import compose
+
+# Template recipes need the user's data path.
+NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"]}
+
+
+@pytest.mark.parametrize("recipe", available_recipes())
+def test_every_recipe_composes_and_validates(recipe):
+    _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
+    assert run.recipe == recipe
+    assert run.backbone.name in ("bert", "gpt", "vit")
+
+
+def test_overrides_reach_typed_config():
+    _, run = compose("bert_topics", ["trainer.max_steps=7", "optim.lr=3e-4", "backbone=gpt", "sched=cosine"])
+    assert run.trainer.max_steps == 7 and run.optim.lr == pytest.approx(3e-4)
+    assert run.backbone.name == "gpt" and run.sched.name == "cosine"
+
+
+def test_schema_key_missing_from_yaml_can_be_overridden():
+    """trainer.num_threads is in the schema but not in trainer/default.yaml."""
+    checked = preflight(parse_invocation(["trainer.num_threads=1"]))
+    assert "++trainer.num_threads=1" in checked.overrides
+    assert checked.run.trainer.num_threads == 1
+
+
+def test_plus_syntax_is_kept():
+    checked = preflight(parse_invocation(["+trainer.num_threads=2"]))
+    assert checked.run.trainer.num_threads == 2
+
+
+def problems_of(args):
+    with pytest.raises(ConfigError) as info:
+        preflight(parse_invocation(args))
+    return info.value.problems
+
+
+def test_all_problems_reported_at_once_with_suggestions():
+    problems = problems_of(["trainer.max_stpes=5", "trainer.batch_size=abc", "optim.lr=-1", "trainer.precision=bf61"])
+    text = "\n".join(problems)
+    assert "trainer.max_stpes: unknown key (did you mean 'max_steps'?)" in text
+    assert "trainer.batch_size: expected an integer, got 'abc'" in text
+    assert "optim.lr: must be > 0.0" in text
+    assert "trainer.precision" in text and "'bf16'" in text
+    assert len(problems) == 4
+
+
+def test_unknown_group_option_lists_choices():
+    (problem,) = problems_of(["backbone=bret"])
+    assert "backbone: unknown option 'bret' (did you mean 'bert'?)" in problem
+    assert "gpt" in problem and "vit" in problem
+
+
+def test_unknown_recipe_lists_available():
+    with pytest.raises(ConfigError) as info:
+        parse_invocation(["recipe=bert_topic"])
+    message = str(info.value)
+    assert "did you mean 'bert_topics'" in message and "vit_digits" in message
+
+
+def test_task_and_backbone_must_fit():
+    (problem,) = problems_of(["backbone=vit"])
+    assert "needs backbone bert or gpt" in problem
+
+
+def test_missing_required_data_path():
+    (problem,) = problems_of(["recipe=text_csv"])
+    assert problem.startswith("data.train: required")
+
+
+def test_sweep_values_are_checked_for_groups():
+    (problem,) = problems_of(["backbone=bert,gtp", "-m"])
+    assert "'gtp'" in problem
