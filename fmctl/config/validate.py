@@ -57,6 +57,7 @@ def validate(cfg: Any) -> RunConfig:
     """Validate a DictConfig or plain mapping; raise ConfigError listing every problem."""
     problems: list[str] = []
     plain = to_plain(cfg, "", problems) if not isinstance(cfg, Mapping) or hasattr(cfg, "_metadata") else dict(cfg)
+    problems.extend(_check_pairing(plain))
     run = _build(RunConfig, plain, "", problems)
     if not problems:
         problems.extend(check_semantics(run))
@@ -176,13 +177,23 @@ def _check_bounds(value: Any, meta: Mapping, key: str, problems: list[str]) -> b
     return True
 
 
+def _check_pairing(plain: Any) -> list[str]:
+    """Task and backbone must fit; checked first because a wrong pairing also makes the
+    backbone's other keys look wrong."""
+    try:
+        task, backbone = plain["task"]["name"], plain["backbone"]["name"]
+    except (KeyError, TypeError):
+        return []
+    if task in TASK_BACKBONES and backbone in BACKBONE_SCHEMAS and backbone not in TASK_BACKBONES[task]:
+        return [f"backbone: task '{task}' needs backbone {' or '.join(TASK_BACKBONES[task])}, "
+                f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]})"]
+    return []
+
+
 def check_semantics(run: RunConfig) -> list[str]:
     """Rules that involve several keys."""
     problems = []
-    task, backbone = run.task.name, run.backbone.name
-    if backbone not in TASK_BACKBONES[task]:
-        problems.append(f"backbone: task '{task}' needs backbone {' or '.join(TASK_BACKBONES[task])}, "
-                        f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]})")
+    task = run.task.name
     if run.data.train is None and run.data.builtin is None:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
                         "or a built-in dataset (data=topics or data=digits)")

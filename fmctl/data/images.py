@@ -44,14 +44,16 @@ def verify_images(rows: Sequence[ImageRow]) -> None:
             raise DataError(f"{row.path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
 
 
-def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool, augment: bool) -> Any:
-    from torchvision import transforms as T
+def build_transform(prep: dict[str, Any], train: bool, augment: bool) -> Any:
+    """timm's own transforms, so that `timm.data.create_transform(**resolve_data_config(model=m))`
+    on the saved model reproduces fmctl's evaluation preprocessing exactly."""
+    from timm.data import create_transform
 
+    common = {"input_size": (prep["in_chans"], prep["image_size"], prep["image_size"]),
+              "interpolation": prep["interpolation"], "mean": tuple(prep["mean"]), "std": tuple(prep["std"])}
     if train and augment:
-        resize = [T.RandomResizedCrop(image_size, scale=(0.8, 1.0), antialias=True), T.RandomHorizontalFlip()]
-    else:
-        resize = [T.Resize((image_size, image_size), antialias=True)]
-    return T.Compose([*resize, T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
+        return create_transform(is_training=True, scale=(0.8, 1.0), hflip=0.5, color_jitter=0.0, **common)
+    return create_transform(is_training=False, crop_pct=prep["crop_pct"], **common)
 
 
 class ImageDataset:

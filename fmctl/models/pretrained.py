@@ -4,7 +4,10 @@ that says how to point at a local folder instead of a long download traceback.""
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from fmctl.errors import ModelError
 
@@ -25,7 +28,33 @@ def resolve(spec: str, key: str = "backbone.pretrained", weights: tuple[str, ...
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".safetensors", ".pth", ".bin")):
         raise ModelError(f"{key}: '{spec}' does not exist; give a folder in the save_pretrained layout "
                          f"(config.json + model.safetensors) or an fmctl run folder")
+    return _hub(spec, key)
+
+
+def _hub(spec: str, key: str) -> Path | str:
+    """A hub id: its cached snapshot if there is one, the id itself if the hub answers,
+    else a one-line error now (instead of minutes of download retries)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id=spec, filename="config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if not _hub_reachable():
+        raise ModelError(f"{key}: '{spec}' is not a local folder and the Hugging Face Hub cannot be reached "
+                         f"(offline); save it with save_pretrained where you have network, then pass the folder: "
+                         f"{key}=/path/to/folder")
     return spec
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _package_folder(spec: str, key: str) -> Path:

@@ -25,9 +25,10 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
         shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
         if cfg.image_size % cfg.patch_size:
             raise ModelError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.image_size {cfg.image_size}")
-        return timm.create_model(_ARCH, pretrained=False, img_size=cfg.image_size, patch_size=cfg.patch_size,
-                                 embed_dim=shape.hidden_size, depth=shape.num_layers, num_heads=shape.num_heads,
-                                 in_chans=cfg.in_chans, **common)
+        model = timm.create_model(_ARCH, pretrained=False, img_size=cfg.image_size, patch_size=cfg.patch_size,
+                                  embed_dim=shape.hidden_size, depth=shape.num_layers, num_heads=shape.num_heads,
+                                  in_chans=cfg.in_chans, **common)
+        return _describe_fresh(model, cfg)
     where = pretrained.resolve(cfg.pretrained, weights=pretrained.TIMM_WEIGHTS)
     try:
         if isinstance(where, Path) and where.is_dir():
@@ -49,23 +50,30 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
 
 
 def preprocessing(model: Any) -> dict[str, Any]:
-    """Input size and normalisation the model expects. The size comes from the patch
-    embedding (pretrained_cfg keeps the source checkpoint's size when img_size is changed),
-    the normalisation from timm's pretrained_cfg."""
-    cfg = model.pretrained_cfg
-    patch_embed = getattr(model, "patch_embed", None)
-    size = getattr(patch_embed, "img_size", None) or cfg["input_size"][-2:]
-    proj = getattr(patch_embed, "proj", None)
-    channels = getattr(proj, "in_channels", None) or cfg["input_size"][0]
-    return {"image_size": int(size[-1]), "in_chans": int(channels),
-            "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5)))}
+    """Input size and normalisation the model expects, from its timm pretrained_cfg."""
+    return preprocessing_from_cfg(model.pretrained_cfg)
+
+
+def preprocessing_from_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
+            "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5))),
+            "crop_pct": float(cfg.get("crop_pct", 1.0)), "interpolation": cfg.get("interpolation", "bilinear")}
+
+
+def _describe_fresh(model: Any, cfg: VisionBackboneConfig) -> Any:
+    """A from-scratch model's pretrained_cfg still describes vit_base's 224px ImageNet
+    checkpoint; record what this model really takes (saved into model/config.json)."""
+    model.pretrained_cfg = {**model.pretrained_cfg, "tag": "fmctl", "input_size": (cfg.in_chans, cfg.image_size, cfg.image_size),
+                            "crop_pct": 1.0, "interpolation": "bilinear",
+                            "mean": (0.5,) * cfg.in_chans, "std": (0.5,) * cfg.in_chans}
+    return model
 
 
 def save(model: Any, folder: Path, label_names: list[str]) -> None:
     from timm.models._hub import save_for_hf
 
     save_for_hf(model, str(folder), safe_serialization=True,
-                model_config={"label_names": list(label_names), "pretrained_cfg": {"tag": "fmctl"}})
+                model_config={"label_names": list(label_names)})
 
 
 def load_for_inference(folder: Path) -> Any:

@@ -50,8 +50,7 @@ class ImageClassification:
         for split in ("train", "validation", "test"):
             dataset = getattr(data, split)
             if dataset is not None:
-                dataset.transform = build_transform(prep["image_size"], prep["mean"], prep["std"],
-                                                    train=split == "train", augment=self.augment)
+                dataset.transform = build_transform(prep, train=split == "train", augment=self.augment)
                 dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
@@ -89,6 +88,4 @@ def _saved_label_names(model_dir: Path) -> list[str]:
 
 
 def _saved_preprocessing(model_dir: Path) -> dict[str, Any]:
-    cfg = _saved_config(model_dir)["pretrained_cfg"]
-    return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
-            "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5)))}
+    return vision.preprocessing_from_cfg(_saved_config(model_dir)["pretrained_cfg"])

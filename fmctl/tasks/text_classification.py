@@ -41,6 +41,8 @@ class TextClassification:
                     if r.pair:
                         yield r.pair
             tokenizer = text_models.load_tokenizer(run.backbone, training_texts)
+            # Saved with model/, so `tokenizer(text, truncation=True)` truncates as fmctl did.
+            tokenizer.model_max_length = run.data.max_length
         datasets = {split: EncodedDataset(encode_rows(split_rows, tokenizer, run.data.max_length),
                                           label_ids(split_rows, names))
                     for split, split_rows in rows.items()}

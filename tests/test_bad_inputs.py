@@ -1,0 +1,127 @@
+"""Bad input: one line naming the file or key, a non-zero exit, no traceback, and no
+change to an existing run folder. The catalogue is data: one row per case."""
+import hashlib
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY_TEXT, run_cli, write_reviews_csv, write_shapes_folder
+
+TEXT = ["recipe=text_csv", "data.text_column=Review Text", "data.label_column=sentiment", *TINY_TEXT,
+        "trainer.max_steps=2"]
+IMAGES = ["recipe=image_folder", "backbone.image_size=16", "trainer.max_steps=2", "trainer.progress=off"]
+
+
+def build_files(root: Path) -> dict[str, Path]:
+    """Every broken file the catalogue needs, made once."""
+    files = {"train": write_reviews_csv(root / "train.csv", 40, seed=1)}
+    files["unseen_label"] = write_reviews_csv(root / "unseen.csv", 20, seed=2, labels=("positive", "neutral"))
+    (root / "header_only.csv").write_text("Review Text ,Sentiment\n", encoding="utf-8")
+    files["header_only"] = root / "header_only.csv"
+    files["latin1"] = root / "latin1.csv"
+    files["latin1"].write_bytes("Review Text ,Sentiment\nnice,positive\ncaf\xe9 cr\xe8me,negative\n".encode("latin-1"))
+    images = write_shapes_folder(root / "images", per_class=6, seed=0)
+    (images / "vertical" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    files["images"] = images
+    no_weights = root / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    files["no_weights"] = no_weights
+    return files
+
+
+# (case id, arguments, text the one-line message must contain). {name} is a file from build_files.
+CASES = [
+    ("unknown key", [*TEXT, "data.train={train}", "trainer.max_stpes=3"], "trainer.max_stpes: unknown key (did you mean 'max_steps'?)"),
+    ("wrong type", [*TEXT, "data.train={train}", "trainer.batch_size=big"], "trainer.batch_size: expected an integer, got 'big'"),
+    ("unknown backbone option", [*TEXT, "data.train={train}", "backbone=bret"], "backbone: unknown option 'bret' (did you mean 'bert'?)"),
+    ("unknown backbone name", [*TEXT, "data.train={train}", "backbone.name=gtp"], "backbone.name: unknown backbone 'gtp' (did you mean 'gpt'?)"),
+    ("unknown task", [*TEXT, "data.train={train}", "task=text_clasification"], "task: unknown option 'text_clasification' (did you mean 'text_classification'?)"),
+    ("task/backbone mismatch", ["recipe=text_csv", "data.train={train}", "backbone=vit"], "task 'text_classification' needs backbone bert or gpt"),
+    ("missing data file", [*TEXT, "data.train=nowhere/train.csv"], "nowhere/train.csv: file not found"),
+    ("missing column", [*TEXT, "data.train={train}", "data.text_column=body"], "no column 'body' for data.text_column"),
+    ("empty dataset", [*TEXT, "data.train={header_only}"], "header_only.csv: no examples"),
+    ("label unseen in training", [*TEXT, "data.train={train}", "data.test={unseen_label}"], "label 'neutral' never appears in the training data"),
+    ("corrupt image", [*IMAGES, "data.train={images}"], "broken.png: cannot read image"),
+    ("non-UTF-8 text", [*TEXT, "data.train={latin1}"], "latin1.csv:3: not UTF-8"),
+    ("pretrained folder missing", [*TEXT, "data.train={train}", "backbone.pretrained=/no/such/model"], "backbone.pretrained: '/no/such/model' does not exist"),
+    ("pretrained folder without weights", [*TEXT, "data.train={train}", "backbone.pretrained={no_weights}"], "has no weights"),
+    ("hub id offline", [*TEXT, "data.train={train}", "backbone.pretrained=bert-base-uncased"], "pass the folder: backbone.pretrained=/path/to/folder"),
+    ("unknown recipe", ["recipe=bert_topic"], "unknown recipe 'bert_topic' (did you mean 'bert_topics'?); available:"),
+    ("missing required path", ["recipe=text_csv"], "data.train: required"),
+    ("bad override syntax", [*TEXT, "data.train={train}", "trainer.max_steps=[1,"], "not a valid key=value override"),
+    ("max_steps not positive", [*TEXT, "data.train={train}", "trainer.max_steps=0"], "trainer.max_steps: must be > 0"),
+    ("fraction out of range", [*TEXT, "data.train={train}", "data.validation_fraction=1.5"], "data.validation_fraction: must be < 1.0"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return build_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture()
+def existing_run(tmp_path):
+    """A run folder that bad input pointed at it (even with overwrite=true) must leave alone."""
+    run = tmp_path / "existing_run"
+    (run / "model").mkdir(parents=True)
+    (run / "config.yaml").write_text("recipe: earlier\n", encoding="utf-8")
+    (run / "model" / "weights.txt").write_text("precious", encoding="utf-8")
+    return run
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def call_main(args: list[str]) -> tuple[int, str, str]:
+    from fmctl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("case, args, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_actionable_line(case, args, expected, files, existing_run):
+    before = snapshot(existing_run)
+    args = [a.format(**files) for a in args]
+    code, out, err = call_main(["finetune", *args, f"run_dir={existing_run}", "overwrite=true"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0, out + err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    assert snapshot(existing_run) == before
+
+
+def test_existing_run_folder_is_not_clobbered(files, existing_run):
+    before = snapshot(existing_run)
+    code, _, err = call_main(["finetune", *TEXT, f"data.train={files['train']}", f"run_dir={existing_run}"])
+    assert code != 0 and "already holds files" in err and "overwrite=true" in err
+    assert snapshot(existing_run) == before
+
+
+def test_eval_of_a_folder_without_model(tmp_path):
+    code, _, err = call_main(["eval", str(tmp_path)])
+    assert code != 0 and "not an fmctl run folder" in err
+
+
+def test_real_process_prints_no_traceback_and_debug_shows_one(files, tmp_path):
+    args = ["finetune", *TEXT, f"data.train={files['header_only']}"]
+    plain = run_cli(args, cwd=tmp_path)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == [f"error: {files['header_only']}: no examples (the file is empty or holds only a header)"]
+    debug = run_cli([*args, "--debug"], cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert not (tmp_path / "runs").exists()
