@@ -61,7 +61,9 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
         status="running", fmctl_version=__version__, git_revision=_git_revision(), verb="finetune",
         recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
         pretrained=run.backbone.pretrained, label_names=data.label_names, parameters=counts,
-        customizations=[], data=data.sources, overrides=overrides or [], started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        customizations=[], data=data.sources, overrides=overrides or [],
+        examples={split: len(getattr(data, split)) for split in ("train", "validation", "test")
+                  if getattr(data, split) is not None}, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     out.print(f"run folder: {folder.path}")
 
     result = fit(model, task, data, run, folder, out)

@@ -121,3 +121,26 @@ def test_same_seed_gives_identical_metrics(reviews, tmp_path):
 def test_pair_file_helper_is_learnable_format(tmp_path):
     rows = read_jsonl(write_pairs_jsonl(tmp_path / "p.jsonl", 10, seed=0))
     assert {"premise", "hypothesis", "label"} <= set(rows[0])
+
+
+def test_early_stopping_checkpoints_and_subsets(reviews, tmp_path):
+    """A learning rate too small to change accuracy: the metric never improves after the
+    first evaluation, so patience 2 stops the run at the third evaluation."""
+    result = finetune("text_csv", text_overrides(reviews) + [
+        "optim.lr=1e-9", "sched=constant", "trainer.eval_every=2", "trainer.early_stopping_patience=2",
+        "trainer.checkpoint_every=2", "trainer.keep_last=2", "data.max_train_examples=200",
+        "data.max_eval_examples=30"], tmp_path / "run")
+    assert result.fit.stopped_early and result.fit.steps == 6 and result.fit.best_step == 2
+    steps = sorted(p.name for p in (result.run_dir / "checkpoints").glob("step_*"))
+    assert steps == ["step_00000004", "step_00000006"]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["examples"] == {"train": 200, "validation": 30, "test": 30}
+    assert manifest["model_step"] == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cpu(reviews, tmp_path, precision):
+    overrides = [o for o in text_overrides(reviews) if not o.startswith("trainer.precision")]
+    result = finetune("text_csv", overrides + [f"trainer.precision={precision}"], tmp_path / "run")
+    assert result.fit.precision == precision
+    assert_learned(result, chance=0.5)

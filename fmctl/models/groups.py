@@ -14,12 +14,14 @@ _HEAD_MARKERS = ("pooler.", "classifier", "score.", "head.", "fc_norm.", "head_d
 
 
 def find_blocks(model: Any) -> str:
-    """Dotted name of the ModuleList holding the transformer blocks."""
+    """Dotted name of the container of transformer blocks: the largest ModuleList or
+    Sequential (timm) whose children are all of one class."""
     import torch.nn as nn
 
     best, best_count = "", -1
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
+        children = list(module.children()) if isinstance(module, (nn.ModuleList, nn.Sequential)) else []
+        if children and len({type(c) for c in children}) == 1:
             count = sum(p.numel() for p in module.parameters())
             if count > best_count:
                 best, best_count = name, count

@@ -66,8 +66,12 @@ def _package_folder(spec: str, key: str) -> Path:
 
 
 def _check_folder(path: Path, key: str, weights: tuple[str, ...]) -> Path:
+    """A model folder needs config.json and weights; weights=() checks only that it is a
+    folder (tokenizer folders carry neither)."""
     if not path.is_dir():
         raise ModelError(f"{key}: '{path}' is not a folder")
+    if not weights:
+        return path
     if not (path / "config.json").is_file():
         raise ModelError(f"{key}: '{path}' has no config.json; expected a save_pretrained folder")
     if not any((path / name).is_file() for name in weights):

@@ -30,6 +30,22 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
                                   in_chans=cfg.in_chans, **common)
         return _describe_fresh(model, cfg)
     where = pretrained.resolve(cfg.pretrained, weights=pretrained.TIMM_WEIGHTS)
+    return _match_input_size(_load_pretrained(cfg, where, common))
+
+
+def _match_input_size(model: Any) -> Any:
+    """When img_size differs from the source checkpoint's, timm resamples the position
+    embeddings but leaves pretrained_cfg describing the old size; make it say what the
+    model now takes, keeping the source's normalisation."""
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is not None and tuple(model.pretrained_cfg["input_size"][-2:]) != tuple(size):
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (model.pretrained_cfg["input_size"][0], *size)}
+    return model
+
+
+def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[str, Any]) -> Any:
+    import timm
+
     try:
         if isinstance(where, Path) and where.is_dir():
             return timm.create_model(f"local-dir:{where}", pretrained=True, **common)
@@ -37,8 +53,10 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
             if not cfg.arch:
                 raise ModelError("backbone.arch: required with a single checkpoint file; name its timm "
                                  "architecture, e.g. backbone.arch=vit_small_patch16_224")
+            shape = {k: v for k, v in (("embed_dim", cfg.hidden_size), ("depth", cfg.num_layers),
+                                        ("num_heads", cfg.num_heads)) if v is not None}
             return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": str(where)},
-                                     img_size=cfg.image_size, **common)
+                                     img_size=cfg.image_size, **shape, **common)
         return timm.create_model(f"hf-hub:{where}", pretrained=True, **common)
     except ModelError:
         raise
