@@ -66,10 +66,15 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
                   if getattr(data, split) is not None}, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     out.print(f"run folder: {folder.path}")
 
-    result = fit(model, task, data, run, folder, out)
-    if result.best_step is not None:
-        folder.load_weights("best", model)
-    _save_model_atomically(task, model, data, folder)
+    try:
+        result = fit(model, task, data, run, folder, out)
+        if result.best_step is not None:
+            folder.load_weights("best", model)
+        _save_model_atomically(task, model, data, folder)
+    except BaseException as exc:
+        folder.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                               error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        raise
 
     metrics = dict(result.best_metrics)
     metrics.pop("epoch", None)

@@ -1,11 +1,15 @@
 """model/ is usable by the ecosystem without fmctl, and `fmctl eval` reports honestly."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
-from tests.helpers import TINY_TEXT, TINY_VIT, read_jsonl, run_cli
+from fmctl import pipeline
+from fmctl.config.compose import load_run_config
+from tests.helpers import TINY_TEXT, TINY_VIT, finetune, read_jsonl, run_cli
 
 TEXT_SCRIPT = r'''
 import json, sys
@@ -101,17 +105,9 @@ def test_bert_model_folder_reloads_without_fmctl(bert_cli_run):
 
 
 def test_vit_model_folder_reloads_with_timm_alone(shapes, tmp_path):
-    from tests.helpers import finetune
-
     result = finetune("image_folder", [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=30",
                                        "trainer.batch_size=16", "optim.lr=2e-3"], tmp_path / "run")
-    from fmctl import pipeline
-    from fmctl.config.compose import load_run_config
-
     raw, run = load_run_config(result.run_dir, [])
-    from rich.console import Console
-    import os
-
     pipeline.evaluate_run(result.run_dir, run, raw, console=Console(file=open(os.devnull, "w")))
     predictions = result.run_dir / "eval" / "predictions.jsonl"
     outside = reload_outside_fmctl(IMAGE_SCRIPT, result.run_dir / "model", predictions)

@@ -47,3 +47,6 @@ class Task(Protocol):
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None: ...
 
     def load_model(self, folder: Path) -> Any: ...
+
+    def example_fields(self, row: Any) -> dict[str, Any]:
+        """What identifies a raw example in a predictions file (its text, its image path)."""
