@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from fmctl.errors import RunFolderError
+
+LOCK_NAME = ".lock"
+CHECKPOINT_FILES = ("model.safetensors", "state.pt", "info.json")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -29,9 +34,37 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_file():
+            with open(child, "rb+") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoints/step_*; temporary (.step_*) folders of a save that
+    was killed are never candidates."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    complete = [p for p in folder.glob("step_*") if p.is_dir() and all((p / f).is_file() for f in CHECKPOINT_FILES)]
+    return max(complete, key=lambda p: p.name) if complete else None
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._locked = False
+        self.save_pause = None  # a test hook: called mid-save (see fmctl.loop.faults)
 
     @property
     def model_dir(self) -> Path:
@@ -46,20 +79,66 @@ class RunFolder:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"run_dir: '{path}' exists and is not a folder")
-        if path.is_dir() and any(path.iterdir()):
-            if not overwrite:
-                raise RunFolderError(f"run_dir: '{path}' already holds files; choose another run_dir= or pass "
-                                     f"overwrite=true to replace them")
+        occupied = path.is_dir() and any(path.iterdir())
+        if occupied and not overwrite:
+            raise RunFolderError(f"run_dir: '{path}' already holds files; choose another run_dir= or pass "
+                                 f"overwrite=true to replace them")
+        folder = cls(path)
+        folder.probe_writable()
+        folder.lock()  # before clearing: a folder another live run holds is refused, not emptied
+        if occupied:
             for child in path.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        return folder
+
+    @classmethod
+    def reopen(cls, path: Path) -> "RunFolder":
+        """An existing run folder, to resume training in it."""
+        folder = cls(path)
+        folder.probe_writable()
+        folder.lock()
+        return folder
+
+    def probe_writable(self) -> None:
+        """Fail before training, not after an hour of it, when the folder cannot be written
+        (read-only file system, no space, a file in the way)."""
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-probe"
-            probe.write_bytes(b"\0" * 4096)
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-probe"
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
             probe.unlink()
         except OSError as exc:
-            raise RunFolderError(f"run_dir: cannot write to '{path}' ({exc.strerror or exc})") from None
-        return cls(path)
+            raise RunFolderError(f"run_dir: cannot write to '{self.path}' ({exc.strerror or exc})") from None
+
+    def lock(self) -> None:
+        """Two runs writing one folder would interleave checkpoints and logs: the second
+        is refused. A lock left by a dead process on this host is taken over."""
+        lock = self.path / LOCK_NAME
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if holder.get("host") == record["host"] and not _pid_alive(holder.get("pid")):
+                    lock.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise RunFolderError(f"run_dir: '{self.path}' is in use by pid {holder.get('pid')} on "
+                                     f"{holder.get('host')} since {holder.get('since')}; if no run uses it, "
+                                     f"delete {lock}") from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+            self._locked = True
+            return
+
+    def unlock(self) -> None:
+        if self._locked:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            self._locked = False
 
     def write_config(self, raw_cfg: Any) -> None:
         from omegaconf import OmegaConf
@@ -89,9 +168,12 @@ class RunFolder:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.checkpoints_dir))
         try:
             save_model(_unwrap(model), str(tmp / "model.safetensors"))
+            if self.save_pause:
+                self.save_pause()
             if state is not None:
                 torch.save(state, tmp / "state.pt")
             (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
+            _fsync_tree(tmp)
             if final.exists():
                 old = final.with_name(f".{name}-old")
                 os.replace(final, old)
@@ -99,6 +181,7 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
+            _fsync_dir(self.checkpoints_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -113,6 +196,25 @@ class RunFolder:
         from safetensors.torch import load_model
 
         load_model(_unwrap(model), str(self.checkpoints_dir / name / "model.safetensors"))
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    try:
+        return json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _unwrap(model: Any) -> Any:

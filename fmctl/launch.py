@@ -54,10 +54,19 @@ def run_training_verb(verb: str, args: list[str]) -> int:
         extra = [f"hydra.sweep.dir={_quote(sweep_dir)}", "hydra.sweep.subdir=${hydra.job.num}"]
         _call_hydra(inv, extra + checked.overrides, _job_function(verb))
         return _print_sweep_summary(sweep_dir)
-    run_dir = Path(checked.run.run_dir) if checked.run.run_dir else default_run_dir(inv.recipe)
-    check_run_dir_free(run_dir, checked.run.overwrite)
+    run_dir = Path(checked.run.run_dir) if checked.run.run_dir else _resume_run_dir(checked.run, inv.recipe)
+    if checked.run.trainer.resume is None:
+        check_run_dir_free(run_dir, checked.run.overwrite)
     overrides = [o for o in checked.overrides if not o.lstrip("+").startswith("run_dir=")]
     return _call_hydra(inv, overrides + [f"++run_dir={_quote(run_dir)}"], _job_function(verb))
+
+
+def _resume_run_dir(run: Any, recipe: str) -> Path:
+    """trainer.resume=PATH without run_dir continues the run that checkpoint belongs to."""
+    resume = run.trainer.resume
+    if resume and resume != "auto":
+        return Path(resume).expanduser().parent.parent
+    return default_run_dir(recipe)
 
 
 def _quote(path: Path) -> str:

@@ -35,16 +35,21 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     from fmctl.tasks import get_task
 
     out = console or report.console()
-    run_dir = Path(run.run_dir) if run.run_dir else None
-    if run_dir is None:
+    if not run.run_dir:
         raise RunFolderError("run_dir: not set")
+    run_dir = Path(run.run_dir)
+    checkpoint = resume_point(run, run_dir)
     seed_everything(run.trainer.seed)
     task = get_task(run.task)
+    _check_trainer_choices(run, task)
 
     started = time.perf_counter()
     data = task.prepare(run)
     if data.train is None or len(data.train) == 0:
         raise DataError("data.train: no training examples")
+    if run.trainer.drop_last and run.trainer.batch_size > len(data.train):
+        raise DataError(f"trainer.batch_size: {run.trainer.batch_size} is more than the {len(data.train)} training "
+                        f"examples and trainer.drop_last=true would drop every batch")
     out.print(f"data: {len(data.train)} train / {len(data.validation) if data.validation else 0} validation / "
               f"{len(data.test) if data.test else 0} test examples, {len(data.label_names)} labels "
               f"({time.perf_counter() - started:.1f}s)")
@@ -55,42 +60,133 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     source = run.backbone.pretrained or f"random init, size {run.backbone.size}"
     out.print(f"model: {run.backbone.name} ({source}): {counts['total']:,} parameters")
 
-    folder = RunFolder.create(run_dir, run.overwrite)
-    folder.write_config(raw_cfg)
-    folder.update_manifest(
-        status="running", fmctl_version=__version__, git_revision=_git_revision(), verb="finetune",
-        recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
-        pretrained=run.backbone.pretrained, label_names=data.label_names, parameters=counts,
-        customizations=[], data=data.sources, overrides=overrides or [],
-        examples={split: len(getattr(data, split)) for split in ("train", "validation", "test")
-                  if getattr(data, split) is not None}, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    out.print(f"run folder: {folder.path}")
+    state = None
+    if checkpoint is not None:
+        from fmctl.loop.state import load_state
+
+        state = load_state(checkpoint / "state.pt")
+        folder = RunFolder.reopen(run_dir)
+        _warn_on_changes(folder, raw_cfg, data, out)
+        folder.load_weights(checkpoint.name, model)
+        manifest = folder.update_manifest(status="running", resumed_from=str(checkpoint))
+        folder.update_manifest(resumes=int(manifest.get("resumes", 0)) + 1)
+        out.print(f"run folder: {folder.path} (resuming from {checkpoint.name})")
+    else:
+        folder = RunFolder.create(run_dir, run.overwrite or run.trainer.resume == "auto")
+        folder.write_config(raw_cfg)
+        folder.update_manifest(
+            status="running", fmctl_version=__version__, git_revision=_git_revision(), verb="finetune",
+            recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
+            pretrained=run.backbone.pretrained, label_names=data.label_names, parameters=counts,
+            customizations=[], data=data.sources, overrides=overrides or [],
+            examples={split: len(getattr(data, split)) for split in ("train", "validation", "test")
+                      if getattr(data, split) is not None},
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        out.print(f"run folder: {folder.path}")
 
     try:
-        result = fit(model, task, data, run, folder, out)
+        result = fit(model, task, data, run, folder, out, resume=state)
         if result.best_step is not None:
             folder.load_weights("best", model)
         _save_model_atomically(task, model, data, folder)
+        metrics = dict(result.best_metrics)
+        metrics.pop("epoch", None)
+        if data.test is not None and len(data.test):
+            from fmctl.loop.precision import Precision
+
+            loader = make_loader(data.test, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
+            test = evaluate(model, task, loader, result.device, Precision(result.precision, result.device)).compute()
+            metrics.update({f"test/{k}": v for k, v in test.items()})
+        folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
+                               model_step=result.best_step if result.best_step is not None else result.steps,
+                               precision=result.precision, device=result.device, stopped_early=result.stopped_early,
+                               nonfinite_skipped=result.nonfinite_skipped,
+                               train_seconds=round(result.train_seconds, 2))
     except BaseException as exc:
-        folder.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                               error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        from fmctl.loop.fit import Preempted
+
+        status = ("preempted" if isinstance(exc, Preempted) else
+                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        folder.update_manifest(status=status, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}")
         raise
-
-    metrics = dict(result.best_metrics)
-    metrics.pop("epoch", None)
-    if data.test is not None and len(data.test):
-        from fmctl.loop.precision import Precision
-
-        loader = make_loader(data.test, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
-        test = evaluate(model, task, loader, result.device, Precision(result.precision, result.device)).compute()
-        metrics.update({f"test/{k}": v for k, v in test.items()})
-    folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
-                           model_step=result.best_step if result.best_step is not None else result.steps,
-                           precision=result.precision, device=result.device, stopped_early=result.stopped_early,
-                           train_seconds=round(result.train_seconds, 2))
+    finally:
+        folder.unlock()
     out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
     out.print(f"run folder: {folder.path}")
     return RunResult(folder.path, metrics, result)
+
+
+def _check_trainer_choices(run: RunConfig, task: Any) -> None:
+    """What can only be checked against the task or the machine, before any file is written."""
+    from fmctl.errors import ConfigError
+    from fmctl.loop.precision import pick_device
+
+    pick_device(run.trainer.device)
+    monitor = run.trainer.monitor
+    allowed = [f"val/{name}" for name in task.metric_names]
+    if monitor is not None and monitor not in allowed:
+        from fmctl._suggest import did_you_mean
+
+        raise ConfigError(f"trainer.monitor: '{monitor}' is not reported by task {task.name}"
+                          f"{did_you_mean(monitor, allowed)}; choose one of {', '.join(allowed)}")
+
+
+def resume_point(run: RunConfig, run_dir: Path) -> Path | None:
+    """The checkpoint folder to continue from, or None to start fresh."""
+    from fmctl.checkpoint import CHECKPOINT_FILES, latest_checkpoint
+
+    resume = run.trainer.resume
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = latest_checkpoint(run_dir)
+        if found is None and run_dir.is_dir() and any(run_dir.iterdir()):
+            manifest = run_dir / "manifest.json"
+            if not manifest.is_file():
+                raise RunFolderError(f"run_dir: '{run_dir}' holds files but is not an fmctl run folder; "
+                                     f"trainer.resume=auto will not replace it")
+        return found
+    path = Path(resume).expanduser()
+    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+    if not path.is_dir() or missing:
+        raise RunFolderError(f"trainer.resume: '{resume}' is not a complete checkpoint folder "
+                             f"(needs {', '.join(CHECKPOINT_FILES)}); use trainer.resume=auto for the newest")
+    if path.resolve().parent.parent != run_dir.resolve():
+        raise RunFolderError(f"trainer.resume: '{resume}' belongs to '{path.parent.parent}', not to run_dir "
+                             f"'{run_dir}'; drop run_dir= to continue that run")
+    return path
+
+
+# Keys that may change between an interrupted run and its resumption without a warning.
+_RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.num_threads", "trainer.max_steps",
+                     "trainer.epochs", "trainer.log_every", "run_dir", "overwrite"}
+
+
+def _warn_on_changes(folder: RunFolder, raw_cfg: Any, data: Any, out: Any) -> None:
+    from omegaconf import OmegaConf
+
+    saved_file = folder.path / "config.yaml"
+    if saved_file.is_file():
+        saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True))
+        now = _flatten(OmegaConf.to_container(raw_cfg, resolve=True))
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
+        if changed:
+            out.print(f"warning: resuming with a config that differs from the run's config.yaml in: "
+                      f"{', '.join(changed)}; the result will not match an uninterrupted run")
+    recorded = folder.read_manifest().get("data", {})
+    for split, now in data.sources.items():
+        before = recorded.get(split)
+        if before and now and before.get("bytes") != now.get("bytes"):
+            out.print(f"warning: {now['path']} changed size since the run started")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
 
 
 def _save_model_atomically(task: Any, model: Any, data: Any, folder: RunFolder) -> None:

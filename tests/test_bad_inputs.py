@@ -31,6 +31,25 @@ def build_files(root: Path) -> dict[str, Path]:
     no_weights.mkdir()
     (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     files["no_weights"] = no_weights
+    files["images_ok"] = write_shapes_folder(root / "images_ok", per_class=6, seed=1)
+    flat = root / "flat_images"
+    flat.mkdir()
+    for image in sorted((files["images_ok"] / "vertical").iterdir())[:3]:
+        (flat / image.name).write_bytes(image.read_bytes())
+    files["flat_images"] = flat
+    (root / "empty_dir").mkdir()
+    files["empty_dir"] = root / "empty_dir"
+    files["bad_recipe"] = root / "broken.yaml"
+    files["bad_recipe"].write_text("defaults:\n  - data: text_files\ntrainer:\n  max_steps: 3\n   batch_size: 4\n",
+                                   encoding="utf-8")
+    files["list_jsonl"] = root / "lists.jsonl"
+    files["list_jsonl"].write_text('{"Review Text": "ok", "Sentiment": "positive"}\n["not", "an", "object"]\n',
+                                   encoding="utf-8")
+    files["ragged"] = root / "ragged.csv"
+    files["ragged"].write_text("Review Text,Sentiment\ngood,positive\nbad, really bad,negative\n", encoding="utf-8")
+    files["empty_label"] = root / "empty_label.csv"
+    files["empty_label"].write_text("Review Text,Sentiment\ngood,positive\nbad,\n", encoding="utf-8")
+    files["one_label"] = write_reviews_csv(root / "one_label.csv", 20, seed=3, labels=("positive",))
     return files
 
 
@@ -56,6 +75,25 @@ CASES = [
     ("bad override syntax", [*TEXT, "data.train={train}", "trainer.max_steps=[1,"], "not a valid key=value override"),
     ("max_steps not positive", [*TEXT, "data.train={train}", "trainer.max_steps=0"], "trainer.max_steps: must be > 0"),
     ("fraction out of range", [*TEXT, "data.train={train}", "data.validation_fraction=1.5"], "data.validation_fraction: must be < 1.0"),
+    ("YAML syntax error in a recipe", ["recipe={bad_recipe}"], "broken.yaml"),
+    ("resume and overwrite together", [*TEXT, "data.train={train}", "trainer.resume=auto", "overwrite=true"], "overwrite: cannot be combined with trainer.resume"),
+    ("batch larger than data with drop_last", [*TEXT, "data.train={train}", "trainer.drop_last=true", "trainer.batch_size=64"], "trainer.drop_last=true would drop every batch"),
+    ("unwritable run folder", [*TEXT, "data.train={train}", "run_dir=/proc/fmctl-run"], "run_dir: cannot write to '/proc/fmctl-run'"),
+    ("resume path that is not a checkpoint", [*TEXT, "data.train={train}", "trainer.resume={empty_dir}"], "is not a complete checkpoint folder"),
+    ("monitor the task does not report", [*TEXT, "data.train={train}", "trainer.monitor=val/f1"], "trainer.monitor: 'val/f1' is not reported by task text_classification"),
+    ("unknown command-line option", [*TEXT, "data.train={train}", "--frobnicate"], "--frobnicate: unknown option"),
+    ("Hydra config-path flag", [*TEXT, "-cp", "elsewhere"], "-cp: not supported by fmctl"),
+    ("heads do not divide hidden size", [*TEXT, "data.train={train}", "backbone.hidden_size=50", "backbone.num_heads=4"], "not divisible by 4 heads"),
+    ("patch does not divide image", [*IMAGES, "data.train={images_ok}", "backbone.patch_size=5"], "backbone.patch_size: 5 does not divide backbone.image_size 16"),
+    ("max_length beyond positions", [*TEXT, "data.train={train}", "data.max_length=1024"], "data.max_length: 1024 exceeds backbone.max_positions"),
+    ("image folder without class folders", [*IMAGES, "data.train={flat_images}"], "no class folders"),
+    ("tokenizer folder without tokenizer", [*TEXT, "data.train={train}", "backbone.tokenizer={empty_dir}"], "holds no tokenizer files"),
+    ("cuda asked for without a GPU", [*TEXT, "data.train={train}", "trainer.device=cuda"], "no CUDA device is visible"),
+    ("JSONL line that is not an object", [*TEXT, "data.train={list_jsonl}"], "lists.jsonl:2: expected a JSON object per line"),
+    ("CSV row with extra fields", [*TEXT, "data.train={ragged}"], "ragged.csv:3: 3 fields but the header has 2"),
+    ("invalid data format", [*TEXT, "data.train={train}", "data.format=xml"], "data.format: expected one of"),
+    ("empty label cell", [*TEXT, "data.train={empty_label}"], "empty_label.csv:3: empty label in column 'sentiment'"),
+    ("a single label in training", [*TEXT, "data.train={one_label}"], "only one label ('positive')"),
 ]
 
 
@@ -96,7 +134,11 @@ def call_main(args: list[str]) -> tuple[int, str, str]:
 def test_bad_input_gives_one_actionable_line(case, args, expected, files, existing_run):
     before = snapshot(existing_run)
     args = [a.format(**files) for a in args]
-    code, out, err = call_main(["finetune", *args, f"run_dir={existing_run}", "overwrite=true"])
+    if not any(a.startswith(("run_dir=", "overwrite=", "trainer.resume=")) for a in args):
+        args += [f"run_dir={existing_run}", "overwrite=true"]  # even when allowed to replace it, it stays
+    elif not any(a.startswith("run_dir=") for a in args):
+        args += [f"run_dir={existing_run}"]
+    code, out, err = call_main(["finetune", *args])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0, out + err
     assert len(lines) == 1 and lines[0].startswith("error: "), err

@@ -147,6 +147,14 @@ class TrainerConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: Optional[int] = _bounded(None, ge=1)
     progress: Literal["auto", "bar", "log", "off"] = "auto"
+    # Drop the last, smaller batch of each epoch.
+    drop_last: bool = False
+    # 'auto': continue from the newest complete checkpoint in run_dir (start fresh if none);
+    # a checkpoint folder path: continue from that one.
+    resume: Optional[str] = None
+    # A step whose loss or gradient norm is NaN/inf: skip its update (and count it) or stop.
+    on_nonfinite: Literal["skip", "stop"] = "skip"
+    max_nonfinite_skips: int = _bounded(10, ge=0)
 
 
 @dataclass

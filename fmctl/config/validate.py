@@ -203,6 +203,9 @@ def check_semantics(run: RunConfig) -> list[str]:
     if hasattr(run.backbone, "max_positions") and run.data.max_length > run.backbone.max_positions:
         problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
                         f"({run.backbone.max_positions})")
+    if run.trainer.resume is not None and run.overwrite:
+        problems.append("overwrite: cannot be combined with trainer.resume (resuming continues the run folder; "
+                        "overwriting would delete it)")
     if run.trainer.monitor_mode is not None and run.trainer.monitor is None:
         problems.append("trainer.monitor_mode: set trainer.monitor too (e.g. trainer.monitor=val/loss)")
     return problems

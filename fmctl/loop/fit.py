@@ -2,8 +2,10 @@
 
 It knows nothing about tasks beyond the contract (forward, loss, new_metrics): batches
 go in, the task turns them into a loss, and the loop owns everything else — precision,
-accumulation, clipping, schedule, evaluation, best-model tracking, checkpoints, logs.
-The loss is read back to the host only at logging steps, so the device never waits.
+accumulation, clipping, schedule, evaluation, best-model tracking, checkpoints, exact
+resume, preemption, non-finite guards, logs. The one host synchronisation per optimizer
+step is the finiteness check of that step's loss; everything else stays on the device
+until a logging step.
 """
 from __future__ import annotations
 
@@ -15,11 +17,25 @@ from typing import Any
 
 from fmctl.checkpoint import RunFolder
 from fmctl.config.schema import RunConfig
+from fmctl.errors import FmctlError
+from fmctl.loop.faults import Faults
 from fmctl.loop.optim import build_optimizer
 from fmctl.loop.precision import Precision, pick_device, resolve_precision
+from fmctl.loop.preemption import PREEMPTED_EXIT, StopRequest, ignore_signals_in_worker
 from fmctl.loop.sampler import EpochSampler
 from fmctl.loop.schedule import build_scheduler
+from fmctl.loop.state import Progress, capture_rng, restore_rng
 from fmctl.loop.tracking import Display, MetricsLog
+
+
+class Preempted(FmctlError):
+    """Training stopped on request after writing a checkpoint; resume with trainer.resume=auto."""
+
+    exit_code = PREEMPTED_EXIT
+
+
+class NonFiniteLoss(FmctlError):
+    """The loss stopped being a number; the last good state is checkpointed."""
 
 
 @dataclass
@@ -32,6 +48,7 @@ class FitResult:
     precision: str
     device: str
     stopped_early: bool = False
+    nonfinite_skipped: int = 0
     train_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,12 +63,16 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loader(dataset: Any, batch_size: int, collate: Any, sampler: Any = None, num_workers: int = 0,
-                pin_memory: bool = False) -> Any:
+                pin_memory: bool = False, drop_last: bool = False, generator: Any = None) -> Any:
+    """A DataLoader with its own generator, so creating an iterator never draws from the
+    global RNG that dropout uses (which would make resumed runs diverge)."""
+    import torch
     from torch.utils.data import DataLoader
 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      drop_last=False)
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+                      drop_last=drop_last, generator=generator if generator is not None else torch.Generator(),
+                      worker_init_fn=ignore_signals_in_worker if num_workers else None)
 
 
 def move(batch: dict[str, Any], device: str) -> dict[str, Any]:
@@ -76,7 +97,9 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
     return metrics
 
 
-def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any) -> FitResult:
+def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any,
+        resume: dict[str, Any] | None = None) -> FitResult:
+    """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state)."""
     import torch
 
     trainer = run.trainer
@@ -86,85 +109,110 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         torch.set_num_threads(trainer.num_threads)
     model.to(device)
     model.train()
+    faults = Faults.from_env()
+    if folder is not None:
+        folder.save_pause = faults.pause_in_save
 
     sampler = EpochSampler(len(data.train), seed=trainer.seed)
+    loader_rng = torch.Generator()
     pin = device == "cuda"
-    train_loader = make_loader(data.train, trainer.batch_size, data.collate, sampler, run.data.num_workers, pin)
+    train_loader = make_loader(data.train, trainer.batch_size, data.collate, sampler, run.data.num_workers, pin,
+                               drop_last=trainer.drop_last, generator=loader_rng)
     eval_loader = None
     if data.validation is not None and len(data.validation):
         eval_loader = make_loader(data.validation, trainer.eval_batch_size or trainer.batch_size * 2, data.collate,
                                   None, run.data.num_workers, pin)
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / trainer.grad_accum))
+    size = len(data.train)
+    batches_per_epoch = size // trainer.batch_size if trainer.drop_last else math.ceil(size / trainer.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / trainer.grad_accum))
     total_steps = trainer.max_steps or max(1, math.ceil(trainer.epochs * steps_per_epoch))
     optimizer = build_optimizer(model, run.optim, device)
     scheduler = build_scheduler(optimizer, run.sched, total_steps)
     scaler = precision.scaler()
 
+    progress = Progress()
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        progress = Progress.from_dict(resume["progress"])
+        restore_rng(resume["rng"])
+
     monitor = trainer.monitor or f"val/{task.main_metric}"
     mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
                                     else ("min" if monitor.endswith("loss") else "max"))
-    log = MetricsLog(folder.path if folder else None)
+    log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
     display = Display(trainer.progress, total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
-                    f"×{trainer.grad_accum}, precision {precision.name}, device {device}")
+                    f"×{trainer.grad_accum}, precision {precision.name}, device {device}"
+                    + (f", resumed at step {progress.step}" if resume is not None else ""))
 
-    step, epoch, micro = 0, 0, 0
-    best_value: float | None = None
-    best_step: int | None = None
-    best_metrics: dict[str, float] = {}
-    last_metrics: dict[str, float] = {}
-    stale_evals = 0
-    stopped_early = False
-    last_eval_step = -1
-    running_loss = torch.zeros((), device=device)
-    running_count = 0
+    running_loss = torch.tensor(progress.running_loss, dtype=torch.float32, device=device)
     grad_norm = None
+    stopped_early = False
     window = {"samples": 0, "tokens": 0, "start": time.perf_counter()}
     train_start = time.perf_counter()
     history: list[dict[str, Any]] = []
 
+    def checkpoint_state() -> dict[str, Any]:
+        progress.running_loss = float(running_loss)
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None, "progress": progress.to_dict(),
+                "sampler": sampler.state_dict(), "rng": capture_rng()}
+
+    def save_state() -> str | None:
+        if folder is None:
+            return None
+        path = folder.save_checkpoint(f"step_{progress.step:08d}", model, checkpoint_state(),
+                                      {"step": progress.step, "epoch": progress.epoch})
+        folder.prune_checkpoints(trainer.keep_last)
+        return str(path)
+
     def do_eval() -> bool:
         """Evaluate, track the best model; True when early stopping says stop."""
-        nonlocal best_value, best_step, best_metrics, last_metrics, stale_evals, last_eval_step
-        last_eval_step = step
+        progress.last_eval_step = progress.step
         if eval_loader is None:
             return False
         values = {f"val/{k}": v for k, v in evaluate(model, task, eval_loader, device, precision).compute().items()}
-        values["epoch"] = round(step / steps_per_epoch, 4)
-        last_metrics = values
-        log.write("eval", step, values)
-        history.append({"event": "eval", "step": step, **values})
-        display.message(f"eval @ step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "epoch"))
+        values["epoch"] = round(progress.step / steps_per_epoch, 4)
+        progress.last_metrics = values
+        log.write("eval", progress.step, values)
+        history.append({"event": "eval", "step": progress.step, **values})
+        display.message(f"eval @ step {progress.step}: "
+                        + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "epoch"))
         current = values.get(monitor)
         if current is None:
             from fmctl.errors import ConfigError
 
             raise ConfigError(f"trainer.monitor: '{monitor}' is not among the evaluation metrics "
                               f"({', '.join(k for k in values if k != 'epoch')})")
-        improved = best_value is None or (current > best_value if mode == "max" else current < best_value)
-        if improved:
-            best_value, best_step, best_metrics, stale_evals = current, step, values, 0
+        best = progress.best_value
+        if best is None or (current > best if mode == "max" else current < best):
+            progress.best_value, progress.best_step, progress.best_metrics = current, progress.step, values
+            progress.stale_evals = 0
             if folder:
-                folder.save_checkpoint("best", model, None, {"step": step, "monitor": monitor, "value": current})
+                folder.save_checkpoint("best", model, None, {"step": progress.step, "monitor": monitor,
+                                                              "value": current})
         else:
-            stale_evals += 1
-        if folder and trainer.checkpoint_every is None:
+            progress.stale_evals += 1
+        if trainer.checkpoint_every is None:
             save_state()
-        return trainer.early_stopping_patience is not None and stale_evals >= trainer.early_stopping_patience
+        return trainer.early_stopping_patience is not None and progress.stale_evals >= trainer.early_stopping_patience
 
-    def save_state() -> None:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict() if scaler else None, "step": step, "epoch": epoch,
-                 "sampler": sampler.state_dict(), "rng": _rng_state()}
-        folder.save_checkpoint(f"step_{step:08d}", model, state, {"step": step, "epoch": epoch})
-        folder.prune_checkpoints(trainer.keep_last)
-
-    def optimizer_step() -> None:
+    def apply_step(step_loss: Any) -> bool:
+        """Clip and step; False (update skipped) when the loss or gradients are not finite."""
         nonlocal grad_norm
         if scaler:
             scaler.unscale_(optimizer)
-        if trainer.grad_clip:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip) if trainer.grad_clip else None
+        check = step_loss if norm is None or scaler else step_loss + norm  # fp16 overflow is the scaler's job
+        if not bool(torch.isfinite(check)):  # the one host sync per optimizer step
+            optimizer.zero_grad(set_to_none=True)
+            if scaler:
+                scaler.update()
+            return False
+        grad_norm = norm
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -172,81 +220,117 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
             optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def on_nonfinite() -> None:
+        step = progress.step + 1
+        progress.nonfinite_skipped += 1
+        log.write("nonfinite", progress.step, {"at_step": step, "skipped_total": progress.nonfinite_skipped,
+                                               "action": trainer.on_nonfinite})
+        limit_hit = progress.nonfinite_skipped > trainer.max_nonfinite_skips
+        if trainer.on_nonfinite == "stop" or limit_hit:
+            where = save_state()
+            reason = (f"non-finite loss at step {step}" if trainer.on_nonfinite == "stop" else
+                      f"{progress.nonfinite_skipped} steps with a non-finite loss (trainer.max_nonfinite_skips="
+                      f"{trainer.max_nonfinite_skips}), the last at step {step}")
+            raise NonFiniteLoss(f"{reason}; last good checkpoint: {where}; lower optim.lr or check the data, then "
+                                f"resume with trainer.resume=auto")
+        display.message(f"step {step}: non-finite loss, update skipped ({progress.nonfinite_skipped} so far)")
+
+    def preempt(signal_name: str) -> None:
+        where = save_state()
+        log.close()
+        display.close()
+        raise Preempted(f"stopped by {signal_name} at step {progress.step}; checkpoint {where}; continue with the "
+                        f"same command plus trainer.resume=auto run_dir={folder.path if folder else '...'}")
 
     optimizer.zero_grad(set_to_none=True)
-    done = False
-    while not done:
-        sampler.set_epoch(epoch)
-        batches_in_epoch = len(train_loader)
-        for index, batch in enumerate(train_loader):
-            num_tokens = batch.pop("num_tokens", 0)
-            batch = move(batch, device)
-            with precision.autocast():
-                outputs = task.forward(model, batch)
-                loss = task.loss(outputs, batch)
-            scaled = loss / trainer.grad_accum
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            running_loss += loss.detach()
-            running_count += 1
-            window["samples"] += int(batch["labels"].shape[0]) if "labels" in batch else 0
-            window["tokens"] += num_tokens
-            micro += 1
-            if micro % trainer.grad_accum and index + 1 < batches_in_epoch:
-                continue
+    done = progress.step >= total_steps
+    with StopRequest() as stop:
+        while not done:
+            sampler.set_epoch(progress.epoch, start=progress.batches_into_epoch * trainer.batch_size)
+            loader_rng.manual_seed(trainer.seed * 1_000_003 + progress.epoch)  # workers' seeds, per epoch
             micro = 0
-            optimizer_step()
-            step += 1
-            stats = None
-            if step % trainer.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window["start"]
-                stats = {"epoch": round(step / steps_per_epoch, 4), "loss": (running_loss / running_count).item(),
-                         "lr": scheduler.get_last_lr()[0],
-                         "samples_per_s": window["samples"] / elapsed, "elapsed_s": time.perf_counter() - train_start}
-                if grad_norm is not None:
-                    stats["grad_norm"] = float(grad_norm)
-                if window["tokens"]:
-                    stats["tokens_per_s"] = window["tokens"] / elapsed
-                log.write("train", step, stats)
-                history.append({"event": "train", "step": step, **stats})
-                running_loss.zero_()
-                running_count = 0
-                window.update(samples=0, tokens=0, start=time.perf_counter())
-            display.step(step, stats)
-            paused = False
-            if trainer.eval_every and step % trainer.eval_every == 0:
-                paused = True
-                if do_eval():
-                    stopped_early, done = True, True
-            if folder and trainer.checkpoint_every and step % trainer.checkpoint_every == 0:
-                paused = True
-                save_state()
-            if paused:  # throughput counts training time only
-                window.update(samples=0, tokens=0, start=time.perf_counter())
-            if step >= total_steps or done:
-                done = True
-                break
-        epoch += 1
-        if not done and trainer.eval_every is None:
-            if do_eval():
-                stopped_early, done = True, True
-            window.update(samples=0, tokens=0, start=time.perf_counter())
-    if last_eval_step != step:
+            step_loss = torch.zeros((), device=device)
+            for batch in train_loader:
+                faults.maybe_kill(progress.step, micro)
+                num_tokens = batch.pop("num_tokens", 0)
+                batch = move(batch, device)
+                with precision.autocast():
+                    outputs = task.forward(model, batch)
+                    loss = task.loss(outputs, batch)
+                if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
+                    loss = loss * float("nan")
+                scaled = loss / trainer.grad_accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                step_loss += loss.detach()
+                window["samples"] += int(batch["labels"].shape[0]) if "labels" in batch else 0
+                window["tokens"] += num_tokens
+                micro += 1
+                progress.batches_into_epoch += 1
+                if micro < trainer.grad_accum and progress.batches_into_epoch < batches_per_epoch:
+                    continue
+                stepped = apply_step(step_loss)
+                if stepped:
+                    running_loss += step_loss / micro
+                    progress.running_count += 1
+                    progress.step += 1
+                micro = 0
+                step_loss = torch.zeros((), device=device)
+                if not stepped:
+                    on_nonfinite()
+                    if stop.requested:
+                        preempt(stop.requested)
+                    continue
+                stats = None
+                if progress.running_count and (progress.step % trainer.log_every == 0 or progress.step == total_steps):
+                    elapsed = time.perf_counter() - window["start"]
+                    stats = {"epoch": round(progress.step / steps_per_epoch, 4),
+                             "loss": (running_loss / progress.running_count).item(),
+                             "lr": scheduler.get_last_lr()[0],
+                             "samples_per_s": window["samples"] / elapsed,
+                             "elapsed_s": time.perf_counter() - train_start}
+                    if grad_norm is not None:
+                        stats["grad_norm"] = float(grad_norm)
+                    if window["tokens"]:
+                        stats["tokens_per_s"] = window["tokens"] / elapsed
+                    log.write("train", progress.step, stats)
+                    history.append({"event": "train", "step": progress.step, **stats})
+                    running_loss.zero_()
+                    progress.running_count = 0
+                    window.update(samples=0, tokens=0, start=time.perf_counter())
+                display.step(progress.step, stats)
+                paused = False
+                if trainer.eval_every and progress.step % trainer.eval_every == 0 and progress.last_eval_step != progress.step:
+                    paused = True
+                    if do_eval():
+                        stopped_early = done = True
+                if trainer.checkpoint_every and progress.step % trainer.checkpoint_every == 0:
+                    paused = True
+                    save_state()
+                if stop.requested:
+                    preempt(stop.requested)
+                if paused:  # throughput counts training time only
+                    window.update(samples=0, tokens=0, start=time.perf_counter())
+                if progress.step >= total_steps or done:
+                    done = True
+                    break
+            if not done:
+                progress.epoch += 1
+                progress.batches_into_epoch = 0
+                if trainer.eval_every is None:
+                    if do_eval():
+                        stopped_early = done = True
+                    window.update(samples=0, tokens=0, start=time.perf_counter())
+    if progress.last_eval_step != progress.step:
         do_eval()
     display.close()
     log.close()
     if stopped_early:
         display.message(f"early stopping after {trainer.early_stopping_patience} evaluations without improvement "
                         f"of {monitor}")
-    return FitResult(steps=step, epochs=round(step / steps_per_epoch, 4), best_step=best_step,
-                     best_metrics=best_metrics, last_metrics=last_metrics, precision=precision.name, device=device,
-                     stopped_early=stopped_early, train_seconds=time.perf_counter() - train_start, history=history)
-
-
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return FitResult(steps=progress.step, epochs=round(progress.step / steps_per_epoch, 4),
+                     best_step=progress.best_step, best_metrics=progress.best_metrics,
+                     last_metrics=progress.last_metrics, precision=precision.name, device=device,
+                     stopped_early=stopped_early, nonfinite_skipped=progress.nonfinite_skipped,
+                     train_seconds=time.perf_counter() - train_start, history=history)

@@ -17,9 +17,12 @@ class EpochSampler:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch` from position `start` of its order (a resumed run)."""
         self.epoch = epoch
+        self.start = start
 
     def order(self, epoch: int) -> list[int]:
         import torch
@@ -31,10 +34,10 @@ class EpochSampler:
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch)[self.rank::self.world_size])
+        return iter(self.order(self.epoch)[self.start:][self.rank::self.world_size])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size))
+        return len(range(self.rank, max(0, self.size - self.start), self.world_size))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "seed": self.seed}
+        return {"epoch": self.epoch, "start": self.start, "seed": self.seed}

@@ -17,14 +17,26 @@ TIMING_KEYS = frozenset({"samples_per_s", "tokens_per_s", "elapsed_s", "step_tim
 class MetricsLog:
     """Appends one JSON object per event and mirrors the numbers into TensorBoard."""
 
-    def __init__(self, folder: Path | None):
+    def __init__(self, folder: Path | None, resume_step: int | None = None):
+        """With resume_step, events logged after that step by the interrupted process are
+        dropped first (they will be logged again), so the file reads as one clean run."""
         self.folder = folder
-        self.handle = open(folder / "metrics.jsonl", "a", encoding="utf-8") if folder else None
+        self.handle = None
         self.tb = None
-        if folder is not None:
-            from torch.utils.tensorboard import SummaryWriter
+        if folder is None:
+            return
+        path = folder / "metrics.jsonl"
+        if resume_step is not None and path.is_file():
+            from fmctl.checkpoint import atomic_write_text
 
-            self.tb = SummaryWriter(log_dir=str(folder / "tb"))
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and _step_of(line) <= resume_step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.handle = open(path, "a", encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = resume_step + 1 if resume_step is not None else None
+        self.tb = SummaryWriter(log_dir=str(folder / "tb"), purge_step=purge)
 
     def write(self, event: str, step: int, values: dict[str, Any]) -> None:
         record = {"event": event, "step": step, **{k: _clean(v) for k, v in values.items()}}
@@ -42,6 +54,13 @@ class MetricsLog:
             self.handle.close()
         if self.tb:
             self.tb.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 10**12  # a torn last line from a killed process: drop it
 
 
 def _clean(value: Any) -> Any:

@@ -31,6 +31,7 @@ class Task(Protocol):
     name: str
     main_metric: str        # monitored by default, as 'val/<main_metric>'
     main_mode: str          # 'max' or 'min'
+    metric_names: tuple[str, ...]  # what evaluation reports, so trainer.monitor is checked up front
 
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None, splits: tuple[str, ...] = ...) -> PreparedData:
         """Read and encode the splits; with model_dir, reuse its tokenizer/labels (eval)."""

@@ -17,6 +17,7 @@ class ImageClassification:
     name = "image_classification"
     main_metric = "accuracy"
     main_mode = "max"
+    metric_names = ("accuracy", "macro_f1", "loss")  # reported as val/<name> during training
 
     def __init__(self, cfg: ClassificationTaskConfig):
         self.cfg = cfg

@@ -21,6 +21,7 @@ class TextClassification:
     name = "text_classification"
     main_metric = "accuracy"
     main_mode = "max"
+    metric_names = ("accuracy", "macro_f1", "loss")  # reported as val/<name> during training
 
     def __init__(self, cfg: ClassificationTaskConfig):
         self.cfg = cfg
