@@ -58,6 +58,24 @@ def evaluate(
     raise typer.Exit(run_eval(run_dir, list(ctx.args)))
 
 
+data_app = typer.Typer(help="Prepare corpora for pretraining.", no_args_is_help=True, add_completion=False,
+                       rich_markup_mode=None)
+app.add_typer(data_app, name="data", short_help="Prepare corpora: clean, deduplicate, tokenise, shard.")
+
+
+@data_app.command("prepare", context_settings=_PASS_THROUGH,
+                  short_help="Raw text -> cleaned, deduplicated, tokenised shards.")
+def data_prepare(ctx: typer.Context) -> None:
+    """Prepare a corpus: input=PATH|DIR|GLOB out=DIR [tokenizer.kind=wordpiece|bpe]
+    [tokenizer.vocab_size=N] [clean.min_chars=N] [dedup.threshold=0.8] [...].
+
+    A second run with the same inputs and settings reuses the result.
+    """
+    from fmctl.pipeline import prepare_data
+
+    raise typer.Exit(prepare_data(list(ctx.args)))
+
+
 @app.command("recipes", short_help="List the available recipes.")
 def list_recipes() -> None:
     """List the recipes fmctl can run (./recipes first, then the shipped ones)."""

@@ -238,6 +238,21 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     return result
 
 
+def prepare_data(args: list[str], console: Any = None) -> int:
+    """`fmctl data prepare`: validate the settings, prepare (or reuse) the corpus, report."""
+    from fmctl import report
+    from fmctl.config.compose import schema_from_overrides
+    from fmctl.config.schema import PrepareConfig
+    from fmctl.data.prepare import prepare_corpus
+
+    out = console or report.console()
+    cfg = schema_from_overrides(PrepareConfig, args)
+    result = prepare_corpus(cfg, out)
+    out.print(report.metrics_table(result.report, f"data prepare{' (cached)' if result.cached else ''}"))
+    out.print(f"prepared corpus: {result.out}")
+    return 0
+
+
 def _git_revision() -> str | None:
     try:
         here = Path(__file__).resolve().parent

@@ -257,3 +257,32 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> tuple[Any, RunConfig
     if problems:
         raise ConfigError(problems)
     return cfg, validate(cfg)
+
+
+def schema_from_overrides(schema: type, args: list[str]) -> Any:
+    """A verb without recipes (such as `data prepare`): key=value words, in Hydra's
+    override syntax, applied to the schema's defaults and validated."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from fmctl.config.validate import validate_schema
+
+    cfg = OmegaConf.create(dataclasses.asdict(schema()))
+    parser = OverridesParser.create()
+    problems = []
+    for text in args:
+        if text.startswith("-"):
+            problems.append(f"{text}: unknown option; settings are written key=value")
+            continue
+        try:
+            ov = parser.parse_overrides([text])[0]
+        except Exception as exc:
+            problems.append(f"override '{text}': not a valid key=value override ({str(exc).splitlines()[0]})")
+            continue
+        if ov.is_sweep_override() or ov.is_delete():
+            problems.append(f"{ov.key_or_group}: sweeps and deletions are not supported here")
+            continue
+        OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=False, force_add=True)
+    if problems:
+        raise ConfigError(problems)
+    return validate_schema(schema, cfg)

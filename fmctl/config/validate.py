@@ -66,6 +66,17 @@ def validate(cfg: Any) -> RunConfig:
     return run
 
 
+def validate_schema(schema: type, cfg: Any, prefix: str = "") -> Any:
+    """Validate a mapping against any schema dataclass (verbs with their own config,
+    such as `data prepare`); raise ConfigError listing every problem."""
+    problems: list[str] = []
+    plain = to_plain(cfg, "", problems) if hasattr(cfg, "_metadata") else dict(cfg)
+    built = _build(schema, plain, prefix, problems)
+    if problems:
+        raise ConfigError(problems)
+    return built
+
+
 def _build(schema: type, node: Any, path: str, problems: list[str]) -> Any:
     if not isinstance(node, Mapping):
         problems.append(f"{path.rstrip('.') or 'config'}: expected a mapping of keys, got {_show(node)}")
@@ -133,6 +144,8 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> tuple[bool,
         problems.append(f"{key}: expected one of {one_of(args)}, got {_show(value)}{did_you_mean(value, args)}")
         return False, None
     if origin is list:
+        if isinstance(value, str):  # key=one_value where a list is expected
+            value = [value]
         if not isinstance(value, (list, tuple)):
             problems.append(f"{key}: expected a list, got {_show(value)}")
             return False, None

@@ -15,19 +15,24 @@ GPT_SPECIALS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk
 
 
 def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], vocab_size: int,
-                    model_max_length: int):
-    """Return a transformers PreTrainedTokenizerFast trained on `texts`."""
+                    model_max_length: int, alphabet: Iterable[str] | None = None):
+    """Return a transformers PreTrainedTokenizerFast trained on `texts`.
+
+    WordPiece needs the corpus's characters up front (see below): pass `alphabet` (raw
+    characters seen in the texts) to stream `texts` once; otherwise they are held in memory."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if kind == "wordpiece":
-        texts = list(texts)
         specials = list(dict.fromkeys(BERT_SPECIALS.values()))
         normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
         # The trainer numbers '##c' continuation pieces in hash-map order, so ties between
         # equally frequent merges would break differently from run to run. Reserving them
         # up front in sorted order makes the vocabulary a function of the texts alone.
-        alphabet = sorted({c for t in texts for c in normalizer.normalize_str(t)} - {" "})
+        if alphabet is None:
+            texts = list(texts)
+            alphabet = {c for t in texts for c in t}
+        alphabet = sorted({c for raw in alphabet for c in normalizer.normalize_str(raw)} - {" ", "\t", "\n"})
         reserved = specials + [f"##{c}" for c in alphabet]
         draft = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         draft.normalizer = normalizer

@@ -1,0 +1,231 @@
+"""`fmctl data prepare`: raw documents -> clean -> deduplicate -> tokenizer -> shards.
+
+Three streaming passes over the corpus, each holding one batch of documents at a time:
+(1) clean, deduplicate and split off validation documents into temporary JSONL files;
+(2) train the tokenizer on the training documents; (3) tokenise in batches (the Rust
+tokenizer uses every core) and pack into memory-mapped shards. Everything is built in a
+temporary folder and renamed into place; a second run with the same inputs and settings
+finds prepared.json's fingerprint and reuses the result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmctl import __version__
+from fmctl.config.schema import PrepareConfig
+from fmctl.data.cleaning import Cleaner
+from fmctl.data.corpus import expand_inputs, iter_documents
+from fmctl.data.dedup import Deduplicator
+from fmctl.data.shards import ShardWriter, open_shards, token_dtype
+from fmctl.errors import ConfigError, DataError, RunFolderError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    report: dict[str, Any]
+    cached: bool
+
+
+def fingerprint(cfg: PrepareConfig, files: list[Path]) -> str:
+    """Inputs (path, size, mtime) and every setting that changes the output."""
+    settings = dataclasses.asdict(cfg)
+    for volatile in ("out", "workers", "keep_text", "overwrite", "input"):
+        settings.pop(volatile)
+    payload = {"version": FORMAT_VERSION, "settings": settings,
+               "files": [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
+    if not cfg.out:
+        raise ConfigError("out: required; the folder to write the prepared corpus to (out=DIR)")
+    files = expand_inputs(cfg.input)
+    out = Path(cfg.out).expanduser()
+    key = fingerprint(cfg, files)
+    cached = _reuse(out, key, cfg)
+    if cached is not None:
+        console.print(f"prepared corpus is up to date (same inputs and settings): {out}")
+        return PrepareResult(out, cached, True)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        report = _run(cfg, files, tmp, console)
+        meta = {"format_version": FORMAT_VERSION, "fmctl_version": __version__, "fingerprint": key,
+                "inputs": [str(f) for f in files], "settings": dataclasses.asdict(cfg), **report.pop("_meta")}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (tmp / "prepared.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(out, report, False)
+
+
+def _reuse(out: Path, key: str, cfg: PrepareConfig) -> dict[str, Any] | None:
+    meta_file = out / "prepared.json"
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not meta_file.is_file():
+        if cfg.overwrite:
+            return None
+        raise RunFolderError(f"out: '{out}' already holds files that are not a prepared corpus; choose another "
+                             f"out= or pass overwrite=true")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("fingerprint") != key:
+        if cfg.overwrite:
+            return None
+        raise RunFolderError(f"out: '{out}' holds a corpus prepared from other inputs or settings; pass "
+                             f"overwrite=true to replace it or choose another out=")
+    try:
+        open_shards(out, meta["shards"], meta["dtype"], verify=True)
+    except DataError:
+        return None  # damaged: prepare again
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict[str, Any]:
+    timings: dict[str, float] = {}
+    input_bytes = sum(f.stat().st_size for f in files)
+
+    # Pass 1: clean, deduplicate, split.
+    start = time.perf_counter()
+    cleaner = Cleaner(cfg.clean)
+    counts = {"documents_in": 0}
+    alphabet: set[str] = set()
+
+    def raw_documents() -> Iterator[str]:
+        for path in files:
+            for text in iter_documents(path, cfg.text_column, cfg.txt_mode):
+                counts["documents_in"] += 1
+                yield text
+
+    def cleaned() -> Iterator[str]:
+        for text in raw_documents():
+            kept = cleaner.clean(text)
+            if kept is not None:
+                yield kept
+
+    workers = cfg.workers or os.cpu_count() or 1
+    dedup = Deduplicator(cfg.dedup, workers)
+    every = round(1 / cfg.validation_fraction) if cfg.validation_fraction else 0
+    kept_docs = {"train": 0, "validation": 0}
+    with open(tmp / "docs_train.jsonl", "w", encoding="utf-8") as train_out, \
+            open(tmp / "docs_validation.jsonl", "w", encoding="utf-8") as val_out:
+        index = 0
+        for batch in dedup.filter(_batches(cleaned(), cfg.batch_docs)):
+            for text in batch:
+                index += 1
+                split = "validation" if every and index % every == 0 else "train"
+                (val_out if split == "validation" else train_out).write(json.dumps(text, ensure_ascii=False) + "\n")
+                kept_docs[split] += 1
+                alphabet.update(text)
+    timings["clean_dedup_s"] = time.perf_counter() - start
+    if counts["documents_in"] == 0:
+        raise DataError(f"input: the {len(files)} input file(s) hold no documents")
+    if kept_docs["train"] == 0:
+        culprit = max(cleaner.counts, key=cleaner.counts.get) if cleaner.counts else "deduplication"
+        raise DataError(f"input: every one of {counts['documents_in']} documents was removed (most by "
+                        f"{culprit.replace('removed_by_', 'clean.')}); relax that rule")
+
+    # Pass 2: tokenizer.
+    start = time.perf_counter()
+    tokenizer = _tokenizer(cfg, tmp / "docs_train.jsonl", alphabet)
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if separator is None:
+        raise DataError("tokenizer.path: the tokenizer has neither a separator nor an end-of-text token")
+    timings["tokenizer_s"] = time.perf_counter() - start
+
+    # Pass 3: tokenise and pack.
+    start = time.perf_counter()
+    dtype = token_dtype(len(tokenizer))
+    shards = []
+    tokens = {}
+    for split in ("train", "validation"):
+        writer = ShardWriter(tmp, split, dtype, cfg.shard_tokens)
+        for batch in _batches(_read_docs(tmp / f"docs_{split}.jsonl"), cfg.batch_docs):
+            ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+            writer.add([doc + [separator] for doc in ids])
+        written = writer.close()
+        shards += written
+        tokens[split] = sum(s["tokens"] for s in written)
+    timings["tokenize_pack_s"] = time.perf_counter() - start
+    if not cfg.keep_text:
+        for split in ("train", "validation"):
+            (tmp / f"docs_{split}.jsonl").unlink()
+
+    total_s = sum(timings.values())
+    report = {
+        "files": len(files), "input_bytes": input_bytes, **counts,
+        **{k: v for k, v in sorted(cleaner.counts.items())},
+        "removed_exact_duplicates": dedup.removed_exact, "removed_near_duplicates": dedup.removed_near,
+        "documents_train": kept_docs["train"], "documents_validation": kept_docs["validation"],
+        "tokens_train": tokens["train"], "tokens_validation": tokens["validation"],
+        "vocab_size": len(tokenizer), "token_dtype": dtype,
+        **{k: round(v, 3) for k, v in timings.items()},
+        "mb_per_s": round(input_bytes / 1e6 / total_s, 3) if total_s else None,
+        "_meta": {"shards": shards, "dtype": dtype, "separator_id": separator, "vocab_size": len(tokenizer),
+                  "tokenizer_kind": cfg.tokenizer.kind if not cfg.tokenizer.path else "given"},
+    }
+    return report
+
+
+def _read_docs(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
+def _tokenizer(cfg: PrepareConfig, docs: Path, alphabet: set[str]) -> Any:
+    if cfg.tokenizer.path:
+        from fmctl.models.text import load_tokenizer_only
+
+        folder = Path(cfg.tokenizer.path).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"tokenizer.path: '{folder}' is not a folder")
+        return load_tokenizer_only(folder)
+    from fmctl.data.tokenizer_training import train_tokenizer
+
+    return train_tokenizer(_read_docs(docs), cfg.tokenizer.kind, cfg.tokenizer.vocab_size, model_max_length=512,
+                           alphabet=alphabet)
+
+
+def load_prepared(folder: Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """prepared.json and the opened shards per split, checked for truncation/corruption."""
+    meta_file = Path(folder) / "prepared.json"
+    if not meta_file.is_file():
+        raise DataError(f"data.prepared: '{folder}' is not a prepared corpus (no prepared.json); "
+                        f"make one with fmctl data prepare input=... out={folder}")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    by_split: dict[str, list[Any]] = {"train": [], "validation": []}
+    for record in meta["shards"]:
+        by_split[record["split"]].append(record)
+    return meta, {split: open_shards(Path(folder), records, meta["dtype"], verify)
+                  for split, records in by_split.items()}

@@ -1,0 +1,138 @@
+"""`fmctl data prepare` on a corpus with the usual dirt: duplicates, near-duplicates,
+control characters, odd Unicode, short fragments, mixed file formats."""
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+
+from fmctl.config.compose import schema_from_overrides
+from fmctl.config.schema import PrepareConfig
+from fmctl.data.prepare import load_prepared, prepare_corpus
+from fmctl.errors import DataError, RunFolderError
+
+WORDS = ("market team season goal player chip network cloud data model recipe oven sauce flight hotel beach "
+         "river mountain village station library museum garden winter summer morning evening").split()
+FILLER = "the of and to in was for on that with as by at from it an be this are or".split()
+
+
+def sentence(rng, n):
+    return " ".join(rng.choice(WORDS + FILLER) for _ in range(n))
+
+
+def make_corpus(root, rng_seed=0):
+    """Returns the folder and what the report must count."""
+    rng = random.Random(rng_seed)
+    originals = [sentence(rng, rng.randint(15, 40)) for _ in range(400)]
+    expected = {"short": 7, "exact": 30, "near": 25}
+    exact_copies = [f"  {d.upper()}  " for d in originals[:expected["exact"]]]      # case and spacing only
+    near_copies = []
+    for d in originals[100:100 + expected["near"]]:
+        near_copies.append(d + " zebra")                                               # Jaccard ~0.95
+    (root / "lines.txt").write_text("\n".join(originals[:200] + exact_copies + ["tiny"] * 4) + "\n", encoding="utf-8")
+    paragraphs = "\n\n".join(d.replace(" of ", " of\n", 1) for d in originals[200:300])
+    (root / "paragraphs.txt").write_text(paragraphs + "\n\nab\n\nxy\n", encoding="utf-8")
+    web = originals[300:] + near_copies + ["hi"]
+    expected["normalized"] = sum("the" in d for d in web)   # a full-width 'ｔｈｅ' each
+    expected["control"] = len(web)                          # a BEL and a zero-width space each
+    with gzip.open(root / "web.jsonl.gz", "wt", encoding="utf-8") as handle:
+        for d in web:
+            handle.write(json.dumps({"text": d.replace("the", "ｔｈｅ", 1) + "\x07\u200b", "url": "x"}) + "\n")
+    return expected, originals
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    expected, originals = make_corpus(root)
+    out = root.parent / (root.name + "-prepared")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={root}", f"out={out}", "tokenizer.vocab_size=300",
+                                                "validation_fraction=0.1", "shard_tokens=4000", "workers=2"])
+    from rich.console import Console
+
+    result = prepare_corpus(cfg, Console(quiet=True))
+    return root, out, cfg, result, expected, originals
+
+
+def test_report_counts_every_step(corpus):
+    _, _, _, result, expected, originals = corpus
+    report = result.report
+    assert report["files"] == 3
+    assert report["documents_in"] == len(originals) + expected["exact"] + expected["near"] + expected["short"]
+    assert report["removed_by_min_chars"] == expected["short"]
+    assert report["removed_exact_duplicates"] == expected["exact"]
+    assert report["removed_near_duplicates"] == expected["near"]
+    kept = report["documents_train"] + report["documents_validation"]
+    assert kept == report["documents_in"] - expected["short"] - expected["exact"] - report["removed_near_duplicates"]
+    assert report["documents_validation"] == kept // 10
+    assert report["changed_by_normalize"] == expected["normalized"]
+    assert report["changed_by_strip_control"] == expected["control"]
+
+
+def test_shards_hold_the_cleaned_documents(corpus):
+    from transformers import AutoTokenizer
+
+    _, out, _, _, _, originals = corpus
+    meta, shards = load_prepared(out)
+    assert meta["dtype"] == "uint16" and len(shards["train"]) > 1  # shard_tokens forces several shards
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    shard = shards["train"][0]
+    first = np.asarray(shard.tokens[: shard.doc_ends[0]])
+    assert first[-1] == meta["separator_id"]
+    assert tokenizer.decode(first[:-1].tolist()) == originals[0]  # round trip (lower-cased WordPiece)
+    text = " ".join(tokenizer.decode(np.asarray(s.tokens).tolist()) for s in shards["train"])
+    assert "\x07" not in text and "zebra" not in text and "ｔｈｅ" not in text
+    total = sum(len(s.tokens) for s in shards["train"])
+    assert total == json.loads((out / "report.json").read_text())["tokens_train"]
+
+
+def test_second_run_reuses_and_other_settings_refuse_to_clobber(corpus):
+    from rich.console import Console
+
+    root, out, cfg, result, _, _ = corpus
+    again = prepare_corpus(cfg, Console(quiet=True))
+    assert again.cached and again.report == result.report
+    changed = schema_from_overrides(PrepareConfig, [f"input={root}", f"out={out}", "tokenizer.vocab_size=250"])
+    with pytest.raises(RunFolderError, match="other inputs or settings"):
+        prepare_corpus(changed, Console(quiet=True))
+
+
+def test_worker_count_does_not_change_the_result(corpus, tmp_path):
+    from rich.console import Console
+
+    root, out, _, _, _, _ = corpus
+    cfg = schema_from_overrides(PrepareConfig, [f"input={root}", f"out={tmp_path / 'one'}", "tokenizer.vocab_size=300",
+                                                "validation_fraction=0.1", "shard_tokens=4000", "workers=1"])
+    prepare_corpus(cfg, Console(quiet=True))
+    ours = json.loads((tmp_path / "one" / "prepared.json").read_text())["shards"]
+    theirs = json.loads((out / "prepared.json").read_text())["shards"]
+    assert [s["blake2b"] for s in ours] == [s["blake2b"] for s in theirs]
+
+
+def test_truncated_or_corrupt_shards_are_named(corpus, tmp_path):
+    import shutil
+
+    _, out, _, _, _, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shard = copy / "train_00001.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="train_00001.bin: checksum mismatch"):
+        load_prepared(copy)
+    shard.write_bytes(bytes(data[:-6]))
+    with pytest.raises(DataError, match="train_00001.bin: .* bytes, expected .*truncated"):
+        load_prepared(copy, verify=False)
+
+
+def test_everything_removed_names_the_rule(tmp_path):
+    from rich.console import Console
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "short.txt").write_text("a\nbb\nccc\n", encoding="utf-8")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}"])
+    with pytest.raises(DataError, match=r"every one of 3 documents was removed \(most by clean.min_chars\)"):
+        prepare_corpus(cfg, Console(quiet=True))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
