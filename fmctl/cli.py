@@ -15,6 +15,8 @@ import typer
 EXAMPLES = """\b
 Examples:
   fmctl finetune                              # tiny BERT on the built-in topics data
+  fmctl data prepare input=corpus/ out=prepared/ tokenizer.kind=wordpiece
+  fmctl pretrain recipe=bert_mlm data.prepared=prepared/ run_dir=runs/mlm
   fmctl finetune recipe=minilm_topics data.train=reviews.csv data.text_column=review
   fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
   fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
@@ -45,6 +47,18 @@ def finetune(ctx: typer.Context) -> None:
     from fmctl.launch import run_training_verb
 
     raise typer.Exit(run_training_verb("finetune", list(ctx.args)))
+
+
+@app.command(context_settings=_PASS_THROUGH, short_help="Pretrain a backbone on unlabelled data (MLM/CLM/MIM).")
+def pretrain(ctx: typer.Context) -> None:
+    """Pretrain a backbone: [recipe=NAME] data.prepared=DIR [key=value ...] [-m].
+
+    Recipes bert_mlm (masked LM), gpt_clm (causal LM) and vit_mim (masked image
+    modelling). The run folder's model/ feeds fmctl finetune backbone.pretrained=RUN_DIR.
+    """
+    from fmctl.launch import run_training_verb
+
+    raise typer.Exit(run_training_verb("pretrain", list(ctx.args)))
 
 
 @app.command("eval", context_settings=_PASS_THROUGH, short_help="Evaluate a run folder's model on test data.")

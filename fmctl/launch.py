@@ -42,8 +42,11 @@ def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
                              f"or pass overwrite=true to replace them")
 
 
+DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm"}
+
+
 def run_training_verb(verb: str, args: list[str]) -> int:
-    inv = parse_invocation(args)
+    inv = parse_invocation(args, DEFAULT_RECIPES[verb])
     if inv.show_only:
         checked = preflight(inv, strict=False)
         return _call_hydra(inv, checked.overrides, _job_function(verb))

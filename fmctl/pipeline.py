@@ -29,6 +29,17 @@ class RunResult:
 
 
 def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, console: Any = None) -> RunResult:
+    """Train a task head (and the backbone under it) on labelled data."""
+    return train("finetune", run, raw_cfg, overrides, console)
+
+
+def pretrain(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, console: Any = None) -> RunResult:
+    """Train a backbone on unlabelled data (MLM, CLM or MIM)."""
+    return train("pretrain", run, raw_cfg, overrides, console)
+
+
+def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None,
+          console: Any = None) -> RunResult:
     from fmctl import report
     from fmctl.loop.fit import evaluate, fit, make_loader, seed_everything
     from fmctl.models.groups import parameter_counts
@@ -40,6 +51,7 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     run_dir = Path(run.run_dir)
     checkpoint = resume_point(run, run_dir)
     seed_everything(run.trainer.seed)
+    _check_verb(verb, run)
     task = get_task(run.task)
     _check_trainer_choices(run, task)
 
@@ -47,11 +59,13 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     data = task.prepare(run)
     if data.train is None or len(data.train) == 0:
         raise DataError("data.train: no training examples")
+    examples = {split: len(getattr(data, split)) for split in ("train", "validation", "test")
+                if getattr(data, split) is not None}
     if run.trainer.drop_last and run.trainer.batch_size > len(data.train):
         raise DataError(f"trainer.batch_size: {run.trainer.batch_size} is more than the {len(data.train)} training "
                         f"examples and trainer.drop_last=true would drop every batch")
-    out.print(f"data: {len(data.train)} train / {len(data.validation) if data.validation else 0} validation / "
-              f"{len(data.test) if data.test else 0} test examples, {len(data.label_names)} labels "
+    labels = f", {len(data.label_names)} labels" if data.label_names else ""
+    out.print(f"data: {' / '.join(f'{n} {split}' for split, n in examples.items())} examples{labels} "
               f"({time.perf_counter() - started:.1f}s)")
 
     seed_everything(run.trainer.seed)
@@ -75,13 +89,11 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
         folder = RunFolder.create(run_dir, run.overwrite or run.trainer.resume == "auto")
         folder.write_config(raw_cfg)
         folder.update_manifest(
-            status="running", fmctl_version=__version__, git_revision=_git_revision(), verb="finetune",
+            status="running", fmctl_version=__version__, git_revision=_git_revision(), verb=verb,
             recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
-            pretrained=run.backbone.pretrained, label_names=data.label_names, parameters=counts,
-            customizations=[], data=data.sources, overrides=overrides or [],
-            examples={split: len(getattr(data, split)) for split in ("train", "validation", "test")
-                      if getattr(data, split) is not None},
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            pretrained=run.backbone.pretrained, lineage=lineage(run.backbone.pretrained),
+            label_names=data.label_names, parameters=counts, customizations=[], data=data.sources,
+            overrides=overrides or [], examples=examples, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         out.print(f"run folder: {folder.path}")
 
     try:
@@ -114,6 +126,32 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
     out.print(f"run folder: {folder.path}")
     return RunResult(folder.path, metrics, result)
+
+
+def _check_verb(verb: str, run: RunConfig) -> None:
+    from fmctl.config.schema import PRETRAINING_TASKS
+    from fmctl.errors import ConfigError
+
+    name = run.task.name
+    if verb == "pretrain" and name not in PRETRAINING_TASKS:
+        raise ConfigError(f"task: '{name}' is not a pretraining objective; fmctl pretrain runs task=mlm (bert), "
+                          f"clm (gpt) or mim (vit); fine-tune with fmctl finetune")
+    if verb == "finetune" and name in PRETRAINING_TASKS:
+        raise ConfigError(f"task: '{name}' is a pretraining objective; run it with fmctl pretrain")
+
+
+def lineage(pretrained: str | None) -> list[dict[str, Any]]:
+    """The chain of fmctl runs a backbone came from (a pretrain run, then ...), newest first."""
+    if not pretrained:
+        return []
+    path = Path(pretrained).expanduser()
+    for candidate in (path / "manifest.json", path.parent / "manifest.json"):
+        if candidate.is_file():
+            parent = json.loads(candidate.read_text(encoding="utf-8"))
+            entry = {k: parent.get(k) for k in ("run_dir", "verb", "recipe", "task", "backbone", "fmctl_version")}
+            entry["metrics"] = parent.get("metrics", {})
+            return [entry, *parent.get("lineage", [])]
+    return []
 
 
 def _check_trainer_choices(run: RunConfig, task: Any) -> None:

@@ -39,6 +39,10 @@ class DataConfig:
     # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
     augment: bool = False
     num_workers: int = _bounded(0, ge=0)
+    # Pretraining on text: a folder written by `fmctl data prepare` (tokenizer + shards).
+    prepared: Optional[str] = None
+    # Re-hash every shard before training (a corrupt byte is found before step 1).
+    verify_shards: bool = True
 
 
 @dataclass
@@ -87,16 +91,46 @@ class ClassificationTaskConfig:
     label_smoothing: float = _bounded(0.0, ge=0.0, lt=1.0)
 
 
+@dataclass
+class MLMTaskConfig:
+    name: Literal["mlm"] = "mlm"
+    # Fraction of tokens chosen for prediction; of those 80% become [MASK], 10% a random
+    # token and 10% stay unchanged (BERT's recipe).
+    mask_prob: float = _bounded(0.15, gt=0.0, lt=1.0)
+    # Mask all pieces of a word together (WordPiece '##' continuations).
+    whole_word: bool = False
+
+
+@dataclass
+class CLMTaskConfig:
+    name: Literal["clm"] = "clm"
+
+
+@dataclass
+class MIMTaskConfig:
+    name: Literal["mim"] = "mim"
+    # SimMIM: the fraction of patches replaced by a learned mask token and reconstructed.
+    mask_ratio: float = _bounded(0.6, gt=0.0, lt=1.0)
+
+
 TASK_SCHEMAS = {
     "text_classification": ClassificationTaskConfig,
     "image_classification": ClassificationTaskConfig,
+    "mlm": MLMTaskConfig,
+    "clm": CLMTaskConfig,
+    "mim": MIMTaskConfig,
 }
 
 # Which backbones each task can sit on; checked before anything is built.
 TASK_BACKBONES = {
     "text_classification": ("bert", "gpt"),
     "image_classification": ("vit",),
+    "mlm": ("bert",),
+    "clm": ("gpt",),
+    "mim": ("vit",),
 }
+# Tasks that `fmctl pretrain` runs (and `fmctl finetune` does not).
+PRETRAINING_TASKS = ("mlm", "clm", "mim")
 
 
 @dataclass
@@ -166,7 +200,8 @@ class RunConfig:
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     backbone: TextBackboneConfig | VisionBackboneConfig = field(default_factory=TextBackboneConfig)
-    task: ClassificationTaskConfig = field(default_factory=ClassificationTaskConfig)
+    task: ClassificationTaskConfig | MLMTaskConfig | CLMTaskConfig | MIMTaskConfig = field(
+        default_factory=ClassificationTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -198,8 +198,9 @@ def _check_pairing(plain: Any) -> list[str]:
     except (KeyError, TypeError):
         return []
     if task in TASK_BACKBONES and backbone in BACKBONE_SCHEMAS and backbone not in TASK_BACKBONES[task]:
+        pairs = ", ".join(f"{t}+{'/'.join(b)}" for t, b in TASK_BACKBONES.items())
         return [f"backbone: task '{task}' needs backbone {' or '.join(TASK_BACKBONES[task])}, "
-                f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]})"]
+                f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]}; valid pairs: {pairs})"]
     return []
 
 
@@ -207,7 +208,11 @@ def check_semantics(run: RunConfig) -> list[str]:
     """Rules that involve several keys."""
     problems = []
     task = run.task.name
-    if run.data.train is None and run.data.builtin is None:
+    if task in ("mlm", "clm"):
+        if run.data.prepared is None:
+            problems.append("data.prepared: required for pretraining on text; make one with "
+                            "fmctl data prepare input=... out=DIR, then data.prepared=DIR")
+    elif run.data.train is None and run.data.builtin is None:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
                         "or a built-in dataset (data=topics or data=digits)")
     text_task = task.startswith("text")

@@ -91,7 +91,8 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
             batch.pop("num_tokens", None)
             batch = move(batch, device)
             outputs = task.forward(model, batch)
-            loss = task.loss(outputs, batch) if "labels" in batch else None
+            has_targets = task.has_targets(batch) if hasattr(task, "has_targets") else "labels" in batch
+            loss = task.loss(outputs, batch) if has_targets else None
             metrics.update(outputs, batch, loss)
     model.train(was_training)
     return metrics
@@ -147,6 +148,17 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
                     f"×{trainer.grad_accum}, precision {precision.name}, device {device}"
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
+
+    flops_per_token = peak = None
+    if hasattr(task, "flops_per_token"):  # pretraining tasks report model FLOPs utilisation
+        from fmctl.loop.flops import measure_peak_flops
+
+        rng_state = torch.get_rng_state()  # the measurement must not move the training RNG
+        flops_per_token = task.flops_per_token(model, run.data.max_length)
+        peak = measure_peak_flops(device, precision.name)
+        torch.set_rng_state(rng_state)
+        display.message(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({precision.name}); "
+                        f"{flops_per_token / 1e6:.1f} MFLOP per token")
 
     running_loss = torch.tensor(progress.running_loss, dtype=torch.float32, device=device)
     grad_norm = None
@@ -249,6 +261,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     with StopRequest() as stop:
         while not done:
             sampler.set_epoch(progress.epoch, start=progress.batches_into_epoch * trainer.batch_size)
+            if hasattr(data.train, "set_epoch"):  # per-epoch randomness inside examples (MLM masks)
+                data.train.set_epoch(progress.epoch)
             loader_rng.manual_seed(trainer.seed * 1_000_003 + progress.epoch)  # workers' seeds, per epoch
             micro = 0
             step_loss = torch.zeros((), device=device)
@@ -264,7 +278,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 scaled = loss / trainer.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.detach()
-                window["samples"] += int(batch["labels"].shape[0]) if "labels" in batch else 0
+                window["samples"] += int(next(iter(batch.values())).shape[0])
                 window["tokens"] += num_tokens
                 micro += 1
                 progress.batches_into_epoch += 1
@@ -294,6 +308,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                         stats["grad_norm"] = float(grad_norm)
                     if window["tokens"]:
                         stats["tokens_per_s"] = window["tokens"] / elapsed
+                        if flops_per_token:
+                            stats["mfu"] = stats["tokens_per_s"] * flops_per_token / peak
                     log.write("train", progress.step, stats)
                     history.append({"event": "train", "step": progress.step, **stats})
                     running_loss.zero_()

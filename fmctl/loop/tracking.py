@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-TIMING_KEYS = frozenset({"samples_per_s", "tokens_per_s", "elapsed_s", "step_time_s"})
+TIMING_KEYS = frozenset({"samples_per_s", "tokens_per_s", "elapsed_s", "step_time_s", "mfu"})
 
 
 class MetricsLog:
@@ -97,13 +97,13 @@ class Display:
             elif self.mode == "log":
                 elapsed = time.perf_counter() - self.start
                 eta = elapsed / max(step, 1) * (self.total - step)
-                self.console.print(f"step {step}/{self.total}  {text}  eta {eta:.0f}s", highlight=False)
+                self.console.print(f"step {step}/{self.total}  {text}  eta {eta:.0f}s", highlight=False, soft_wrap=True)
         elif self.progress is not None:
             self.progress.update(self.task, completed=step)
 
     def message(self, text: str) -> None:
         if self.mode != "off":
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -113,7 +113,7 @@ class Display:
 def _format_stats(stats: dict[str, Any]) -> str:
     parts = []
     for key, label, fmt in (("loss", "loss", "{:.4f}"), ("lr", "lr", "{:.2e}"), ("samples_per_s", "samples/s", "{:.0f}"),
-                            ("tokens_per_s", "tokens/s", "{:.0f}")):
+                            ("tokens_per_s", "tokens/s", "{:.0f}"), ("mfu", "MFU", "{:.1%}")):
         if key in stats:
             parts.append(f"{label} {fmt.format(stats[key])}")
     return "  ".join(parts)

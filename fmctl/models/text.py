@@ -141,3 +141,31 @@ def load_tokenizer_only(folder: Path) -> Any:
 
     _quiet_transformers()
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def build_language_model(cfg: TextBackboneConfig, tokenizer: Any, causal: bool) -> Any:
+    """BertForMaskedLM / GPT2LMHeadModel (or the pretrained folder's family) for pretraining."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    _quiet_transformers()
+    auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
+    if cfg.pretrained:
+        where = pretrained.resolve(cfg.pretrained)
+        config = AutoConfig.from_pretrained(str(where))
+        _check_family(cfg.name, config.model_type, where)
+        if isinstance(where, Path) and any((where / n).is_file() for n in ("tokenizer.json", "vocab.txt", "vocab.json")):
+            own = AutoTokenizer.from_pretrained(str(where))
+            if own.get_vocab() != tokenizer.get_vocab():
+                raise ModelError(f"data.prepared: the corpus was tokenised with a different tokenizer than "
+                                 f"backbone.pretrained uses; prepare it with tokenizer.path={where}")
+        config._attn_implementation = cfg.attention
+        model = auto.from_pretrained(str(where), config=config, dtype=torch.float32)
+    else:
+        config = _fresh_config(cfg, tokenizer)
+        model = auto.from_config(config, attn_implementation=cfg.attention)
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelError(f"data.prepared: its tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                         f"holds {vocab}")
+    return model

@@ -8,6 +8,8 @@ from fmctl.errors import ConfigError
 TASKS = {
     "text_classification": ("fmctl.tasks.text_classification", "TextClassification"),
     "image_classification": ("fmctl.tasks.image_classification", "ImageClassification"),
+    "mlm": ("fmctl.tasks.language_modeling", "MaskedLM"),
+    "clm": ("fmctl.tasks.language_modeling", "CausalLM"),
 }
 
 

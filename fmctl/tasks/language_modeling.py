@@ -1,0 +1,147 @@
+"""Pretraining objectives on prepared token shards: masked (BERT) and causal (GPT)
+language modelling. The MLM head runs only on the masked positions, so the vocabulary
+projection costs 15% of what a full-sequence head would."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fmctl.config.schema import CLMTaskConfig, MLMTaskConfig, RunConfig
+from fmctl.data.packed import CausalBlocks, MaskedBlocks, PackedBlocks, stack_blocks
+from fmctl.errors import DataError, ModelError
+from fmctl.tasks.base import PreparedData
+
+
+def _prepare_blocks(run: RunConfig, block: int) -> tuple[dict[str, Any], Any, dict[str, PackedBlocks]]:
+    from fmctl.data.prepare import load_prepared
+    from fmctl.models.text import load_tokenizer_only
+
+    folder = Path(run.data.prepared).expanduser()
+    meta, shards = load_prepared(folder, verify=run.data.verify_shards)
+    tokenizer = load_tokenizer_only(folder / "tokenizer")
+    tokenizer.model_max_length = run.data.max_length
+    blocks = {split: PackedBlocks(shards[split], block) for split in ("train", "validation")}
+    if len(blocks["train"]) == 0:
+        raise DataError(f"data.prepared: '{folder}' holds {sum(len(s.tokens) for s in shards['train'])} training "
+                        f"tokens, fewer than one block of data.max_length={run.data.max_length}")
+    return meta, tokenizer, blocks
+
+
+class LMMetrics:
+    """Token-weighted loss, perplexity and prediction accuracy over an evaluation pass."""
+
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.tokens = 0
+        self.correct = 0
+
+    def update(self, outputs: Any, batch: dict[str, Any], loss: Any) -> None:
+        logits, targets = outputs
+        n = int(targets.numel())
+        if loss is not None:
+            self.loss_sum += float(loss) * n
+        self.tokens += n
+        self.correct += int((logits.argmax(-1) == targets).sum())
+
+    def compute(self) -> dict[str, float]:
+        if not self.tokens:
+            return {}
+        loss = self.loss_sum / self.tokens
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": self.correct / self.tokens}
+
+
+class _LanguageModeling:
+    main_metric = "loss"
+    main_mode = "min"
+    metric_names = ("loss", "perplexity", "accuracy")
+    label_names: list[str] = []
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.head_fraction = 1.0
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        from fmctl.models.text import build_language_model
+
+        return build_language_model(run.backbone, data.preprocessor, causal=self.name == "clm")
+
+    def has_targets(self, batch: dict[str, Any]) -> bool:
+        """The text is its own target: every batch can be scored."""
+        return True
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        logits, targets = outputs
+        return F.cross_entropy(logits.float(), targets)
+
+    def new_metrics(self) -> LMMetrics:
+        return LMMetrics()
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        data.preprocessor.save_pretrained(folder)
+
+    def flops_per_token(self, model: Any, seq_len: int) -> float:
+        """6 FLOPs per parameter per token (forward + backward) for the transformer body,
+        the attention score/value products, and the vocabulary head on the positions
+        that have one (all for CLM, the masked ones for MLM)."""
+        config = model.config
+        layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+        width = getattr(config, "hidden_size", None) or config.n_embd
+        embeddings = model.get_input_embeddings().weight.numel()
+        positions = sum(p.numel() for n, p in model.named_parameters() if "position" in n or n.endswith("wpe.weight"))
+        head_params = model.get_output_embeddings().weight.numel()
+        body = sum(p.numel() for p in model.parameters()) - embeddings - positions
+        if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+            body -= head_params
+        return 6 * body + 12 * layers * width * seq_len + 6 * head_params * self.head_fraction
+
+
+class MaskedLM(_LanguageModeling):
+    name = "mlm"
+
+    def __init__(self, cfg: MLMTaskConfig):
+        super().__init__(cfg)
+        self.head_fraction = cfg.mask_prob
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
+        meta, tokenizer, blocks = _prepare_blocks(run, run.data.max_length - 2)
+        if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
+            raise DataError(f"data.prepared: its tokenizer has no [MASK]/[CLS] tokens; MLM needs a WordPiece "
+                            f"(BERT) tokenizer: prepare with tokenizer.kind=wordpiece")
+        datasets = {split: MaskedBlocks(blocks[split], tokenizer, self.cfg.mask_prob, self.cfg.whole_word,
+                                        run.trainer.seed + (0 if split == "train" else 7919))
+                    for split in ("train", "validation")}
+        return PreparedData(train=datasets["train"], validation=datasets["validation"] or None, test=None,
+                            collate=stack_blocks, label_names=[], preprocessor=tokenizer,
+                            sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
+                                                  "fingerprint": meta["fingerprint"]}})
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        chosen = batch["labels"] != -100
+        head = getattr(model, "cls", None) or getattr(model, "lm_head")
+        return head(hidden[chosen]), batch["labels"][chosen]
+
+
+class CausalLM(_LanguageModeling):
+    name = "clm"
+
+    def __init__(self, cfg: CLMTaskConfig):
+        super().__init__(cfg)
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
+        meta, tokenizer, blocks = _prepare_blocks(run, run.data.max_length)
+        return PreparedData(train=CausalBlocks(blocks["train"]), validation=CausalBlocks(blocks["validation"]) or None,
+                            test=None, collate=stack_blocks, label_names=[], preprocessor=tokenizer,
+                            sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
+                                                  "fingerprint": meta["fingerprint"]}})
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids).logits
+        return logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)

@@ -1,0 +1,168 @@
+"""Pretraining: masking statistics, packed blocks, MLM/CLM runs whose model/ loads in
+transformers alone, and the hand-off to fine-tuning."""
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from fmctl.config.compose import schema_from_overrides
+from fmctl.config.schema import PrepareConfig
+from fmctl.data.packed import MaskedBlocks, PackedBlocks
+from fmctl.data.prepare import load_prepared, prepare_corpus
+from fmctl.errors import ConfigError
+from tests.helpers import TINY_TEXT, finetune, read_jsonl
+
+QUIET = Console(quiet=True)
+
+
+def structured_corpus(path, n=1500, seed=0):
+    """Sentences whose words come from one of four topics: a masked word is predictable
+    from its neighbours, so a tiny model's loss falls within a few dozen steps."""
+    rng = random.Random(seed)
+    topics = [["goal", "match", "coach", "league", "striker", "season"], ["chip", "server", "cloud", "code", "laptop", "network"],
+              ["oven", "sauce", "flour", "recipe", "butter", "dough"], ["flight", "hotel", "beach", "visa", "ferry", "island"]]
+    with open(path, "w", encoding="utf-8") as handle:
+        for _ in range(n):
+            words = rng.choice(topics)
+            handle.write(" ".join(rng.choice(words) for _ in range(rng.randint(8, 16))) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    corpus = structured_corpus(root / "corpus.txt")
+    out = {}
+    for kind in ("wordpiece", "bpe"):
+        cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={root / kind}", f"tokenizer.kind={kind}",
+                                                    "tokenizer.vocab_size=200", "dedup.near=false",
+                                                    "validation_fraction=0.05"])
+        out[kind] = prepare_corpus(cfg, QUIET).out
+    return out
+
+
+def test_mlm_masking_follows_bert_recipe(prepared):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(prepared["wordpiece"] / "tokenizer")
+    _, shards = load_prepared(prepared["wordpiece"])
+    blocks = PackedBlocks(shards["train"], 62)
+    data = MaskedBlocks(blocks, tokenizer, mask_prob=0.15, whole_word=False, seed=3)
+    chosen = masked = kept = 0
+    special = set(tokenizer.all_special_ids)
+    for i in range(min(len(data), 300)):
+        item = data[i]
+        ids, labels = item["input_ids"].numpy(), item["labels"].numpy()
+        original = np.concatenate([[tokenizer.cls_token_id], blocks.tokens(i), [tokenizer.sep_token_id]])
+        picked = labels != -100
+        assert not any(original[picked][k] in special for k in range(picked.sum()))  # specials never predicted
+        assert (labels[picked] == original[picked]).all() and (ids[~picked] == original[~picked]).all()
+        chosen += picked.sum()
+        masked += (ids[picked] == tokenizer.mask_token_id).sum()
+        kept += (ids[picked] == original[picked]).sum()
+    rate = chosen / (300 * (62 + 2))
+    assert 0.12 < rate < 0.17
+    assert 0.75 < masked / chosen < 0.85 and 0.06 < kept / chosen < 0.16
+    assert data[5]["labels"].equal(data[5]["labels"])  # the same example, the same mask
+    data.set_epoch(1)
+    assert not data[5]["labels"].equal(MaskedBlocks(blocks, tokenizer, 0.15, False, seed=3)[5]["labels"])
+
+
+def test_whole_word_masking_masks_every_piece(prepared, tmp_path):
+    from fmctl.data.tokenizer_training import train_tokenizer
+
+    tokenizer = train_tokenizer(["unbelievably longwinded words"] * 3 + ["short ones"] * 50, "wordpiece", 20, 64)
+    ids = tokenizer("unbelievably longwinded", add_special_tokens=False)["input_ids"]
+    assert any(t.startswith("##") for t in tokenizer.convert_ids_to_tokens(ids))
+
+    class Shard:
+        tokens = np.asarray(ids * 40)
+
+    data = MaskedBlocks(PackedBlocks([Shard()], len(ids) * 40), tokenizer, 0.3, whole_word=True, seed=0)
+    item = data[0]
+    pieces = tokenizer.convert_ids_to_tokens(np.concatenate([[tokenizer.cls_token_id], Shard.tokens,
+                                                             [tokenizer.sep_token_id]]).tolist())
+    picked = (item["labels"] != -100).numpy()
+    for i, piece in enumerate(pieces):
+        if piece.startswith("##"):
+            assert picked[i] == picked[i - 1], "a word was only partly masked"
+
+
+def pretrain(recipe, corpus, run_dir, *extra):
+    from fmctl import pipeline
+    from tests.helpers import compose
+
+    raw, run = compose(recipe, [f"data.prepared={corpus}", "backbone.hidden_size=64", "backbone.num_layers=2",
+                                "backbone.num_heads=2", "data.max_length=32", "trainer.batch_size=16",
+                                "trainer.max_steps=40", "trainer.eval_every=20", "trainer.log_every=5",
+                                "trainer.progress=off", "trainer.precision=fp32", "optim.lr=3e-3", *extra], run_dir)
+    return pipeline.pretrain(run, raw, console=QUIET)
+
+
+LOAD_SCRIPT = r'''
+import sys
+sys.modules["fmctl"] = None
+from transformers import AutoModelForMaskedLM, AutoModelForCausalLM, AutoTokenizer
+auto = {"mlm": AutoModelForMaskedLM, "clm": AutoModelForCausalLM}[sys.argv[2]]
+model = auto.from_pretrained(sys.argv[1]); tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+print(type(model).__name__, len(tokenizer))
+'''
+
+
+@pytest.mark.parametrize("recipe, kind, task", [("bert_mlm", "wordpiece", "mlm"), ("gpt_clm", "bpe", "clm")])
+def test_pretraining_learns_and_model_loads_without_fmctl(prepared, tmp_path, recipe, kind, task):
+    result = pretrain(recipe, prepared[kind], tmp_path / "run")
+    train = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if r["event"] == "train"]
+    assert train[-1]["loss"] < 0.75 * train[0]["loss"], [r["loss"] for r in train]
+    assert all(0 < r["mfu"] < 1 for r in train)
+    assert result.metrics["val/perplexity"] < 30  # the corpus has ~30 word types; chance is far worse
+    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(result.run_dir / "model"), task],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[0] == {"mlm": "BertForMaskedLM", "clm": "GPT2LMHeadModel"}[task]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["verb"] == "pretrain" and manifest["data"]["prepared"]["fingerprint"]
+
+
+def test_finetune_starts_from_the_pretrain_run_and_records_lineage(prepared, reviews, tmp_path):
+    base = pretrain("bert_mlm", prepared["wordpiece"], tmp_path / "pre", "trainer.max_steps=5")
+    result = finetune("text_csv", [f"data.train={reviews['train']}", "data.text_column=Review Text",
+                                   "data.label_column=sentiment", *TINY_TEXT, "trainer.max_steps=3",
+                                   f"backbone.pretrained={base.run_dir}"], tmp_path / "fine")
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["lineage"][0]["verb"] == "pretrain" and manifest["lineage"][0]["run_dir"] == str(base.run_dir)
+    from safetensors.torch import load_file
+
+    pre = load_file(str(base.run_dir / "model" / "model.safetensors"))
+    fine = load_file(str(result.run_dir / "model" / "model.safetensors"))
+    assert pre["bert.embeddings.word_embeddings.weight"].shape == fine["bert.embeddings.word_embeddings.weight"].shape
+
+
+@pytest.mark.parametrize("args, message", [
+    (["recipe=bert_mlm", "backbone=gpt"], "task 'mlm' needs backbone bert, got 'gpt'"),
+    (["recipe=gpt_clm", "backbone=bert"], "valid pairs: text_classification+bert/gpt"),
+    (["recipe=bert_mlm"], "data.prepared: required value is missing"),
+])
+def test_pretraining_config_errors(args, message):
+    from fmctl.config.compose import parse_invocation, preflight
+
+    with pytest.raises(ConfigError) as info:
+        preflight(parse_invocation(args))
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_verbs_refuse_each_others_tasks(prepared, reviews, tmp_path):
+    with pytest.raises(ConfigError, match="is a pretraining objective; run it with fmctl pretrain"):
+        from fmctl import pipeline
+        from tests.helpers import compose
+
+        raw, run = compose("bert_mlm", [f"data.prepared={prepared['wordpiece']}"], tmp_path / "x")
+        pipeline.finetune(run, raw, console=QUIET)
+    with pytest.raises(ConfigError, match="is not a pretraining objective"):
+        raw, run = compose("text_csv", [f"data.train={reviews['train']}"], tmp_path / "y")
+        pipeline.pretrain(run, raw, console=QUIET)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
