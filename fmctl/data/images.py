@@ -31,6 +31,19 @@ def scan_image_folder(root: Path) -> list[ImageRow]:
     return rows
 
 
+def scan_images(root: Path) -> list[ImageRow]:
+    """Every image under root, class folders or not (unlabelled data for pretraining)."""
+    if not root.exists():
+        raise DataError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a folder of images, got a file")
+    rows = [ImageRow(f, None) for f in sorted(root.rglob("*"))
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")]
+    if not rows:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return rows
+
+
 def verify_images(rows: Sequence[ImageRow]) -> None:
     """Open every file's header before training, so a corrupt image is named up front
     rather than crashing the loop an hour in."""

@@ -10,6 +10,7 @@ TASKS = {
     "image_classification": ("fmctl.tasks.image_classification", "ImageClassification"),
     "mlm": ("fmctl.tasks.language_modeling", "MaskedLM"),
     "clm": ("fmctl.tasks.language_modeling", "CausalLM"),
+    "mim": ("fmctl.tasks.masked_image", "MaskedImageModeling"),
 }
 
 

@@ -1,0 +1,126 @@
+"""Masked image modelling (SimMIM) on unlabelled images: class folders are optional."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmctl.config.schema import MIMTaskConfig, RunConfig
+from fmctl.data.images import ImageDataset, ImageRow, build_transform, scan_images, verify_images
+from fmctl.data.sources import fingerprint, split_paths
+from fmctl.tasks.base import PreparedData
+from fmctl.tasks.classification import read_splits
+
+
+class MaskedPatches:
+    """Images plus a patch mask drawn from (seed, epoch, index)."""
+
+    def __init__(self, images: ImageDataset, patches: int, ratio: float, seed: int):
+        self.images, self.patches, self.ratio, self.seed = images, patches, ratio, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        item = self.images[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        count = max(1, int(round(self.ratio * self.patches)))
+        mask = np.zeros(self.patches, dtype=bool)
+        mask[rng.choice(self.patches, size=count, replace=False)] = True
+        return {"pixel_values": item["pixel_values"], "mask": torch.from_numpy(mask)}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    batch = {key: torch.stack([it[key] for it in items]) for key in ("pixel_values", "mask")}
+    batch["num_tokens"] = int(batch["mask"].numel())
+    return batch
+
+
+class MIMMetrics:
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, outputs: Any, batch: dict[str, Any], loss: Any) -> None:
+        n = int(batch["mask"].sum())
+        self.loss_sum += float(loss) * n
+        self.count += n
+
+    def compute(self) -> dict[str, float]:
+        return {"loss": self.loss_sum / self.count} if self.count else {}
+
+
+class MaskedImageModeling:
+    name = "mim"
+    main_metric = "loss"
+    main_mode = "min"
+    metric_names = ("loss",)
+    label_names: list[str] = []
+
+    def __init__(self, cfg: MIMTaskConfig):
+        self.cfg = cfg
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
+        paths = split_paths(run.data)
+        rows = read_splits(run.data, paths, scan_images, [s for s in splits if s != "test"])
+        for split_rows in rows.values():
+            verify_images(split_rows)
+        self._run = run
+        datasets = {split: ImageDataset(split_rows, None, None, run.backbone.in_chans)
+                    for split, split_rows in rows.items()}
+        return PreparedData(train=datasets.get("train"), validation=datasets.get("validation"), test=None,
+                            collate=collate, label_names=[],
+                            sources={split: fingerprint(p) for split, p in paths.items() if p is not None},
+                            rows=rows)
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        from fmctl.models import vision
+        from fmctl.models.simmim import SimMIM
+
+        encoder = vision.build_vit_classifier(run.backbone, num_classes=0)
+        model = SimMIM(encoder)
+        prep = vision.preprocessing(encoder)
+        data.preprocessor = prep
+        patches = encoder.patch_embed.num_patches
+        for split in ("train", "validation"):
+            images = getattr(data, split)
+            if images is not None:
+                images.transform = build_transform(prep, train=split == "train", augment=run.data.augment)
+                setattr(data, split, MaskedPatches(images, patches, self.cfg.mask_ratio,
+                                                   run.trainer.seed + (0 if split == "train" else 7919)))
+        return model
+
+    def has_targets(self, batch: dict[str, Any]) -> bool:
+        return True
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(batch["pixel_values"], batch["mask"]), model.patchify(batch["pixel_values"])
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
+        predicted, target = outputs
+        mask = batch["mask"]
+        return (predicted.float() - target.float()).abs()[mask].mean()
+
+    def new_metrics(self) -> MIMMetrics:
+        return MIMMetrics()
+
+    def flops_per_token(self, model: Any, seq_len: int) -> float:
+        encoder = model.encoder
+        patches = encoder.patch_embed.num_patches + encoder.num_prefix_tokens
+        params = sum(p.numel() for p in model.parameters()) - encoder.pos_embed.numel()
+        return 6 * params + 12 * len(encoder.blocks) * encoder.embed_dim * patches
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        from fmctl.models import vision
+
+        vision.save(model.encoder, folder, [])
