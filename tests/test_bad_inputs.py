@@ -50,10 +50,40 @@ def build_files(root: Path) -> dict[str, Path]:
     files["empty_label"] = root / "empty_label.csv"
     files["empty_label"].write_text("Review Text,Sentiment\ngood,positive\nbad,\n", encoding="utf-8")
     files["one_label"] = write_reviews_csv(root / "one_label.csv", 20, seed=3, labels=("positive",))
+    files.update(prepared_corpora(root))
     return files
 
 
-# (case id, arguments, text the one-line message must contain). {name} is a file from build_files.
+def prepared_corpora(root: Path) -> dict[str, Path]:
+    """A prepared corpus, a copy with a truncated shard, and a model whose embedding is
+    smaller than that corpus's vocabulary."""
+    import shutil
+
+    from rich.console import Console
+    from transformers import BertConfig, BertForMaskedLM
+
+    from fmctl.config.compose import schema_from_overrides
+    from fmctl.config.schema import PrepareConfig
+    from fmctl.data.prepare import prepare_corpus
+
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(f"document number {i} talks about rivers and hills {i % 7}" for i in range(300)),
+                      encoding="utf-8")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={root / 'prepared'}", "dedup.near=false",
+                                                "tokenizer.vocab_size=120", "validation_fraction=0.1"])
+    prepared = prepare_corpus(cfg, Console(quiet=True)).out
+    broken = root / "prepared_truncated"
+    shutil.copytree(prepared, broken)
+    shard = broken / "train_00000.bin"
+    shard.write_bytes(shard.read_bytes()[:-4])
+    small = root / "small_vocab_bert"
+    BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(small)
+    return {"prepared": prepared, "prepared_truncated": broken, "small_vocab_bert": small}
+
+
+# (case id, arguments, text the one-line message must contain). {name} is a file from build_files;
+# arguments start with the verb when it is not finetune.
 CASES = [
     ("unknown key", [*TEXT, "data.train={train}", "trainer.max_stpes=3"], "trainer.max_stpes: unknown key (did you mean 'max_steps'?)"),
     ("wrong type", [*TEXT, "data.train={train}", "trainer.batch_size=big"], "trainer.batch_size: expected an integer, got 'big'"),
@@ -94,6 +124,10 @@ CASES = [
     ("invalid data format", [*TEXT, "data.train={train}", "data.format=xml"], "data.format: expected one of"),
     ("empty label cell", [*TEXT, "data.train={empty_label}"], "empty_label.csv:3: empty label in column 'sentiment'"),
     ("a single label in training", [*TEXT, "data.train={one_label}"], "only one label ('positive')"),
+    ("truncated token shard", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_truncated}", "trainer.max_steps=1"], "train_00000.bin: "),
+    ("corpus vocabulary beyond the model's embedding", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared}", "backbone.pretrained={small_vocab_bert}", "data.max_length=32"], "but the model's embedding holds 40"),
+    ("not a prepared corpus", ["pretrain", "recipe=bert_mlm", "data.prepared={empty_dir}"], "is not a prepared corpus (no prepared.json)"),
+    ("pretraining task on the finetune verb", ["recipe=bert_mlm", "data.prepared={prepared}"], "is a pretraining objective; run it with fmctl pretrain"),
 ]
 
 
@@ -138,7 +172,8 @@ def test_bad_input_gives_one_actionable_line(case, args, expected, files, existi
         args += [f"run_dir={existing_run}", "overwrite=true"]  # even when allowed to replace it, it stays
     elif not any(a.startswith("run_dir=") for a in args):
         args += [f"run_dir={existing_run}"]
-    code, out, err = call_main(["finetune", *args])
+    verb = args.pop(0) if args[0] in ("pretrain", "finetune") else "finetune"
+    code, out, err = call_main([verb, *args])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0, out + err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
