@@ -24,7 +24,7 @@ def base(fmt: str, quantize: str | None, run_dir: Path, task: str, label_names: 
     return {
         "schema_version": SCHEMA_VERSION,
         "format": fmt,
-        "quantization": quantize,
+        "quantize": quantize,
         "task": task,
         "label_names": list(label_names),
         "fmctl_version": __version__,

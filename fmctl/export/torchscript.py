@@ -23,4 +23,6 @@ def trace(module: Any, example: Sequence[Any], path: Path) -> dict[str, Any]:
 def load(path: Path) -> Any:
     import torch
 
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+        return torch.jit.load(str(path), map_location="cpu").eval()

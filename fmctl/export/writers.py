@@ -133,7 +133,9 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
         feeds = {size: io.batch_of(size).inputs for size in (1, 32)}
         runners = {"pytorch_fp32": ctx.reference()}
         runners.update({name: _ort_candidate(s, names) for name, s in sessions.items()})
-        out["latency"] = {"threads": threads, "method": "median of >=7 timed runs (>=0.3 s) after 2 warm-up "
+        import os
+
+        out["latency"] = {"threads": threads, "load_average_1min": round(os.getloadavg()[0], 2), "method": "median of >=7 timed runs (>=0.3 s) after 2 warm-up "
                           "runs, on real validation inputs", "results": latency_table(runners, feeds)}
     out.update(onnx_mod.graph_io(path))
     return out
