@@ -16,7 +16,7 @@ def trace(module: Any, example: Sequence[Any], path: Path) -> dict[str, Any]:
         warnings.simplefilter("ignore")  # tracer warnings; the parity check decides
         traced = torch.jit.trace(module, tuple(example), check_trace=False, strict=False)
         traced = torch.jit.freeze(traced.eval())
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))
     return {"method": "torch.jit.trace + torch.jit.freeze", "torch_version": torch.__version__}
 
 
