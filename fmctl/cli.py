@@ -73,6 +73,7 @@ def export(
     exporter: str = typer.Option("auto", "--exporter", help="ONNX exporter: auto | dynamo | torchscript."),
     max_examples: int = typer.Option(512, "--max-examples", help="Validation examples the checks run on."),
     benchmark: bool = typer.Option(False, "--benchmark", help="Also time fp32 exports (always done with --quantize)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime (timing)."),
 ) -> None:
     """Export RUN_DIR/model and prove the artefact computes what PyTorch computes: [key=value ...].
 
@@ -83,7 +84,8 @@ def export(
     from fmctl.export.writers import ExportOptions
 
     options = ExportOptions(fmt=fmt, quantize=quantize, atol=atol, min_agreement=min_agreement, opset=opset,
-                            exporter=exporter, max_examples=max_examples, benchmark=benchmark)
+                            exporter=exporter, max_examples=max_examples, benchmark=benchmark,
+                            threads=threads)
     result = export_run(run_dir, options, out=out, overrides=list(ctx.args))
     from fmctl.report import console, export_table
 

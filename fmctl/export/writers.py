@@ -30,6 +30,7 @@ class ExportOptions:
     batch_size: int = 32
     calibration_examples: int = 128               # int8-static: training examples
     benchmark: bool = False                       # latency figures without --quantize too
+    threads: int | None = None                    # CPU threads for PyTorch and ONNX Runtime timing
 
 
 @dataclass
@@ -110,6 +111,8 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     info = onnx_mod.export_onnx(ctx.module, ctx.example(), names, io.output_names, io.dynamic_axes(), fp32_path,
                                 opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence())
     ctx.log(f"onnx: written by the {info['exporter']} exporter, opset {opts.opset}; onnx.checker passed")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     threads = torch.get_num_threads()
     sessions = {"onnx_fp32": onnx_mod.session(fp32_path, threads)}
     fp32_parity, fp32_cmp = _check(ctx, _ort_candidate(sessions["onnx_fp32"], names), "onnxruntime fp32",
