@@ -25,5 +25,8 @@ test-all: install
 demo: install
 	$(VENV)/bin/fmctl finetune
 
+bench: install
+	$(PY) bench/export_bench.py
+
 clean:
 	rm -rf $(VENV) runs multirun .pytest_cache

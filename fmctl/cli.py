@@ -20,6 +20,8 @@ Examples:
   fmctl finetune recipe=minilm_topics data.train=reviews.csv data.text_column=review
   fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
   fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
+  fmctl export runs/bert_topics/2026-11-28_20-30-00 --format onnx --quantize int8
+  fmctl predict runs/bert_topics/2026-11-28_20-30-00/export/onnx-int8 --input new.csv --out preds.csv
 
 Run `fmctl recipes` for the recipe names, `fmctl finetune --cfg job` for the composed config.
 """
@@ -88,6 +90,59 @@ def data_prepare(ctx: typer.Context) -> None:
     from fmctl.pipeline import prepare_data
 
     raise typer.Exit(prepare_data(list(ctx.args)))
+
+
+@app.command("export", context_settings=_PASS_THROUGH, short_help="Export a run folder's model, checked against PyTorch.")
+def export(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A run folder written by finetune."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | safetensors | hf"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 (dynamic) | int8-static (calibrated on train); ONNX only"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default RUN_DIR/export/<format>[-int8])."),
+    atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |export - PyTorch| on the fp32 outputs."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Smallest allowed label agreement with PyTorch (int8 default 0.95)."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset."),
+    exporter: str = typer.Option("auto", "--exporter", help="ONNX exporter: auto | dynamo | torchscript."),
+    max_examples: int = typer.Option(512, "--max-examples", help="Validation examples the checks run on."),
+    benchmark: bool = typer.Option(False, "--benchmark", help="Also time fp32 exports (always done with --quantize)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime (timing)."),
+) -> None:
+    """Export RUN_DIR/model and prove the artefact computes what PyTorch computes: [key=value ...].
+
+    The check runs on the run's validation data; overrides such as data.train=PATH point it
+    at moved files. Nothing is written when a check fails.
+    """
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+
+    options = ExportOptions(fmt=fmt, quantize=quantize, atol=atol, min_agreement=min_agreement, opset=opset,
+                            exporter=exporter, max_examples=max_examples, benchmark=benchmark,
+                            threads=threads)
+    result = export_run(run_dir, options, out=out, overrides=list(ctx.args))
+    from fmctl.report import console, export_table
+
+    console().print(export_table(result.manifest))
+
+
+@app.command("predict", short_help="Predict labels with a run folder or an export.")
+def predict(
+    target: Path = typer.Argument(..., help="A run folder or an export folder (onnx, torchscript, hf)."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV/TSV/JSONL/Parquet (optionally .gz) or .txt (one text a line)."),
+    text: Optional[str] = typer.Option(None, "--text", help="One text to classify."),
+    text_pair: Optional[str] = typer.Option(None, "--text-pair", help="Its second text, for pair tasks."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) or one image."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .jsonl (default: stdout) or .csv/.tsv."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text (default: the run's)."),
+    text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: large inputs on a terminal)."),
+) -> None:
+    """Labels and probabilities for every row, line or image; rows that fail are reported with
+    their error and the rest are still predicted."""
+    from fmctl.predict.run import predict as run_predict
+
+    run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
+                batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress)
 
 
 @app.command("recipes", short_help="List the available recipes.")

@@ -37,3 +37,8 @@ class ModelError(FmctlError):
 
 class RunFolderError(FmctlError):
     """A run folder that would be clobbered, or that lacks what a verb needs."""
+
+
+class ExportError(FmctlError):
+    """An export that cannot be made or that does not compute what the model computes
+    (parity above tolerance); nothing that looks valid is left behind."""

@@ -69,3 +69,24 @@ def print_sweep_summary(sweep_dir: Path) -> int:
     if failed:
         console().print(f"{failed} of {len(rows)} jobs did not complete; see error.txt in their folders")
     return 1 if failed else 0
+
+
+def export_table(manifest: dict[str, Any]) -> Any:
+    """The figures that vouch for an export: parity, validation accuracy, latency."""
+    from rich.table import Table
+
+    title = f"export {manifest['format']}{' ' + manifest['quantize'] if manifest.get('quantize') else ''}"
+    table = Table(title=title, title_justify="left", min_width=len(title) + 4)
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    for key in ("parity", "parity_int8"):
+        if key in manifest:
+            p = manifest[key]
+            table.add_row(f"{p['candidate']}: max abs diff", f"{p['max_abs_diff']:.3g}")
+            table.add_row(f"{p['candidate']}: label agreement", f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
+    for name, value in (manifest.get("evaluation", {}).get("accuracy") or {}).items():
+        if value is not None:
+            table.add_row(f"val accuracy {name}", f"{value:.4f}")
+    for name, row in (manifest.get("latency", {}).get("results") or {}).items():
+        table.add_row(f"latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
+    return table

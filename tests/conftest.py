@@ -27,3 +27,41 @@ def reviews(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def shapes(tmp_path_factory) -> Path:
     return write_shapes_folder(tmp_path_factory.mktemp("shapes") / "train", per_class=100, seed=3)
+
+
+def _text_run(reviews, root: Path, backbone: str, steps: int) -> Path:
+    from tests.helpers import TINY_TEXT, finetune
+
+    return finetune("text_csv", [f"data.train={reviews['train']}", "data.text_column=Review Text",
+                                 "data.label_column=sentiment", f"backbone={backbone}", *TINY_TEXT,
+                                 f"trainer.max_steps={steps}", "trainer.batch_size=16", "optim.lr=2e-3"], root / "run").run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_run(reviews, tmp_path_factory) -> Path:
+    """A tiny BERT fine-tuned on the reviews: shared by the export and predict tests."""
+    return _text_run(reviews, tmp_path_factory.mktemp("bert"), "bert", 60)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_run(reviews, tmp_path_factory) -> Path:
+    return _text_run(reviews, tmp_path_factory.mktemp("gpt"), "gpt", 40)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_run(shapes, tmp_path_factory) -> Path:
+    from tests.helpers import TINY_VIT, finetune
+
+    return finetune("image_folder", [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=40", "trainer.batch_size=16",
+                                     "optim.lr=2e-3"], tmp_path_factory.mktemp("vit") / "run").run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_exports(request) -> dict:
+    """fp32 ONNX exports (default exporter) of the three tiny runs, made once per session:
+    test_export checks them, test_predict serves them."""
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+
+    return {name: export_run(request.getfixturevalue(f"tiny_{name}_run"), ExportOptions(fmt="onnx"),
+                             log=lambda _line: None) for name in ("bert", "gpt", "vit")}

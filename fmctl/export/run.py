@@ -1,0 +1,90 @@
+"""`fmctl export`: run folder in, checked artefact folder out, or nothing at all.
+
+The artefact is built in a temporary folder beside the target and renamed into place only
+after every check passed; on any failure the temporary folder is removed and an earlier
+export at the target is left as it was.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from fmctl.errors import RunFolderError
+from fmctl.export import manifest as manifest_mod
+from fmctl.export.formats import check_supported, folder_name
+from fmctl.export.tasks import TASK_IO
+from fmctl.export.writers import WRITERS, Context, ExportOptions
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    manifest: dict[str, Any]
+
+
+def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, overrides: list[str] | None = None,
+               log: Callable[[str], None] = print) -> ExportResult:
+    """Export run_dir/model in `options.fmt` to `out` (default RUN_DIR/export/<format>[-int8])."""
+    from fmctl.config.compose import load_run_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such run folder")
+    _, run = load_run_config(run_dir, list(overrides or []))
+    check_supported(options.fmt, run.task.name, options.quantize)
+    if not (run_dir / "model" / "config.json").is_file():
+        raise RunFolderError(f"{run_dir}: no model/ folder with config.json; export needs a completed run "
+                             f"(see manifest.json's status)")
+    target = Path(out) if out is not None else run_dir / "export" / folder_name(options.fmt, options.quantize)
+    _check_target(target)
+
+    started = time.perf_counter()
+    io = TASK_IO[run.task.name](run, run_dir)
+    model = io.load_model()
+    batches = list(io.batches(options.batch_size, options.max_examples))
+    log(f"export: {options.fmt}{' ' + options.quantize if options.quantize else ''} of {run_dir} "
+        f"({run.task.name}, {io.num_examples()} validation examples, checking {min(io.num_examples(), options.max_examples)})")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix="fmctl-export-"))
+    try:
+        ctx = Context(io=io, model=model, module=io.module(model), batches=batches, options=options, log=log,
+                      scratch=scratch)
+        record = manifest_mod.base(options.fmt, options.quantize, run_dir, run.task.name, io.label_names)
+        record["preprocessing"] = io.write_preprocessing(tmp)
+        record.update(WRITERS[options.fmt](ctx, tmp))
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        manifest_mod.write(tmp, record)
+        _replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log(f"written: {target}")
+    return ExportResult(target, record)
+
+
+def _check_target(target: Path) -> None:
+    """An earlier export there is replaced; anything else is not ours to overwrite."""
+    if target.exists() and not target.is_dir():
+        raise RunFolderError(f"--out: '{target}' exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / manifest_mod.MANIFEST).is_file():
+        raise RunFolderError(f"--out: '{target}' holds files that are not an fmctl export; choose another folder")
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)

@@ -1,0 +1,210 @@
+"""One function per format: write the artefact into a (temporary) folder, reload it the
+way a deployment would, and check it against the PyTorch model on real batches.
+
+Each returns the manifest entries it is responsible for; it raises ExportError when the
+artefact does not compute what the model computes, and the caller then discards the
+folder, so no valid-looking artefact is ever left behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from fmctl.export import parity as parity_mod
+from fmctl.export.tasks import Batch, TaskIO
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_INT8_AGREEMENT = 0.95
+
+
+@dataclass
+class ExportOptions:
+    fmt: str
+    quantize: str | None = None
+    atol: float = DEFAULT_ATOL                    # fp32 outputs must agree this closely
+    min_agreement: float | None = None            # None: report only (fp32); int8 default 0.95
+    opset: int = 18
+    exporter: str = "auto"                        # ONNX: auto | dynamo | torchscript
+    max_examples: int = 512                       # validation examples compared
+    batch_size: int = 32
+    calibration_examples: int = 128               # int8-static: training examples
+    benchmark: bool = False                       # latency figures without --quantize too
+    threads: int | None = None                    # CPU threads for PyTorch and ONNX Runtime timing
+
+
+@dataclass
+class Context:
+    io: TaskIO
+    model: Any                                    # as the task loads it
+    module: Any                                   # positional wrapper returning logits
+    batches: list[Batch]
+    options: ExportOptions
+    log: Callable[[str], None]
+    scratch: Path                                 # outside the export folder, removed afterwards
+
+    def reference(self) -> Callable[[dict[str, Any]], Any]:
+        import torch
+
+        names = self.io.input_names()
+
+        def run(inputs: dict[str, Any]) -> Any:
+            with torch.no_grad():
+                return self.module(*[inputs[n] for n in names]).numpy()
+
+        return run
+
+    def example(self) -> tuple[Any, ...]:
+        """Export example: two real examples of different lengths where possible, so no
+        axis is specialised to 1 and padding is present."""
+        batch = self.io.batch_of(2)
+        names = self.io.input_names()
+        return tuple(batch.inputs[n][:2] for n in names)
+
+
+def _torch_candidate(module: Any, names: list[str]) -> Callable[[dict[str, Any]], Any]:
+    import torch
+
+    def run(inputs: dict[str, Any]) -> Any:
+        with torch.no_grad():
+            out = module(*[inputs[n] for n in names])
+            return (out.logits if hasattr(out, "logits") else out).numpy()
+
+    return run
+
+
+def _ort_candidate(session: Any, names: list[str]) -> Callable[[dict[str, Any]], Any]:
+    def run(inputs: dict[str, Any]) -> Any:
+        return session.run(None, {n: inputs[n].numpy() for n in names})[0]
+
+    return run
+
+
+def _check(ctx: Context, candidate: Callable[[dict[str, Any]], Any], name: str, atol: float | None,
+           min_agreement: float | None) -> tuple[parity_mod.Parity, parity_mod.Comparison]:
+    result, comparison = parity_mod.compare(ctx.batches, ctx.reference(), candidate, ("pytorch fp32", name),
+                                            atol, min_agreement)
+    ctx.log(f"parity: {result.summary()}")
+    parity_mod.require(result)
+    return result, comparison
+
+
+def _evaluation(ctx: Context, comparisons: dict[str, parity_mod.Comparison]) -> dict[str, Any]:
+    accuracy = {"pytorch_fp32": next(iter(comparisons.values())).accuracy("reference")}
+    accuracy.update({name: c.accuracy("candidate") for name, c in comparisons.items()})
+    return {"split": "validation", "examples": next(iter(comparisons.values())).result.examples,
+            "accuracy": accuracy}
+
+
+def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
+    """model.onnx in `folder`. With --quantize the fp32 graph is made in the scratch folder,
+    checked, quantized into `folder`, and the int8 model checked in turn."""
+    import torch
+
+    from fmctl.export import onnx as onnx_mod
+    from fmctl.export.measure import latency_table
+
+    opts, io = ctx.options, ctx.io
+    names = io.input_names()
+    path = folder / "model.onnx"
+    fp32_path = ctx.scratch / "model.onnx" if opts.quantize else path
+    info = onnx_mod.export_onnx(ctx.module, ctx.example(), names, io.output_names, io.dynamic_axes(), fp32_path,
+                                opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence())
+    ctx.log(f"onnx: written by the {info['exporter']} exporter, opset {opts.opset}; onnx.checker passed")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    threads = torch.get_num_threads()
+    sessions = {"onnx_fp32": onnx_mod.session(fp32_path, threads)}
+    fp32_parity, fp32_cmp = _check(ctx, _ort_candidate(sessions["onnx_fp32"], names), "onnxruntime fp32",
+                                   opts.atol, None if opts.quantize else opts.min_agreement)
+    out: dict[str, Any] = {"files": {"model": "model.onnx"}, "onnx": info, "parity": fp32_parity.as_dict()}
+    comparisons = {"onnx_fp32": fp32_cmp}
+    if opts.quantize:
+        from fmctl.export import quantize as quant_mod
+
+        calibration = _calibration_feeds(ctx) if opts.quantize == "int8-static" else None
+        out["quantization"] = quant_mod.quantize(fp32_path, path, opts.quantize, calibration)
+        ctx.log(f"quantized: {opts.quantize} ({out['quantization']['size_bytes']:,} bytes, fp32 "
+                f"{out['quantization']['fp32_size_bytes']:,})")
+        sessions["onnx_int8"] = onnx_mod.session(path, threads)
+        agreement = DEFAULT_INT8_AGREEMENT if opts.min_agreement is None else opts.min_agreement
+        int8_parity, comparisons["onnx_int8"] = _check(ctx, _ort_candidate(sessions["onnx_int8"], names),
+                                                       f"onnxruntime {opts.quantize}", None, agreement)
+        out["parity_int8"] = int8_parity.as_dict()
+    out["evaluation"] = _evaluation(ctx, comparisons)
+    if opts.quantize or opts.benchmark:
+        feeds = {size: io.batch_of(size).inputs for size in (1, 32)}
+        runners = {"pytorch_fp32": ctx.reference()}
+        runners.update({name: _ort_candidate(s, names) for name, s in sessions.items()})
+        import os
+
+        out["latency"] = {"threads": threads, "load_average_1min": round(os.getloadavg()[0], 2), "method": "median of >=7 timed runs (>=0.3 s) after 2 warm-up "
+                          "runs, on real validation inputs", "results": latency_table(runners, feeds)}
+    out.update(onnx_mod.graph_io(path))
+    return out
+
+
+def _calibration_feeds(ctx: Context) -> Any:
+    """Training-split batches as numpy feeds, for static quantization's activation ranges."""
+    io, opts = ctx.io, ctx.options
+    data = io.task.prepare(io.run, model_dir=io.model_dir, splits=("train",))
+    names = io.input_names()
+    count = min(opts.calibration_examples, len(data.train))
+    for start in range(0, count, 16):
+        batch = data.collate([data.train[i] for i in range(start, min(count, start + 16))])
+        yield {n: batch[n].numpy() for n in names}
+
+
+def write_torchscript(ctx: Context, folder: Path) -> dict[str, Any]:
+    from fmctl.export import torchscript
+
+    path = folder / "model.pt"
+    info = torchscript.trace(ctx.module, ctx.example(), path)
+    loaded = torchscript.load(path)
+    result, comparison = _check(ctx, _torch_candidate(loaded, ctx.io.input_names()), "torchscript", ctx.options.atol,
+                                ctx.options.min_agreement)
+    return {"files": {"model": "model.pt"}, "torchscript": info, "parity": result.as_dict(),
+            "evaluation": _evaluation(ctx, {"torchscript": comparison}), **_declared_io(ctx)}
+
+
+def write_safetensors(ctx: Context, folder: Path) -> dict[str, Any]:
+    import json
+
+    from fmctl.export import weights
+
+    path = folder / "model.safetensors"
+    arch = weights.architecture(ctx.io.model_dir)
+    weights.save_safetensors(ctx.model, path, {"format": "pt", "fmctl_task": ctx.io.task_name,
+                                               "label_names": json.dumps(ctx.io.label_names)})
+    rebuilt = weights.rebuild_from_safetensors(arch, path)
+    candidate = _torch_candidate(ctx.io.module(rebuilt), ctx.io.input_names())
+    result, comparison = _check(ctx, candidate, "safetensors reloaded", ctx.options.atol, ctx.options.min_agreement)
+    return {"files": {"weights": "model.safetensors"}, "architecture": arch, "parity": result.as_dict(),
+            "evaluation": _evaluation(ctx, {"safetensors": comparison}), **_declared_io(ctx)}
+
+
+def write_hf(ctx: Context, folder: Path) -> dict[str, Any]:
+    model_folder = folder / "model"
+    ctx.io.task.save_model(ctx.model, ctx.io.data, model_folder)
+    reloaded = ctx.io.task.load_model(model_folder).eval()
+    candidate = _torch_candidate(ctx.io.module(reloaded), ctx.io.input_names())
+    result, comparison = _check(ctx, candidate, "hf folder reloaded", ctx.options.atol, ctx.options.min_agreement)
+    library = "timm" if (model_folder / "config.json").read_text(encoding="utf-8").find('"model_args"') >= 0 \
+        else "transformers"
+    load = ("timm.create_model('local-dir:model', pretrained=True)" if library == "timm"
+            else "AutoModelForSequenceClassification.from_pretrained('model'); AutoTokenizer.from_pretrained('model')")
+    return {"files": {"model_folder": "model"}, "library": library, "load": load, "parity": result.as_dict(),
+            "evaluation": _evaluation(ctx, {"hf": comparison}), **_declared_io(ctx)}
+
+
+def _declared_io(ctx: Context) -> dict[str, Any]:
+    return {"inputs": ctx.io.input_specs(),
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(ctx.io.label_names)]}]}
+
+
+WRITERS: dict[str, Callable[[Context, Path], dict[str, Any]]] = {
+    "onnx": write_onnx,
+    "torchscript": write_torchscript,
+    "safetensors": write_safetensors,
+    "hf": write_hf,
+}

@@ -1,0 +1,186 @@
+"""Stream what to predict: table rows, lines of text, or image files, one item at a time.
+
+Nothing is read into memory whole, so a file larger than memory works. A problem with a
+single row (a missing field, an empty line in a JSONL file) becomes that item's error and
+the rest go on; a problem with the whole file (no such column in its header) is one
+DataError, since every row would fail the same way.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from fmctl.data.images import IMAGE_EXTENSIONS
+from fmctl.data.readers import _match_columns, detect_format
+from fmctl.errors import DataError
+
+
+@dataclass
+class Item:
+    row: int                                   # 1-based position in the input
+    where: str                                 # 'file:line' or the image path, for messages
+    fields: dict[str, Any] = field(default_factory=dict)   # what identifies it in the output
+    value: Any = None                          # {'text', 'text_pair'} or an image Path
+    error: str | None = None
+
+
+class Progress:
+    """How far through the input we are: bytes of a file, or images of a folder."""
+
+    def __init__(self, total: int | None, position: Callable[[], int] | None = None, unit: str = "bytes"):
+        self.total = total
+        self.position = position
+        self.unit = unit
+
+
+def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str = "auto"
+               ) -> tuple[Iterator[Item], Progress]:
+    """Rows of a CSV/TSV/JSONL/Parquet file (optionally .gz), or lines of a .txt file."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder; give a file")
+    if fmt == "auto" and path.suffix.lower() in (".txt", ".text"):
+        fmt = "txt"
+    fmt = detect_format(path, fmt) if fmt != "txt" else fmt
+    raw = open(path, "rb")
+    stream = gzip.open(raw) if path.suffix.lower() == ".gz" else raw
+    progress = Progress(path.stat().st_size, raw.tell)
+    handle = _text(stream, path)
+    wanted = {"text": text_column, **({"text_pair": pair_column} if pair_column else {})}
+    if fmt in ("csv", "tsv"):
+        reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t")
+        try:
+            header = [h.strip() if isinstance(h, str) else h for h in (reader.fieldnames or [])]
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text; re-save the file as UTF-8") from None
+        if not header:
+            raise DataError(f"{path}: empty file; expected a header row with a '{text_column}' column")
+        reader.fieldnames = header
+        mapping = _match_columns(path, header, wanted)
+        return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num), raw), progress
+    if fmt == "jsonl":
+        return _guard(path, _jsonl(path, handle, wanted), raw), progress
+    if fmt == "txt":
+        return _guard(path, _lines(path, handle), raw), progress
+    if fmt == "parquet":
+        return _parquet(path, wanted), Progress(None)
+    raise DataError(f"{path}: cannot predict from format '{fmt}'; use .csv, .tsv, .jsonl, .parquet or .txt")
+
+
+def _text(stream: Any, path: Path) -> Any:
+    import io
+
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+
+
+def _rows_from_dicts(path: Path, records: Any, mapping: dict[str, str], line: Callable[[], int]) -> Iterator[Item]:
+    for row, record in enumerate(records, 1):
+        where = f"{path}:{line()}"
+        if None in record:
+            yield Item(row, where, error=f"{where}: more fields than the header has; check quoting")
+            continue
+        yield _item(row, where, {role: record.get(key) for role, key in mapping.items()}, mapping)
+
+
+def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str]) -> Item:
+    fields = {k: v for k, v in values.items() if v is not None}
+    missing = [names[role] for role, v in values.items() if v is None]
+    if missing:
+        return Item(row, where, fields, error=f"{where}: no value for column '{missing[0]}'")
+    value = {"text": str(values["text"]), "text_pair": None if values.get("text_pair") is None
+             else str(values["text_pair"])}
+    return Item(row, where, fields, value)
+
+
+def _jsonl(path: Path, handle: Any, wanted: dict[str, str]) -> Iterator[Item]:
+    row = 0
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        row += 1
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Item(row, where, error=f"{where}: invalid JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            yield Item(row, where, error=f"{where}: expected a JSON object")
+            continue
+        mapping = _lenient_mapping(list(record), wanted)
+        yield _item(row, where, {role: record.get(key) if key else None for role, key in mapping.items()},
+                    {role: wanted[role] for role in mapping})
+
+
+def _lenient_mapping(available: list[str], wanted: dict[str, str]) -> dict[str, str | None]:
+    """Per-record column matching (exact, then ignoring case and spaces); None when absent."""
+    normalised = {str(a).strip().lower(): a for a in available}
+    return {role: name if name in available else normalised.get(name.strip().lower()) for role, name in wanted.items()}
+
+
+def _lines(path: Path, handle: Any) -> Iterator[Item]:
+    row = 0
+    for number, line in enumerate(handle, 1):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        row += 1
+        yield Item(row, f"{path}:{number}", {"text": text}, {"text": text, "text_pair": None})
+
+
+def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: cannot read Parquet ({' '.join(str(exc).split())[:200]})") from None
+    mapping = _match_columns(path, source.schema_arrow.names, wanted)
+    row = 0
+    for batch in source.iter_batches(batch_size=1024, columns=list(mapping.values())):
+        for record in batch.to_pylist():
+            row += 1
+            yield _item(row, f"{path}:row {row}", {role: record.get(key) for role, key in mapping.items()}, mapping)
+
+
+def _guard(path: Path, items: Iterator[Item], raw: Any) -> Iterator[Item]:
+    """Turn a decoding failure mid-file into one clear error, and close the file at the end."""
+    try:
+        yield from items
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed table ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    finally:
+        raw.close()
+
+
+def single_text(text: str, pair: str | None) -> tuple[Iterator[Item], Progress]:
+    fields = {"text": text, **({"text_pair": pair} if pair is not None else {})}
+    return iter([Item(1, "--text", fields, {"text": text, "text_pair": pair})]), Progress(None)
+
+
+def image_items(root: Path) -> tuple[Iterator[Item], Progress]:
+    """Every image file under root (recursively, sorted), or the one file root names."""
+    if not root.exists():
+        raise DataError(f"{root}: not found")
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    done = {"n": 0}
+
+    def items() -> Iterator[Item]:
+        for row, path in enumerate(files, 1):
+            done["n"] = row
+            yield Item(row, str(path), {"image": str(path)}, path)
+
+    return items(), Progress(len(files), lambda: done["n"], "images")
+

@@ -1,0 +1,40 @@
+"""Write predictions as they come: JSONL (default, or stdout) or CSV/TSV by extension."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class Writer:
+    """One record per input item: its identifying fields, then label and probabilities,
+    or its error. CSV gets one prob_<label> column per label."""
+
+    def __init__(self, out: Path | None, id_fields: list[str], label_names: list[str]):
+        self.out = out
+        self.handle: TextIO = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
+        suffix = out.suffix.lower() if out else ".jsonl"
+        self.kind = "csv" if suffix in (".csv", ".tsv") else "jsonl"
+        self.label_names = label_names
+        if self.kind == "csv":
+            self.columns = ["row", *id_fields, "label", *[f"prob_{n}" for n in label_names], "error"]
+            self.csv = csv.DictWriter(self.handle, self.columns, delimiter="\t" if suffix == ".tsv" else ",",
+                                      extrasaction="ignore")
+            self.csv.writeheader()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.kind == "jsonl":
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            return
+        flat = {k: v for k, v in record.items() if k != "probabilities"}
+        for name, p in (record.get("probabilities") or {}).items():
+            flat[f"prob_{name}"] = p
+        self.csv.writerow(flat)
+
+    def close(self) -> None:
+        if self.out:
+            self.handle.close()
+        else:
+            self.handle.flush()

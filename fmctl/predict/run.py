@@ -1,0 +1,149 @@
+"""Drive a prediction: items in batches through the target, records out as they come.
+
+Memory stays at one batch whatever the input size. Rows that fail (a missing field, an
+image that does not decode) are written with their error and counted; the others are
+predicted as usual.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from fmctl.errors import DataError
+from fmctl.predict import inputs
+from fmctl.predict.output import Writer
+from fmctl.predict.targets import Target, open_target
+
+# Inputs at least this large get a progress bar on a terminal (bytes of a file, images).
+LARGE_FILE_BYTES = 1_000_000
+LARGE_IMAGE_COUNT = 200
+
+
+@dataclass
+class PredictSummary:
+    target: str
+    rows: int = 0
+    predicted: int = 0
+    errors: list[str] = field(default_factory=list)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+def predict(target_path: Path, *, input_file: Path | None = None, text: str | None = None,
+            text_pair: str | None = None, images: Path | None = None, out: Path | None = None,
+            batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
+            progress: bool | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+            ) -> PredictSummary:
+    """Predict every item of exactly one source (--input, --text or --images) with the target."""
+    given = [name for name, v in (("--input", input_file), ("--text", text), ("--images", images)) if v is not None]
+    if len(given) != 1:
+        raise DataError(f"predict: give exactly one of --input FILE, --text TEXT, --images DIR (got "
+                        f"{', '.join(given) if given else 'none'})")
+    target = open_target(target_path)
+    items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column)
+    id_fields = ["image"] if target.input_kind == "image" else (
+        ["text", "text_pair"] if (text_pair_column or target.text_pair_column) else ["text"])
+    log(f"predict: {target.description} at {target.path}, task {target.task}")
+    summary = PredictSummary(str(target.path))
+    writer = Writer(out, id_fields, target.label_names)
+    try:
+        with _progress_bar(where, progress) as advance:
+            for chunk in _chunks(items, batch_size):
+                for record in _predict_chunk(target, chunk):
+                    writer.write(record)
+                    summary.rows += 1
+                    if "error" in record:
+                        summary.errors.append(record["error"])
+                    else:
+                        summary.predicted += 1
+                        summary.label_counts[record["label"]] = summary.label_counts.get(record["label"], 0) + 1
+                advance()
+    finally:
+        writer.close()
+    for message in summary.errors[:20]:
+        log(f"row error: {message}")
+    if len(summary.errors) > 20:
+        log(f"... and {len(summary.errors) - 20} more row errors (each is in the output with its row)")
+    log(f"predicted {summary.predicted} of {summary.rows} rows ({len(summary.errors)} errors)"
+        + (f"; written: {out}" if out else ""))
+    return summary
+
+
+def _items(target: Target, input_file: Path | None, text: str | None, text_pair: str | None, images: Path | None,
+           text_column: str | None, text_pair_column: str | None) -> tuple[Iterator[inputs.Item], inputs.Progress]:
+    if images is not None:
+        if target.input_kind != "image":
+            raise DataError(f"--images: {target.path} is a {target.task} model; give --input FILE or --text")
+        return inputs.image_items(Path(images))
+    if target.input_kind != "text":
+        raise DataError(f"{'--text' if text is not None else '--input'}: {target.path} is an {target.task} model; "
+                        f"give --images DIR (a folder of images or one image file)")
+    if text is not None:
+        return inputs.single_text(text, text_pair)
+    column = text_column or target.text_column or "text"
+    pair = text_pair_column or target.text_pair_column
+    return inputs.text_items(Path(input_file), column, pair)
+
+
+def _chunks(items: Iterator[inputs.Item], size: int) -> Iterator[list[inputs.Item]]:
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _predict_chunk(target: Target, chunk: list[inputs.Item]) -> list[dict[str, Any]]:
+    import numpy as np
+
+    good = [i for i, item in enumerate(chunk) if item.error is None]
+    records: dict[int, dict[str, Any]] = {}
+    for i, item in enumerate(chunk):
+        if item.error is not None:
+            records[i] = {"row": item.row, **item.fields, "error": item.error}
+    if good:
+        feed, errors = target.encode([chunk[i].value for i in good])
+        encoded = [i for pos, i in enumerate(good) if pos not in errors]
+        for pos, message in errors.items():
+            item = chunk[good[pos]]
+            records[good[pos]] = {"row": item.row, **item.fields, "error": message}
+        if encoded:
+            logits = np.asarray(target.logits(feed), dtype=np.float64)
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            for row_probs, i in zip(probs, encoded):
+                item = chunk[i]
+                records[i] = {"row": item.row, **item.fields, "label": target.label_names[int(row_probs.argmax())],
+                              "probabilities": {n: round(float(p), 6) for n, p in zip(target.label_names, row_probs)}}
+    return [records[i] for i in range(len(chunk))]
+
+
+class _progress_bar:
+    """A rich progress bar on stderr for large inputs on a terminal; a no-op otherwise."""
+
+    def __init__(self, where: inputs.Progress, wanted: bool | None):
+        large = where.total is not None and where.total >= (
+            LARGE_IMAGE_COUNT if where.unit == "images" else LARGE_FILE_BYTES)
+        show = wanted if wanted is not None else (large and sys.stderr.isatty() and os.environ.get("CI") is None)
+        self.where = where
+        self.progress = None
+        if show and where.total:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+            self.progress = Progress("predict", BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> Callable[[], None]:
+        if self.progress is None:
+            return lambda: None
+        self.progress.start()
+        task = self.progress.add_task("predict", total=self.where.total)
+        return lambda: self.progress.update(task, completed=self.where.position() if self.where.position else 0)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
