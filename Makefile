@@ -26,7 +26,7 @@ demo: install
 	$(VENV)/bin/fmctl finetune
 
 bench: install
-	$(PY) bench/export_bench.py
+	$(PY) tests/bench/export_bench.py
 
 clean:
 	rm -rf $(VENV) runs multirun .pytest_cache

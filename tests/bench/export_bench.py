@@ -3,7 +3,7 @@
 Fine-tunes the shipped BERT (bert_topics) and ViT (vit_digits) recipes for a few hundred
 steps, exports each with `--quantize int8` (which checks parity and times all three on real
 validation batches of 1 and 32), and prints latency and throughput as ratios to PyTorch
-eager. Usage: python bench/export_bench.py [OUT_DIR]   (default runs/bench)
+eager. Usage: python tests/bench/export_bench.py [OUT_DIR]   (default runs/bench)
 FMCTL_BENCH_THREADS=1 times single-threaded, which is steadier on a shared machine
 (PyTorch's OpenMP threads spin when another process holds the cores).
 """
