@@ -136,9 +136,30 @@ def predict(
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text (default: the run's)."),
     text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: large inputs on a terminal)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Generate text after this prompt (GPT runs; repeatable)."),
+    max_new_tokens: int = typer.Option(50, "--max-new-tokens", min=1),
+    strategy: str = typer.Option("greedy", "--strategy", help="greedy | sample"),
+    temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the k likeliest tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass."),
+    seed: int = typer.Option(0, "--seed"),
+    num_return: int = typer.Option(1, "--num-return", min=1, help="Samples per prompt (with --strategy sample)."),
 ) -> None:
     """Labels and probabilities for every row, line or image; rows that fail are reported with
-    their error and the rest are still predicted."""
+    their error and the rest are still predicted. With --prompt, generated text (GPT)."""
+    if prompt:
+        import json as _json
+
+        from fmctl.predict.generate import GenerationSettings, generate
+
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, seed=seed, num_return_sequences=num_return)
+        lines = [_json.dumps(r, ensure_ascii=False) for r in generate(target, list(prompt), settings)]
+        if out:
+            out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            typer.echo("\n".join(lines))
+        return
     from fmctl.predict.run import predict as run_predict
 
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,

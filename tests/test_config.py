@@ -6,7 +6,9 @@ from fmctl.errors import ConfigError
 from tests.helpers import compose
 
 # Template recipes need the user's data path.
-NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"]}
+NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"],
+              "bert_mlm": ["data.prepared=corpus/"], "gpt_clm": ["data.prepared=corpus/"],
+              "vit_mim": ["data.train=images/"]}
 
 
 @pytest.mark.parametrize("recipe", available_recipes())
@@ -14,6 +16,7 @@ def test_every_recipe_composes_and_validates(recipe):
     _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
     assert run.recipe == recipe
     assert run.backbone.name in ("bert", "gpt", "vit")
+    assert run.task.name in {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}.get(recipe, run.task.name)
 
 
 def test_overrides_reach_typed_config():

@@ -38,8 +38,10 @@ def prepared(tmp_path_factory):
     corpus = structured_corpus(root / "corpus.txt")
     out = {}
     for kind in ("wordpiece", "bpe"):
+        # Byte-level BPE starts from 256 byte tokens: 400 leaves room to merge whole words.
+        vocab = 200 if kind == "wordpiece" else 400
         cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={root / kind}", f"tokenizer.kind={kind}",
-                                                    "tokenizer.vocab_size=200", "dedup.near=false",
+                                                    f"tokenizer.vocab_size={vocab}", "dedup.near=false",
                                                     "validation_fraction=0.05"])
         out[kind] = prepare_corpus(cfg, QUIET).out
     return out
@@ -208,3 +210,27 @@ def test_mim_learns_on_mixed_size_images_and_feeds_finetuning(shapes, tmp_path):
     after = load_file(str(tuned.run_dir / "model" / "model.safetensors"))
     assert np.allclose(after["blocks.1.mlp.fc1.weight"].numpy(), encoder.state_dict()["blocks.1.mlp.fc1.weight"].numpy(),
                        atol=1e-6)
+
+
+def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
+    from fmctl.predict.generate import GenerationSettings, generate
+
+    result = pretrain("gpt_clm", prepared["bpe"], tmp_path / "gpt", "trainer.max_steps=80")
+    sport = {"goal", "match", "coach", "league", "striker", "season"}
+    greedy = generate(result.run_dir, ["goal match coach"], GenerationSettings(max_new_tokens=12))[0]["generated"]
+    assert set(greedy.split()) & sport, greedy  # continues the topic it was given
+    sample = GenerationSettings(max_new_tokens=12, strategy="sample", top_k=10, top_p=0.9, temperature=0.8, seed=1)
+    first = generate(result.run_dir, ["oven sauce"], sample)[0]["generated"]
+    assert generate(result.run_dir, ["oven sauce"], sample)[0]["generated"] == first  # seeded
+    other = GenerationSettings(**{**sample.__dict__, "seed": 2, "num_return_sequences": 3})
+    assert len(generate(result.run_dir, ["oven sauce"], other)[0]["generated"]) == 3
+
+
+def test_prompt_on_a_classifier_is_refused(tmp_path):
+    from fmctl.errors import RunFolderError
+    from fmctl.predict.generate import model_folder
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"architectures": ["BertForSequenceClassification"]}')
+    with pytest.raises(RunFolderError, match="not a causal language model"):
+        model_folder(tmp_path)

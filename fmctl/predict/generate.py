@@ -1,0 +1,71 @@
+"""Text generation with a causal language model (a `fmctl pretrain task=clm` run, or any
+folder AutoModelForCausalLM loads): greedy decoding or sampling with temperature, top-k
+and top-p, through transformers' generate()."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmctl.errors import ConfigError, RunFolderError
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 50
+    strategy: str = "greedy"        # greedy | sample
+    temperature: float = 1.0
+    top_k: int = 0                  # 0: no top-k cut
+    top_p: float = 1.0              # 1.0: no nucleus cut
+    seed: int = 0
+    num_return_sequences: int = 1
+
+
+def model_folder(target: Path) -> Path:
+    """A run folder's model/, or the folder itself; it must hold a causal LM."""
+    folder = target / "model" if (target / "model" / "config.json").is_file() else target
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise RunFolderError(f"{target}: no model/config.json; --prompt needs a causal language model "
+                             f"(a fmctl pretrain task=clm run)")
+    architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    if not any(name.endswith("ForCausalLM") or name.endswith("LMHeadModel") for name in architectures):
+        raise RunFolderError(f"{target}: the model is {', '.join(architectures) or 'unknown'}, not a causal language "
+                             f"model; --prompt generates text with GPT runs (fmctl pretrain recipe=gpt_clm)")
+    return folder
+
+
+def generate(target: Path, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fmctl.models.text import _quiet_transformers
+
+    if settings.strategy not in ("greedy", "sample"):
+        raise ConfigError(f"--strategy: expected greedy or sample, got '{settings.strategy}'")
+    if settings.strategy == "greedy" and settings.num_return_sequences > 1:
+        raise ConfigError("--num-return: greedy decoding returns one sequence; add --strategy sample")
+    _quiet_transformers()
+    folder = model_folder(Path(target))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    sampling = settings.strategy == "sample"
+    options: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling,
+                               "num_return_sequences": settings.num_return_sequences,
+                               "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if sampling:
+        options.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
+    records = []
+    torch.manual_seed(settings.seed)
+    with torch.inference_mode():
+        for prompt in prompts:
+            # No special tokens: fmctl's BPE tokenizers close every input with end-of-text,
+            # which would tell the model the document is over before it starts writing.
+            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            if ids.shape[1] == 0:
+                ids = torch.tensor([[tokenizer.eos_token_id]])  # an empty prompt starts a new document
+            outputs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+            texts = [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in outputs]
+            records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
+    return records
