@@ -26,6 +26,7 @@ demo: install
 	$(VENV)/bin/fmctl finetune
 
 bench: install
+	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/export_bench.py
 
 clean:
