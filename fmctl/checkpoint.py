@@ -34,6 +34,19 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Put a finished folder in place of `target`: the old one (if any) is moved aside
+    first and deleted last, so at every moment one complete version exists."""
+    if target.exists():
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -174,13 +187,7 @@ class RunFolder:
                 torch.save(state, tmp / "state.pt")
             (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
             _fsync_tree(tmp)
-            if final.exists():
-                old = final.with_name(f".{name}-old")
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            replace_folder(tmp, final)
             _fsync_dir(self.checkpoints_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

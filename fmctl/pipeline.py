@@ -6,7 +6,6 @@ them without going through the CLI or Hydra.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmctl import __version__
-from fmctl.checkpoint import RunFolder
+from fmctl.checkpoint import RunFolder, replace_folder
 from fmctl.config.schema import RunConfig
 from fmctl.errors import DataError, RunFolderError
 
@@ -231,9 +230,7 @@ def _save_model_atomically(task: Any, model: Any, data: Any, folder: RunFolder) 
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=folder.path))
     try:
         task.save_model(model, data, tmp)
-        if folder.model_dir.exists():
-            shutil.rmtree(folder.model_dir)
-        os.replace(tmp, folder.model_dir)
+        replace_folder(tmp, folder.model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

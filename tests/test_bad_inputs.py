@@ -3,7 +3,6 @@ change to an existing run folder. The catalogue is data: one row per case."""
 import hashlib
 import io
 import json
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 

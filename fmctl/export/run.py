@@ -6,7 +6,6 @@ export at the target is left as it was.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from fmctl.checkpoint import replace_folder
 from fmctl.errors import RunFolderError
 from fmctl.export import manifest as manifest_mod
 from fmctl.export.formats import check_supported, folder_name
@@ -61,7 +61,7 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
         record.update(WRITERS[options.fmt](ctx, tmp))
         record["seconds"] = round(time.perf_counter() - started, 2)
         manifest_mod.write(tmp, record)
-        _replace(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -79,12 +79,3 @@ def _check_target(target: Path) -> None:
         raise RunFolderError(f"--out: '{target}' holds files that are not an fmctl export; choose another folder")
 
 
-def _replace(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)

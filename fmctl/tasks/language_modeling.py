@@ -9,7 +9,7 @@ from typing import Any
 
 from fmctl.config.schema import CLMTaskConfig, MLMTaskConfig, RunConfig
 from fmctl.data.packed import CausalBlocks, MaskedBlocks, PackedBlocks, stack_blocks
-from fmctl.errors import DataError, ModelError
+from fmctl.errors import DataError
 from fmctl.tasks.base import PreparedData
 
 
@@ -110,8 +110,8 @@ class MaskedLM(_LanguageModeling):
                 splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
         meta, tokenizer, blocks = _prepare_blocks(run, run.data.max_length - 2)
         if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
-            raise DataError(f"data.prepared: its tokenizer has no [MASK]/[CLS] tokens; MLM needs a WordPiece "
-                            f"(BERT) tokenizer: prepare with tokenizer.kind=wordpiece")
+            raise DataError("data.prepared: its tokenizer has no [MASK]/[CLS] tokens; MLM needs a WordPiece "
+                            "(BERT) tokenizer: prepare with tokenizer.kind=wordpiece")
         datasets = {split: MaskedBlocks(blocks[split], tokenizer, self.cfg.mask_prob, self.cfg.whole_word,
                                         run.trainer.seed + (0 if split == "train" else 7919))
                     for split in ("train", "validation")}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fmctl.config.schema import MIMTaskConfig, RunConfig
-from fmctl.data.images import ImageDataset, ImageRow, build_transform, scan_images, verify_images
+from fmctl.data.images import ImageDataset, build_transform, scan_images, verify_images
 from fmctl.data.sources import fingerprint, split_paths
 from fmctl.tasks.base import PreparedData
 from fmctl.tasks.classification import read_splits
