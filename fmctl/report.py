@@ -48,6 +48,14 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def swept_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Per job, only the overrides whose value differs between jobs (what the sweep varied)."""
+    parsed = [dict(o.lstrip("+").split("=", 1) for o in row["overrides"] if "=" in o) for row in rows]
+    keys = sorted({k for p in parsed for k in p})
+    varied = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    return [[f"{k}={p.get(k)}" for k in varied] for p in parsed]
+
+
 def print_sweep_summary(sweep_dir: Path) -> int:
     """Print and save (summary.json) the jobs' final metrics; exit status 1 if any failed."""
     from rich.table import Table
@@ -56,13 +64,14 @@ def print_sweep_summary(sweep_dir: Path) -> int:
 
     rows = sweep_rows(sweep_dir)
     metric_names = sorted({k for r in rows for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+    varied = swept_overrides(rows)
     table = Table(title=f"sweep {sweep_dir}", title_justify="left", min_width=len(str(sweep_dir)) + 10)
-    for column in ("job", "overrides", "status", *metric_names):
+    for column in ("job", "swept", "status", *metric_names):
         table.add_column(column, justify="right" if column in metric_names else "left")
-    for row in rows:
+    for row, swept in zip(rows, varied):
         values = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "" for m in metric_names]
         status = row["status"] if row["status"] != "failed" else f"failed: {row['error']}"
-        table.add_row(str(row["job"]), " ".join(row["overrides"]), status, *values)
+        table.add_row(str(row["job"]), " ".join(swept), status, *values)
     console().print(table)
     atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=2))
     failed = sum(r["status"] != "completed" for r in rows)

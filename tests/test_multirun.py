@@ -45,3 +45,32 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "lr: 0.01" in done.stdout and "name: vit" in done.stdout
     assert not any(tmp_path.iterdir())  # printing a config writes nothing
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(reviews, tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(["finetune", *BASE, f"data.train={reviews['train']}", "optim.lr=1e-3,3e-3", "-m",
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"run_dir={sweep}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [row["status"] for row in summary] == ["completed", "completed"]
+    pids = {json.loads((sweep / str(i) / "manifest.json").read_text())["run_dir"] for i in (0, 1)}
+    assert len(pids) == 2
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    done = run_cli(["finetune", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra"],
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in done.stdout
+    assert "partition: gpu" in done.stdout and "timeout_min: 240" in done.stdout
+
+
+def test_jobs_survive_pickling_through_submitit(reviews, tmp_path):
+    """submitit_local pickles each job the way the SLURM launcher does and runs it in a
+    separate process: the job function and its config must round-trip."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(["finetune", *BASE, f"data.train={reviews['train']}", "trainer.max_steps=3", "-m",
+                    "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", f"run_dir={sweep}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((sweep / "0" / "manifest.json").read_text())["status"] == "completed"
