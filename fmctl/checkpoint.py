@@ -17,7 +17,7 @@ from typing import Any
 from fmctl.errors import RunFolderError
 
 LOCK_NAME = ".lock"
-CHECKPOINT_FILES = ("model.safetensors", "state.pt", "info.json")
+CHECKPOINT_FILES = ("model.safetensors or dcp/", "state.pt", "info.json")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -63,13 +63,20 @@ def _fsync_tree(path: Path) -> None:
     _fsync_dir(path)
 
 
+def checkpoint_complete(path: Path) -> bool:
+    """Weights (model.safetensors, or a sharded dcp/ folder written under FSDP), the
+    training state and info.json."""
+    weights = (path / "model.safetensors").is_file() or (path / "dcp" / ".metadata").is_file()
+    return weights and (path / "state.pt").is_file() and (path / "info.json").is_file()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoints/step_*; temporary (.step_*) folders of a save that
     was killed are never candidates."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    complete = [p for p in folder.glob("step_*") if p.is_dir() and all((p / f).is_file() for f in CHECKPOINT_FILES)]
+    complete = [p for p in folder.glob("step_*") if p.is_dir() and checkpoint_complete(p)]
     return max(complete, key=lambda p: p.name) if complete else None
 
 
@@ -173,14 +180,27 @@ class RunFolder:
 
     def save_checkpoint(self, name: str, model: Any, state: dict[str, Any] | None, info: dict[str, Any]) -> Path:
         """checkpoints/<name>/: model.safetensors (+ state.pt with the full training state)."""
-        import torch
         from safetensors.torch import save_model
 
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        final = self.checkpoints_dir / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.checkpoints_dir))
+        tmp = self.begin_checkpoint(name)
         try:
             save_model(_unwrap(model), str(tmp / "model.safetensors"))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.finish_checkpoint(tmp, name, state, info)
+
+    def begin_checkpoint(self, name: str) -> Path:
+        """A temporary folder for checkpoint `name`; weights go in before finish_checkpoint
+        (by one process, or by every rank for a sharded checkpoint)."""
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.checkpoints_dir))
+
+    def finish_checkpoint(self, tmp: Path, name: str, state: dict[str, Any] | None, info: dict[str, Any]) -> Path:
+        import torch
+
+        final = self.checkpoints_dir / name
+        try:
             if self.save_pause:
                 self.save_pause()
             if state is not None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmctl.config.compose import Invocation, parse_invocation, preflight, searchpath_override
-from fmctl.errors import FmctlError, RunFolderError
+from fmctl.errors import ConfigError, FmctlError, RunFolderError
+from fmctl.loop.distributed import torchrun_command, under_torchrun
 
 
 def _debug() -> bool:
@@ -51,6 +52,13 @@ def run_training_verb(verb: str, args: list[str]) -> int:
         checked = preflight(inv, strict=False)
         return _call_hydra(inv, checked.overrides, _job_function(verb))
     checked = preflight(inv)
+    nproc = int(inv.launch.get("nproc", checked.run.trainer.nproc))
+    nnodes = int(inv.launch.get("nnodes", 1))
+    if (nproc > 1 or nnodes > 1) and not under_torchrun():
+        if inv.multirun:
+            raise ConfigError("trainer.nproc: a sweep (-m) cannot also launch torchrun; run the sweep's jobs with a "
+                              "launcher (hydra/launcher=joblib or slurm) and nproc=1, or one distributed run at a time")
+        return _relaunch_under_torchrun(verb, inv, checked, nproc, nnodes)
     if inv.multirun:
         sweep_dir = Path(checked.run.run_dir) if checked.run.run_dir else default_run_dir(inv.recipe, "_sweep")
         check_run_dir_free(sweep_dir, checked.run.overwrite)
@@ -62,6 +70,24 @@ def run_training_verb(verb: str, args: list[str]) -> int:
         check_run_dir_free(run_dir, checked.run.overwrite)
     overrides = [o for o in checked.overrides if not o.lstrip("+").startswith("run_dir=")]
     return _call_hydra(inv, overrides + [f"++run_dir={_quote(run_dir)}"], _job_function(verb))
+
+
+def _relaunch_under_torchrun(verb: str, inv: Invocation, checked: Any, nproc: int, nnodes: int) -> int:
+    """Run this same command in `nproc` processes per node under torchrun, all writing
+    one run folder (decided here, once, so ranks never make one each)."""
+    import subprocess
+
+    run = checked.run
+    run_dir = Path(run.run_dir) if run.run_dir else _resume_run_dir(run, inv.recipe)
+    if run.trainer.resume is None:
+        check_run_dir_free(run_dir, run.overwrite)
+    words = [f"recipe={inv.recipe_path}", *inv.hydra_flags,
+             *[o for o in inv.overrides if not o.lstrip("+").startswith(("run_dir=", "trainer.nproc="))],
+             f"run_dir={run_dir.resolve()}", f"trainer.nproc={nproc}"]
+    command = torchrun_command(nproc, nnodes, int(inv.launch.get("node_rank", 0)), inv.launch.get("rdzv_endpoint"),
+                               [verb, *words])
+    print(f"launching {nproc} processes x {nnodes} node(s) under torchrun; run folder {run_dir}", file=sys.stderr)
+    return subprocess.run(command).returncode
 
 
 def _resume_run_dir(run: Any, recipe: str) -> Path:

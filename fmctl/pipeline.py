@@ -40,14 +40,20 @@ def pretrain(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
 def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None,
           console: Any = None) -> RunResult:
     from fmctl import report
-    from fmctl.loop.fit import evaluate, fit, make_loader, seed_everything
+    from fmctl.loop import distributed
     from fmctl.models.groups import parameter_counts
+    from fmctl.loop.fit import seed_everything
     from fmctl.tasks import get_task
 
+    d = distributed.from_env()
     out = console or report.console()
+    if not d.is_main:
+        from rich.console import Console
+
+        out = Console(quiet=True)  # one rank speaks
     if not run.run_dir:
         raise RunFolderError("run_dir: not set")
-    run_dir = Path(run.run_dir)
+    run_dir = Path(distributed.broadcast(d, str(run.run_dir)))
     checkpoint = resume_point(run, run_dir)
     seed_everything(run.trainer.seed)
     _check_verb(verb, run)
@@ -60,9 +66,9 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
         raise DataError("data.train: no training examples")
     examples = {split: len(getattr(data, split)) for split in ("train", "validation", "test")
                 if getattr(data, split) is not None}
-    if run.trainer.drop_last and run.trainer.batch_size > len(data.train):
-        raise DataError(f"trainer.batch_size: {run.trainer.batch_size} is more than the {len(data.train)} training "
-                        f"examples and trainer.drop_last=true would drop every batch")
+    if run.trainer.drop_last and run.trainer.batch_size * d.world_size > len(data.train):
+        raise DataError(f"trainer.batch_size: {run.trainer.batch_size} x {d.world_size} process(es) is more than the "
+                        f"{len(data.train)} training examples and trainer.drop_last=true would drop every batch")
     labels = f", {len(data.label_names)} labels" if data.label_names else ""
     out.print(f"data: {' / '.join(f'{n} {split}' for split, n in examples.items())} examples{labels} "
               f"({time.perf_counter() - started:.1f}s)")
@@ -71,60 +77,103 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
     model = task.build_model(run, data)
     counts = parameter_counts(model)
     source = run.backbone.pretrained or f"random init, size {run.backbone.size}"
-    out.print(f"model: {run.backbone.name} ({source}): {counts['total']:,} parameters")
+    out.print(f"model: {run.backbone.name} ({source}): {counts['total']:,} parameters"
+              + (f"; {d.world_size} processes ({run.trainer.strategy})" if d.enabled else ""))
 
     state = None
     if checkpoint is not None:
         from fmctl.loop.state import load_state
 
         state = load_state(checkpoint / "state.pt")
-        folder = RunFolder.reopen(run_dir)
-        _warn_on_changes(folder, raw_cfg, data, out)
-        folder.load_weights(checkpoint.name, model)
-        manifest = folder.update_manifest(status="running", resumed_from=str(checkpoint))
-        folder.update_manifest(resumes=int(manifest.get("resumes", 0)) + 1)
-        out.print(f"run folder: {folder.path} (resuming from {checkpoint.name})")
+        if (checkpoint / "model.safetensors").is_file():
+            RunFolder(run_dir).load_weights(checkpoint.name, model)
+        else:  # sharded (FSDP): weights and optimizer are read in fit, resharded to this world size
+            state["dcp"] = str(checkpoint / "dcp")
+    folder = None
+    if d.is_main:
+        try:
+            folder = _open_run_folder(verb, run, raw_cfg, run_dir, checkpoint, data, counts, examples, overrides, out)
+            failure = None
+        except Exception as exc:  # the other ranks must hear of it rather than wait forever
+            failure = exc
+        distributed.broadcast(d, None if failure is None else f"{failure}")
+        if failure is not None:
+            raise failure
     else:
-        folder = RunFolder.create(run_dir, run.overwrite or run.trainer.resume == "auto")
-        folder.write_config(raw_cfg)
-        folder.update_manifest(
-            status="running", fmctl_version=__version__, git_revision=_git_revision(), verb=verb,
-            recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
-            pretrained=run.backbone.pretrained, lineage=lineage(run.backbone.pretrained),
-            label_names=data.label_names, parameters=counts, customizations=[], data=data.sources,
-            overrides=overrides or [], examples=examples, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        out.print(f"run folder: {folder.path}")
+        message = distributed.broadcast(d, None)
+        if message is not None:
+            raise RunFolderError(f"rank 0 could not open the run folder: {message}")
 
     try:
-        result = fit(model, task, data, run, folder, out, resume=state)
-        if result.best_step is not None:
-            folder.load_weights("best", model)
-        _save_model_atomically(task, model, data, folder)
-        metrics = dict(result.best_metrics)
-        metrics.pop("epoch", None)
-        if data.test is not None and len(data.test):
-            from fmctl.loop.precision import Precision
-
-            loader = make_loader(data.test, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
-            test = evaluate(model, task, loader, result.device, Precision(result.precision, result.device)).compute()
-            metrics.update({f"test/{k}": v for k, v in test.items()})
-        folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
-                               model_step=result.best_step if result.best_step is not None else result.steps,
-                               precision=result.precision, device=result.device, stopped_early=result.stopped_early,
-                               nonfinite_skipped=result.nonfinite_skipped,
-                               train_seconds=round(result.train_seconds, 2))
+        result, metrics = _fit_and_save(model, task, data, run, folder, out, state, d)
     except BaseException as exc:
         from fmctl.loop.fit import Preempted
 
-        status = ("preempted" if isinstance(exc, Preempted) else
-                  "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-        folder.update_manifest(status=status, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}")
+        if folder is not None:
+            status = ("preempted" if isinstance(exc, Preempted) else
+                      "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            folder.update_manifest(status=status, error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}")
         raise
     finally:
-        folder.unlock()
+        if folder is not None:
+            folder.unlock()
+    distributed.barrier(d)
     out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
+    out.print(f"run folder: {run_dir}")
+    return RunResult(run_dir, metrics, result)
+
+
+def _open_run_folder(verb: str, run: RunConfig, raw_cfg: Any, run_dir: Path, checkpoint: Path | None, data: Any,
+                     counts: dict[str, int], examples: dict[str, int], overrides: list[str] | None,
+                     out: Any) -> RunFolder:
+    if checkpoint is not None:
+        folder = RunFolder.reopen(run_dir)
+        _warn_on_changes(folder, raw_cfg, data, out)
+        manifest = folder.update_manifest(status="running", resumed_from=str(checkpoint))
+        folder.update_manifest(resumes=int(manifest.get("resumes", 0)) + 1)
+        out.print(f"run folder: {folder.path} (resuming from {checkpoint.name})")
+        return folder
+    folder = RunFolder.create(run_dir, run.overwrite or run.trainer.resume == "auto")
+    folder.write_config(raw_cfg)
+    folder.update_manifest(
+        status="running", fmctl_version=__version__, git_revision=_git_revision(), verb=verb,
+        recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
+        pretrained=run.backbone.pretrained, lineage=lineage(run.backbone.pretrained),
+        label_names=data.label_names, parameters=counts, customizations=[], data=data.sources,
+        overrides=overrides or [], examples=examples, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     out.print(f"run folder: {folder.path}")
-    return RunResult(folder.path, metrics, result)
+    return folder
+
+
+def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, out: Any,
+                  state: Any, d: Any) -> tuple[Any, dict[str, float]]:
+    """Train, then (on rank 0) put the best weights in model/ and score the test split."""
+    from fmctl.loop.fit import evaluate, fit, make_loader
+
+    result = fit(model, task, data, run, folder, out, resume=state, dist=d)
+    metrics = dict(result.best_metrics)
+    metrics.pop("epoch", None)
+    if folder is None:
+        return result, metrics
+    if d.enabled and run.trainer.strategy == "fsdp":
+        model = task.build_model(run, data)  # unsharded, to receive the gathered weights
+    if result.best_step is not None:
+        folder.load_weights("best", model)
+    elif (folder.checkpoints_dir / "final").is_dir():
+        folder.load_weights("final", model)
+    _save_model_atomically(task, model, data, folder)
+    if data.test is not None and len(data.test):
+        from fmctl.loop.precision import Precision
+
+        loader = make_loader(data.test, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
+        test = evaluate(model, task, loader, result.device, Precision(result.precision, result.device)).compute()
+        metrics.update({f"test/{k}": v for k, v in test.items()})
+    folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
+                           model_step=result.best_step if result.best_step is not None else result.steps,
+                           precision=result.precision, device=result.device, stopped_early=result.stopped_early,
+                           nonfinite_skipped=result.nonfinite_skipped, processes=run.trainer.nproc,
+                           strategy=run.trainer.strategy, train_seconds=round(result.train_seconds, 2))
+    return result, metrics
 
 
 def _check_verb(verb: str, run: RunConfig) -> None:
@@ -170,7 +219,7 @@ def _check_trainer_choices(run: RunConfig, task: Any) -> None:
 
 def resume_point(run: RunConfig, run_dir: Path) -> Path | None:
     """The checkpoint folder to continue from, or None to start fresh."""
-    from fmctl.checkpoint import CHECKPOINT_FILES, latest_checkpoint
+    from fmctl.checkpoint import CHECKPOINT_FILES, checkpoint_complete, latest_checkpoint
 
     resume = run.trainer.resume
     if resume is None:
@@ -184,8 +233,7 @@ def resume_point(run: RunConfig, run_dir: Path) -> Path | None:
                                      f"trainer.resume=auto will not replace it")
         return found
     path = Path(resume).expanduser()
-    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
-    if not path.is_dir() or missing:
+    if not path.is_dir() or not checkpoint_complete(path):
         raise RunFolderError(f"trainer.resume: '{resume}' is not a complete checkpoint folder "
                              f"(needs {', '.join(CHECKPOINT_FILES)}); use trainer.resume=auto for the newest")
     if path.resolve().parent.parent != run_dir.resolve():
@@ -209,7 +257,7 @@ def _warn_on_changes(folder: RunFolder, raw_cfg: Any, data: Any, out: Any) -> No
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
         if changed:
             out.print(f"warning: resuming with a config that differs from the run's config.yaml in: "
-                      f"{', '.join(changed)}; the result will not match an uninterrupted run")
+                      f"{', '.join(changed)}; the result will not match an uninterrupted run", soft_wrap=True)
     recorded = folder.read_manifest().get("data", {})
     for split, now in data.sources.items():
         before = recorded.get(split)

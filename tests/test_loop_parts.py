@@ -83,8 +83,12 @@ def test_sampler_is_a_permutation_per_epoch_and_reproducible():
     again.set_epoch(1)
     assert list(again) == second
     shards = [list(EpochSampler(103, seed=5, rank=r, world_size=2)) for r in (0, 1)]
-    assert sorted(shards[0] + shards[1]) == list(range(103))
-    assert shards[0] == first[0::2]
+    assert len(shards[0]) == len(shards[1]) == 51  # equal shares; the odd one out waits for the next epoch
+    assert sorted(shards[0] + shards[1]) == sorted(first[:102])
+    assert shards[0] == first[:102][0::2]
+    resumed = EpochSampler(103, seed=5, rank=1, world_size=2)
+    resumed.set_epoch(0, start=10)
+    assert list(resumed) == shards[1][10:] and len(resumed) == 41
 
 
 def test_grad_scaler_only_for_fp16():

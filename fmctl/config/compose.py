@@ -31,12 +31,17 @@ _BLOCKED_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir"
 RUN_KEYS = ("recipe", "run_dir", "overwrite")
 
 
+# torchrun settings given as flags: fmctl finetune --nproc 4 --nnodes 2 --node-rank 0 --rdzv-endpoint h:29500
+_DIST_FLAGS = {"--nproc": "nproc", "--nnodes": "nnodes", "--node-rank": "node_rank", "--rdzv-endpoint": "rdzv_endpoint"}
+
+
 @dataclass
 class Invocation:
     recipe: str
     recipe_path: Path
     overrides: list[str] = field(default_factory=list)
     hydra_flags: list[str] = field(default_factory=list)
+    launch: dict[str, str] = field(default_factory=dict)   # torchrun flags
 
     @property
     def multirun(self) -> bool:
@@ -52,9 +57,18 @@ def parse_invocation(args: list[str], default_recipe: str = DEFAULT_RECIPE) -> I
     recipe = default_recipe
     overrides: list[str] = []
     flags: list[str] = []
+    launch: dict[str, str] = {}
     i = 0
     while i < len(args):
         word = args[i]
+        name, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in _DIST_FLAGS:
+            value = inline or (args[i + 1] if i + 1 < len(args) else "")
+            if not value:
+                raise ConfigError(f"{name}: needs a value")
+            launch[_DIST_FLAGS[name]] = value
+            i += 1 if inline else 2
+            continue
         if word in _BLOCKED_FLAGS:
             raise ConfigError(f"{word}: not supported by fmctl; choose the experiment with recipe=NAME or recipe=path/to/file.yaml")
         if word in _HYDRA_FLAGS:
@@ -77,7 +91,8 @@ def parse_invocation(args: list[str], default_recipe: str = DEFAULT_RECIPE) -> I
             overrides.append(word)
         i += 1
     path = find_recipe(recipe)
-    return Invocation(recipe=recipe_name(path), recipe_path=path, overrides=overrides, hydra_flags=flags)
+    return Invocation(recipe=recipe_name(path), recipe_path=path, overrides=overrides, hydra_flags=flags,
+                      launch=launch)
 
 
 def available_recipes() -> list[str]:

@@ -189,6 +189,12 @@ class TrainerConfig:
     # A step whose loss or gradient norm is NaN/inf: skip its update (and count it) or stop.
     on_nonfinite: Literal["skip", "stop"] = "skip"
     max_nonfinite_skips: int = _bounded(10, ge=0)
+    # Processes on this node: >1 re-launches the command under torchrun. batch_size is per
+    # process, so the global batch is batch_size x nproc x nodes (x grad_accum).
+    nproc: int = _bounded(1, ge=1)
+    # ddp: a full replica per process; fsdp: parameters, gradients and optimizer state
+    # sharded by transformer block (fully_shard), for models that do not fit one device.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
 
 @dataclass

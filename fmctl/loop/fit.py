@@ -9,15 +9,20 @@ until a logging step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fmctl.checkpoint import RunFolder
 from fmctl.config.schema import RunConfig
 from fmctl.errors import FmctlError
+from fmctl.loop import distributed
+from fmctl.loop.distributed import Dist
 from fmctl.loop.faults import Faults
 from fmctl.loop.optim import build_optimizer
 from fmctl.loop.precision import Precision, pick_device, resolve_precision
@@ -79,18 +84,33 @@ def move(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
-def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precision) -> Any:
-    """One pass over `loader`; returns the task's metrics accumulator."""
+class TaskForward(torch.nn.Module):
+    """Calls task.forward(model, batch) as a module's forward, so that DDP and FSDP see
+    every forward pass even when a task reaches into submodules (the MLM head)."""
+
+    def __init__(self, model: Any, task: Any):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return self.task.forward(self.model, batch)
+
+
+def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precision, forward: Any = None) -> Any:
+    """One pass over `loader`; returns the task's metrics accumulator. `forward` (a
+    wrapped TaskForward) replaces task.forward(model, batch) under DDP/FSDP."""
     import torch
 
     metrics = task.new_metrics()
     was_training = model.training
     model.eval()
+    forward = forward or (lambda batch: task.forward(model, batch))
     with torch.inference_mode(), precision.autocast():
         for batch in loader:
             batch.pop("num_tokens", None)
             batch = move(batch, device)
-            outputs = task.forward(model, batch)
+            outputs = forward(batch)
             has_targets = task.has_targets(batch) if hasattr(task, "has_targets") else "labels" in batch
             loss = task.loss(outputs, batch) if has_targets else None
             metrics.update(outputs, batch, loss)
@@ -99,22 +119,27 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
 
 
 def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any,
-        resume: dict[str, Any] | None = None) -> FitResult:
-    """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state)."""
+        resume: dict[str, Any] | None = None, dist: Dist | None = None) -> FitResult:
+    """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state).
+    Under torchrun every rank calls fit; only rank 0 has a `folder` to write."""
     import torch
 
     trainer = run.trainer
+    d = dist or Dist()
     device = pick_device(trainer.device)
     precision = Precision(resolve_precision(trainer.precision, device), device)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     model.to(device)
     model.train()
+    net = distributed.wrap(TaskForward(model, task), model, trainer.strategy, d, device)
+    ddp = d.enabled and trainer.strategy == "ddp"
+    sharded = d.enabled and trainer.strategy == "fsdp"
     faults = Faults.from_env()
     if folder is not None:
         folder.save_pause = faults.pause_in_save
 
-    sampler = EpochSampler(len(data.train), seed=trainer.seed)
+    sampler = EpochSampler(len(data.train), seed=trainer.seed, rank=d.rank, world_size=d.world_size)
     loader_rng = torch.Generator()
     pin = device == "cuda"
     train_loader = make_loader(data.train, trainer.batch_size, data.collate, sampler, run.data.num_workers, pin,
@@ -123,7 +148,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     if data.validation is not None and len(data.validation):
         eval_loader = make_loader(data.validation, trainer.eval_batch_size or trainer.batch_size * 2, data.collate,
                                   None, run.data.num_workers, pin)
-    size = len(data.train)
+    size = sampler.per_rank
     batches_per_epoch = size // trainer.batch_size if trainer.drop_last else math.ceil(size / trainer.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / trainer.grad_accum))
     total_steps = trainer.max_steps or max(1, math.ceil(trainer.epochs * steps_per_epoch))
@@ -133,7 +158,17 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
 
     progress = Progress()
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
+        if "optimizer" in resume:
+            if sharded:
+                from fmctl.errors import ConfigError
+
+                raise ConfigError("trainer.strategy: this checkpoint was written without FSDP; resume it with "
+                                  "trainer.strategy=ddp (or one process)")
+            optimizer.load_state_dict(resume["optimizer"])
+        else:
+            from fmctl.loop.sharded import load_sharded
+
+            load_sharded(resume["dcp"], model, optimizer)  # resharded to this world size
         scheduler.load_state_dict(resume["scheduler"])
         if scaler is not None and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
@@ -144,7 +179,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
                                     else ("min" if monitor.endswith("loss") else "max"))
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
-    display = Display(trainer.progress, total_steps, console)
+    display = Display(trainer.progress if d.is_main else "off", total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
                     f"×{trainer.grad_accum}, precision {precision.name}, device {device}"
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
@@ -168,25 +203,40 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     history: list[dict[str, Any]] = []
 
     def checkpoint_state() -> dict[str, Any]:
-        progress.running_loss = float(running_loss)
-        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler else None, "progress": progress.to_dict(),
-                "sampler": sampler.state_dict(), "rng": capture_rng()}
+        state = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                 "progress": progress.to_dict(), "sampler": sampler.state_dict(), "rng": capture_rng(),
+                 "world_size": d.world_size, "strategy": trainer.strategy if d.enabled else "single"}
+        if not sharded:  # FSDP keeps the optimizer in the sharded dcp/ folder
+            state["optimizer"] = optimizer.state_dict()
+        return state
 
     def save_state() -> str | None:
-        if folder is None:
+        # Every rank arrives here at the same step: store the ranks' mean running loss so a
+        # resumed run logs the same averages whatever rank reads the checkpoint.
+        shared = distributed.all_reduce_sum(d, running_loss.detach().clone()) / d.world_size
+        progress.running_loss = float(shared)
+        name, info = f"step_{progress.step:08d}", {"step": progress.step, "epoch": progress.epoch}
+        if sharded:
+            from fmctl.loop.sharded import save_sharded
+
+            path = save_sharded(folder, d, name, model, optimizer, checkpoint_state() if folder else {}, info)
+        elif folder is not None:
+            path = str(folder.save_checkpoint(name, model, checkpoint_state(), info))
+        else:
             return None
-        path = folder.save_checkpoint(f"step_{progress.step:08d}", model, checkpoint_state(),
-                                      {"step": progress.step, "epoch": progress.epoch})
-        folder.prune_checkpoints(trainer.keep_last)
-        return str(path)
+        if folder is not None:
+            folder.prune_checkpoints(trainer.keep_last)
+        return path
 
     def do_eval() -> bool:
         """Evaluate, track the best model; True when early stopping says stop."""
         progress.last_eval_step = progress.step
         if eval_loader is None:
             return False
-        values = {f"val/{k}": v for k, v in evaluate(model, task, eval_loader, device, precision).compute().items()}
+        # Every rank scores the whole validation set (identical numbers, so identical
+        # best-model and early-stopping decisions without another collective).
+        scored = evaluate(model, task, eval_loader, device, precision, forward=net if d.enabled else None)
+        values = {f"val/{k}": v for k, v in scored.compute().items()}
         values["epoch"] = round(progress.step / steps_per_epoch, 4)
         progress.last_metrics = values
         log.write("eval", progress.step, values)
@@ -203,9 +253,13 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         if best is None or (current > best if mode == "max" else current < best):
             progress.best_value, progress.best_step, progress.best_metrics = current, progress.step, values
             progress.stale_evals = 0
-            if folder:
-                folder.save_checkpoint("best", model, None, {"step": progress.step, "monitor": monitor,
-                                                              "value": current})
+            info = {"step": progress.step, "monitor": monitor, "value": current}
+            if sharded:
+                from fmctl.loop.sharded import save_full_weights
+
+                save_full_weights(folder, "best", model, info)
+            elif folder:
+                folder.save_checkpoint("best", model, None, info)
         else:
             progress.stale_evals += 1
         if trainer.checkpoint_every is None:
@@ -218,8 +272,18 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         if scaler:
             scaler.unscale_(optimizer)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.grad_clip) if trainer.grad_clip else None
+        if norm is not None and hasattr(norm, "full_tensor"):  # a DTensor under FSDP
+            norm = norm.full_tensor()
         check = step_loss if norm is None or scaler else step_loss + norm  # fp16 overflow is the scaler's job
-        if not bool(torch.isfinite(check)):  # the one host sync per optimizer step
+        if d.enabled:  # every rank must take the same decision (and learn of a stop request)
+            flags = torch.stack([(~torch.isfinite(check)).float(), torch.tensor(float(bool(stop.requested)),
+                                                                                 device=check.device)])
+            distributed.all_reduce_sum(d, flags)
+            stop_votes[0] = bool(flags[1] > 0)
+            bad = bool(flags[0] > 0)
+        else:
+            bad = not bool(torch.isfinite(check))  # the one host sync per optimizer step
+        if bad:
             optimizer.zero_grad(set_to_none=True)
             if scaler:
                 scaler.update()
@@ -256,6 +320,12 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         raise Preempted(f"stopped by {signal_name} at step {progress.step}; checkpoint {where}; continue with the "
                         f"same command plus trainer.resume=auto run_dir={folder.path if folder else '...'}")
 
+    def stop_requested() -> str | None:
+        if d.enabled:
+            return "SIGTERM" if stop_votes[0] else None
+        return stop.requested
+
+    stop_votes = [False]
     optimizer.zero_grad(set_to_none=True)
     done = progress.step >= total_steps
     with StopRequest() as stop:
@@ -270,13 +340,18 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 faults.maybe_kill(progress.step, micro)
                 num_tokens = batch.pop("num_tokens", 0)
                 batch = move(batch, device)
-                with precision.autocast():
-                    outputs = task.forward(model, batch)
-                    loss = task.loss(outputs, batch)
-                if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
-                    loss = loss * float("nan")
-                scaled = loss / trainer.grad_accum
-                (scaler.scale(scaled) if scaler else scaled).backward()
+                last_micro = micro + 1 >= trainer.grad_accum or progress.batches_into_epoch + 1 >= batches_per_epoch
+                sync = contextlib.nullcontext() if not ddp or last_micro else net.no_sync()  # one all-reduce per step
+                if d.enabled and not ddp:
+                    net.set_requires_gradient_sync(last_micro)
+                with sync:
+                    with precision.autocast():
+                        outputs = net(batch)
+                        loss = task.loss(outputs, batch)
+                    if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
+                        loss = loss * float("nan")
+                    scaled = loss / trainer.grad_accum
+                    (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.detach()
                 window["samples"] += int(next(iter(batch.values())).shape[0])
                 window["tokens"] += num_tokens
@@ -293,14 +368,20 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 step_loss = torch.zeros((), device=device)
                 if not stepped:
                     on_nonfinite()
-                    if stop.requested:
-                        preempt(stop.requested)
+                    if stop_requested():
+                        preempt(stop_requested())
                     continue
                 stats = None
                 if progress.running_count and (progress.step % trainer.log_every == 0 or progress.step == total_steps):
                     elapsed = time.perf_counter() - window["start"]
+                    # Averages over all ranks' examples, throughput summed over ranks.
+                    totals = torch.stack([running_loss.detach().clone(),
+                                          torch.tensor(float(window["samples"]), device=device),
+                                          torch.tensor(float(window["tokens"]), device=device)])
+                    distributed.all_reduce_sum(d, totals)
+                    window["samples"], window["tokens"] = int(totals[1]), int(totals[2])
                     stats = {"epoch": round(progress.step / steps_per_epoch, 4),
-                             "loss": (running_loss / progress.running_count).item(),
+                             "loss": (totals[0] / (progress.running_count * d.world_size)).item(),
                              "lr": scheduler.get_last_lr()[0],
                              "samples_per_s": window["samples"] / elapsed,
                              "elapsed_s": time.perf_counter() - train_start}
@@ -324,8 +405,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 if trainer.checkpoint_every and progress.step % trainer.checkpoint_every == 0:
                     paused = True
                     save_state()
-                if stop.requested:
-                    preempt(stop.requested)
+                if stop_requested():
+                    preempt(stop_requested())
                 if paused:  # throughput counts training time only
                     window.update(samples=0, tokens=0, start=time.perf_counter())
                 if progress.step >= total_steps or done:
@@ -340,6 +421,10 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     window.update(samples=0, tokens=0, start=time.perf_counter())
     if progress.last_eval_step != progress.step:
         do_eval()
+    if sharded and progress.best_step is None:  # model/ needs unsharded weights
+        from fmctl.loop.sharded import save_full_weights
+
+        save_full_weights(folder, "final", model, {"step": progress.step})
     display.close()
     log.close()
     if stopped_early:
