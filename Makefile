@@ -27,6 +27,7 @@ demo: install
 
 bench: install
 	$(PY) tests/bench/prepare_bench.py
+	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py
 
 clean:
