@@ -45,13 +45,15 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
 
     started = time.perf_counter()
     data = task.prepare(run)
+    _print_warnings(data, out)
     if data.train is None or len(data.train) == 0:
         raise DataError("data.train: no training examples")
     if run.trainer.drop_last and run.trainer.batch_size > len(data.train):
         raise DataError(f"trainer.batch_size: {run.trainer.batch_size} is more than the {len(data.train)} training "
                         f"examples and trainer.drop_last=true would drop every batch")
+    labels = f", {len(data.label_names)} labels" if data.label_names else ""
     out.print(f"data: {len(data.train)} train / {len(data.validation) if data.validation else 0} validation / "
-              f"{len(data.test) if data.test else 0} test examples, {len(data.label_names)} labels "
+              f"{len(data.test) if data.test else 0} test examples{labels} "
               f"({time.perf_counter() - started:.1f}s)")
 
     seed_everything(run.trainer.seed)
@@ -114,6 +116,11 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
     out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
     out.print(f"run folder: {folder.path}")
     return RunResult(folder.path, metrics, result)
+
+
+def _print_warnings(data: Any, out: Any) -> None:
+    for warning in data.warnings:
+        out.print(f"warning: {warning}")
 
 
 def _check_trainer_choices(run: RunConfig, task: Any) -> None:
@@ -218,6 +225,7 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     task = get_task(run.task)
     split = "test" if split_paths(run.data).get("test") is not None else "validation"
     data = task.prepare(run, model_dir=model_dir, splits=(split,))
+    _print_warnings(data, out)
     dataset = getattr(data, split)
     if dataset is None or len(dataset) == 0:
         raise DataError(f"data.{split}: no examples to evaluate")
@@ -230,10 +238,11 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     metrics = evaluate(model, task, loader, device, precision)
     result = metrics.report()
     result["split"] = split
-    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], data.label_names, task)
+    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     out.print(report.metrics_table(flat, f"eval on {split} ({result['num_examples']} examples)"))
-    out.print(report.per_class_table(result["per_class"]))
+    for table in metrics.tables(result):
+        out.print(table)
     out.print(f"written: {run_dir / 'eval'}")
     return result
 

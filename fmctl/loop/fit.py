@@ -84,13 +84,14 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
     import torch
 
     metrics = task.new_metrics()
+    forward = getattr(task, "eval_forward", task.forward)  # tasks that generate at evaluation
     was_training = model.training
     model.eval()
     with torch.inference_mode(), precision.autocast():
         for batch in loader:
             batch.pop("num_tokens", None)
             batch = move(batch, device)
-            outputs = task.forward(model, batch)
+            outputs = forward(model, batch)
             loss = task.loss(outputs, batch) if "labels" in batch else None
             metrics.update(outputs, batch, loss)
     model.train(was_training)
@@ -140,8 +141,9 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         restore_rng(resume["rng"])
 
     monitor = trainer.monitor or f"val/{task.main_metric}"
+    lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in getattr(task, "minimized", ())
     mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
-                                    else ("min" if monitor.endswith("loss") else "max"))
+                                    else ("min" if lower_better else "max"))
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
     display = Display(trainer.progress, total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
