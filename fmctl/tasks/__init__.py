@@ -8,6 +8,12 @@ from fmctl.errors import ConfigError
 TASKS = {
     "text_classification": ("fmctl.tasks.text_classification", "TextClassification"),
     "image_classification": ("fmctl.tasks.image_classification", "ImageClassification"),
+    "token_classification": ("fmctl.tasks.token_classification", "TokenClassification"),
+    "extractive_qa": ("fmctl.tasks.extractive_qa", "ExtractiveQA"),
+    "regression": ("fmctl.tasks.regression", "Regression"),
+    "multilabel_classification": ("fmctl.tasks.multilabel_classification", "MultilabelClassification"),
+    "translation": ("fmctl.tasks.seq2seq", "Seq2Seq"),
+    "seq2seq": ("fmctl.tasks.seq2seq", "Seq2Seq"),
 }
 
 
