@@ -6,14 +6,17 @@ from fmctl.errors import ConfigError
 from tests.helpers import compose
 
 # Template recipes need the user's data path.
-NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"]}
+NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"],
+              "ner_conll": ["data.train=train.conll"], "qa_squad": ["data.train=train.json"],
+              "regression_csv": ["data.train=train.csv"], "multilabel_csv": ["data.train=train.csv"],
+              "translation_gpt": ["data.train=train.tsv"], "translation_t5": ["data.train=train.tsv"]}
 
 
 @pytest.mark.parametrize("recipe", available_recipes())
 def test_every_recipe_composes_and_validates(recipe):
     _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
     assert run.recipe == recipe
-    assert run.backbone.name in ("bert", "gpt", "vit")
+    assert run.backbone.name in ("bert", "gpt", "t5", "vit")
 
 
 def test_overrides_reach_typed_config():
