@@ -66,7 +66,9 @@ class Seq2Seq:
         if self.decoder_only:
             self._add_separator(tokenizer)
             tokenizer.model_max_length = run.data.max_length + run.data.max_target_length + 2
-            tokenizer.padding_side = "left"  # batched generation with transformers needs it
+            # Batched generation needs prompts padded on the left; init_kwargs is what
+            # save_pretrained writes, so model/ hands the setting on.
+            tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
         if tokenizer.eos_token_id is None:
             raise ModelError("backbone.tokenizer: the tokenizer has no end-of-sequence token to end targets with")
         self.tokenizer = tokenizer
