@@ -17,7 +17,7 @@ from typing import Any
 def write_eval_folder(target: Path, result: dict[str, Any], metrics: Any, rows: list[Any], task: Any) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".eval-", dir=target.parent))
     try:
-        (tmp / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False), encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
             for record in metrics.records(rows, task.example_fields):
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
