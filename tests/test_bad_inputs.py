@@ -134,7 +134,7 @@ CASES = [
     ("malformed CoNLL line", [*NER, "data.train={bad_conll}"], "bad.conll:5: expected a word and its tag separated by whitespace, got 'paris'"),
     ("CoNLL lines with different columns", [*NER, "data.train={columns_conll}"], "columns.conll:3: 2 columns but earlier lines have 3"),
     ("tagged JSONL with more tags than words", [*NER, "data.train={tags_jsonl}"], "tags.jsonl:2: 1 words but 2 tags"),
-    ("tag unseen in training", [*NER, "data.train={conll}", "data.test={unseen_tag_conll}"], "unseen_tag.conll:1: label 'B-MISC' never appears in the training data"),
+    ("tag unseen in training", [*NER, "data.train={conll}", "data.test={unseen_tag_conll}"], "unseen_tag.conll:3: label 'B-MISC' never appears in the training data"),
     ("SQuAD file without articles", [*QA, "data.train={not_squad_json}"], "not_squad.json: not SQuAD JSON"),
     ("SQuAD question longer than the window", [*QA, "data.train={long_question_json}", "data.validation={long_question_json}"], "question 'q1' is 41 tokens, which leaves no room for context"),
     ("doc_stride too large for max_length", [*QA, "data.train={squad}", "task.doc_stride=30"], "task.doc_stride: 30 must be less than half of data.max_length (48)"),

@@ -24,8 +24,9 @@ def test_entity_scores_by_hand_and_by_seqeval():
     assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 4)
     assert scores["f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
     assert scores["accuracy"] == pytest.approx(7 / 9)
-    assert scores == pytest.approx({"precision": precision_score(gold, predicted), "recall": recall_score(gold, predicted),
-                                    "f1": f1_score(gold, predicted), "accuracy": accuracy_score(gold, predicted)})
+    assert scores == pytest.approx({"precision": precision_score(gold, predicted),
+                                    "recall": recall_score(gold, predicted), "f1": f1_score(gold, predicted),
+                                    "accuracy": accuracy_score(gold, predicted)})
     assert set(tagging_scores(gold, predicted, entities=False)) == {"accuracy"}
 
 

@@ -132,9 +132,11 @@ def test_misplaced_answers_are_skipped_with_one_warning(squad2):
     assert 1 <= len(bad) <= 4
     shown = ", ".join(f"'{i}'" for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
     warnings = [line for line in printed.lines if line.startswith("warning:")]
-    assert warnings == [f"warning: {train}: skipped {len(bad)} answers whose text does not occur at their "
+    plural = "s" if len(bad) > 1 else ""
+    assert warnings == [f"warning: {train}: skipped {len(bad)} answer{plural} whose text does not occur at "
                         f"answer_start (questions {shown})",
-                        f"warning: {train}: skipped {len(bad)} questions left without a usable answer ({shown})"]
+                        f"warning: {train}: skipped {len(bad)} question{plural} left without a usable answer "
+                        f"({shown})"]
     manifest = json.loads((squad2[0].run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed"
 

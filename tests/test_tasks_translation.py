@@ -43,7 +43,8 @@ def gpt(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def t5(corpus, tmp_path_factory):
     result = finetune("translation_t5", [f"data.train={corpus['headerless']}", "data.format=pairs",
-                                         f"data.test={corpus['test_headerless']}", *TINY, "backbone.num_heads=4", *COMMON,
+                                         f"data.test={corpus['test_headerless']}", *TINY, "backbone.num_heads=4",
+                                         *COMMON,
                                          "trainer.max_steps=400", "trainer.eval_every=400"],
                       tmp_path_factory.mktemp("t5") / "run")
     return result, evaluate(result.run_dir)

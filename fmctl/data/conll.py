@@ -24,6 +24,11 @@ class TokenRow:
     tags: list[str]
     line: int          # first line of the sentence (CoNLL) or the row's line (tables)
     source: Path
+    one_per_line: bool = False   # CoNLL: word i is on line `line + i`
+
+    def where(self, i: int) -> str:
+        """'file:line' of word i, for messages."""
+        return f"{self.source}:{self.line + i if self.one_per_line else self.line}"
 
 
 def read_token_rows(path: Path, data: DataConfig) -> list[TokenRow]:
@@ -57,7 +62,7 @@ def _conll_sentences(path: Path):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":
                 if tokens:
-                    yield TokenRow(tokens, tags, start, path)
+                    yield TokenRow(tokens, tags, start, path, one_per_line=True)
                 tokens, tags = [], []
                 continue
             if len(fields) < 2:
@@ -73,7 +78,7 @@ def _conll_sentences(path: Path):
             tokens.append(fields[0])
             tags.append(fields[-1])
     if tokens:
-        yield TokenRow(tokens, tags, start, path)
+        yield TokenRow(tokens, tags, start, path, one_per_line=True)
 
 
 def _table_rows(path: Path, data: DataConfig, fmt: str) -> list[TokenRow]:

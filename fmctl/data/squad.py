@@ -76,14 +76,22 @@ def read_squad(path: Path) -> SquadFile:
                                   [] if impossible else answers, impossible, where, path))
     warnings = []
     if misplaced:
-        warnings.append(f"{path}: skipped {len(misplaced)} answers whose text does not occur at their answer_start "
-                        f"(questions {', '.join(misplaced[:3])}{', ...' if len(misplaced) > 3 else ''})")
+        warnings.append(f"{path}: skipped {_count(misplaced, 'answer')} whose text does not occur at answer_start "
+                        f"(questions {_first(misplaced)})")
     if unanswered:
-        warnings.append(f"{path}: skipped {len(unanswered)} questions left without a usable answer "
-                        f"({', '.join(unanswered[:3])}{', ...' if len(unanswered) > 3 else ''})")
+        warnings.append(f"{path}: skipped {_count(unanswered, 'question')} left without a usable answer "
+                        f"({_first(unanswered)})")
     if not rows:
         raise DataError(f"{path}: no usable questions")
     return SquadFile(rows, version_2, warnings)
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _first(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
 
 
 def _load(path: Path) -> Any:

@@ -91,7 +91,8 @@ class ExtractiveQA:
                     yield r.context
 
         tokenizer = tokenizer_for(run, model_dir, training_texts)
-        datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length) for split, split_rows in rows.items()}
+        datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length)
+                    for split, split_rows in rows.items()}
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PadCollator({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}), label_names=[],
@@ -100,8 +101,8 @@ class ExtractiveQA:
     def _encode(self, rows: list[QARow], tokenizer: Any, max_length: int) -> EncodedDataset:
         stride = self.cfg.doc_stride
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride
-        question_lengths = [len(ids) for ids in tokenizer([r.question for r in rows], add_special_tokens=False)["input_ids"]]
-        for row, length in zip(rows, question_lengths):
+        questions = tokenizer([r.question for r in rows], add_special_tokens=False)["input_ids"]
+        for row, length in zip(rows, map(len, questions)):
             if length >= room:
                 raise DataError(f"{row.source}: {row.where}: question '{row.id}' is {length} tokens, which leaves no "
                                 f"room for context in data.max_length={max_length} with task.doc_stride={stride}; "
@@ -255,7 +256,8 @@ class SquadMetrics:
             json.dumps(dict(zip(ids, (a.text for a in answers.values()))), ensure_ascii=False, indent=1),
             encoding="utf-8")
         if self.task.allow_no_answer:
-            odds = {i: a.null_score_diff if a.null_score_diff is not None else 0.0 for i, a in zip(ids, answers.values())}
+            odds = {i: a.null_score_diff if a.null_score_diff is not None else 0.0
+                    for i, a in zip(ids, answers.values())}
             (folder / "null_odds.json").write_text(json.dumps(odds, indent=1), encoding="utf-8")
 
     def tables(self, report: dict[str, Any]) -> list[Any]:

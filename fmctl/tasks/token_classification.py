@@ -19,7 +19,7 @@ from fmctl.data.conll import TokenRow, read_token_rows
 from fmctl.data.labels import check_known, label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
-from fmctl.errors import DataError, ModelError
+from fmctl.errors import ModelError
 from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData
 from fmctl.tasks.classification import read_splits
@@ -45,9 +45,12 @@ class TokenClassification:
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
         rows = read_splits(run.data, paths, lambda p: read_token_rows(p, run.data), splits)
-        names = saved_label_names(model_dir) if model_dir else label_names_from(t for r in rows["train"] for t in r.tags)
+        if model_dir:
+            names = saved_label_names(model_dir)
+        else:
+            names = label_names_from(tag for r in rows["train"] for tag in r.tags)
         for split_rows in rows.values():
-            check_known(((tag, f"{r.source}:{r.line}") for r in split_rows for tag in r.tags), names)
+            check_known(((tag, r.where(i)) for r in split_rows for i, tag in enumerate(r.tags)), names)
         self.label_names = names
         self.entities = self._entity_tags(names)
         self.main_metric = "f1" if self.entities else "accuracy"
@@ -179,7 +182,8 @@ class TaggingMetrics:
                                  for name, v in table.items() if not name.endswith(" avg")}
         return out
 
-    def records(self, rows: list[TokenRow], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def records(self, rows: list[TokenRow],
+                example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
         order = sorted(self.predicted)
         if len(order) != len(rows):
             raise RuntimeError(f"{len(order)} predicted sentences for {len(rows)} rows")
