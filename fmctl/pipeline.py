@@ -62,6 +62,7 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
 
     started = time.perf_counter()
     data = task.prepare(run)
+    _print_warnings(data, out)
     if data.train is None or len(data.train) == 0:
         raise DataError("data.train: no training examples")
     examples = {split: len(getattr(data, split)) for split in ("train", "validation", "test")
@@ -202,6 +203,11 @@ def lineage(pretrained: str | None) -> list[dict[str, Any]]:
     return []
 
 
+def _print_warnings(data: Any, out: Any) -> None:
+    for warning in data.warnings:
+        out.print(f"warning: {warning}")
+
+
 def _check_trainer_choices(run: RunConfig, task: Any) -> None:
     """What can only be checked against the task or the machine, before any file is written."""
     from fmctl.errors import ConfigError
@@ -301,6 +307,7 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     task = get_task(run.task)
     split = "test" if split_paths(run.data).get("test") is not None else "validation"
     data = task.prepare(run, model_dir=model_dir, splits=(split,))
+    _print_warnings(data, out)
     dataset = getattr(data, split)
     if dataset is None or len(dataset) == 0:
         raise DataError(f"data.{split}: no examples to evaluate")
@@ -313,10 +320,11 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     metrics = evaluate(model, task, loader, device, precision)
     result = metrics.report()
     result["split"] = split
-    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], data.label_names, task)
+    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     out.print(report.metrics_table(flat, f"eval on {split} ({result['num_examples']} examples)"))
-    out.print(report.per_class_table(result["per_class"]))
+    for table in metrics.tables(result):
+        out.print(table)
     out.print(f"written: {run_dir / 'eval'}")
     return result
 

@@ -24,12 +24,13 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Any:
     return table
 
 
-def per_class_table(per_class: dict[str, dict[str, float]]) -> Any:
+def per_class_table(per_class: dict[str, dict[str, float]], title: str = "per class", key: str = "label") -> Any:
+    """Precision/recall/F1/support rows (classes, labels of a multi-label task, entity types)."""
     from rich.table import Table
 
-    table = Table(title="per class", title_justify="left", min_width=14)
-    for column in ("label", "precision", "recall", "f1", "support"):
-        table.add_column(column, justify="left" if column == "label" else "right")
+    table = Table(title=title, title_justify="left", min_width=14)
+    for column in (key, "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == key else "right")
     for label, row in per_class.items():
         table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
     return table

@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Tiny shapes that still learn: every training test shrinks the recipes with these.
 TINY_TEXT = ["backbone.hidden_size=64", "backbone.num_layers=2", "backbone.num_heads=2", "backbone.vocab_size=600",
-             "data.max_length=48", "trainer.progress=off", "trainer.precision=fp32", "trainer.num_threads=2"]
+             "data.max_length=48", "trainer.progress=off", "trainer.precision=fp32", "trainer.num_threads=1"]
 TINY_VIT = ["backbone.hidden_size=48", "backbone.num_layers=2", "backbone.num_heads=2", "backbone.image_size=16",
-            "backbone.patch_size=4", "trainer.progress=off", "trainer.precision=fp32", "trainer.num_threads=2"]
+            "backbone.patch_size=4", "trainer.progress=off", "trainer.precision=fp32", "trainer.num_threads=1"]
 
 
 POSITIVE = ["great", "excellent", "loved", "wonderful", "superb", "reliable", "delightful", "fantastic", "perfect",

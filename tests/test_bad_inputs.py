@@ -50,6 +50,7 @@ def build_files(root: Path) -> dict[str, Path]:
     files["empty_label"].write_text("Review Text,Sentiment\ngood,positive\nbad,\n", encoding="utf-8")
     files["one_label"] = write_reviews_csv(root / "one_label.csv", 20, seed=3, labels=("positive",))
     files.update(prepared_corpora(root))
+    build_task_files(root, files)
     return files
 
 
@@ -80,6 +81,42 @@ def prepared_corpora(root: Path) -> dict[str, Path]:
                                intermediate_size=32)).save_pretrained(small)
     return {"prepared": prepared, "prepared_truncated": broken, "small_vocab_bert": small}
 
+
+def build_task_files(root: Path, files: dict[str, Path]) -> None:
+    """Broken inputs of the downstream tasks (token classification, QA, regression,
+    multi-label, translation)."""
+    from tests.task_data import write_conll, write_multilabel_csv, write_parallel_tsv, write_scores_csv, write_squad
+
+    def text(name: str, content: str) -> None:
+        files[name.replace(".", "_")] = root / name
+        (root / name).write_text(content, encoding="utf-8")
+
+    files["conll"] = write_conll(root / "ok.conll", 30, seed=1)
+    text("bad.conll", "alice B-PER\nmet O\n\nbob B-PER\nparis\n")
+    text("unseen_tag.conll", "alice B-PER\nmet O\nrome B-MISC\n")
+    text("columns.conll", "alice NNP B-PER\nmet VBD O\nparis B-LOC\n")
+    text("tags.jsonl", '{"tokens": ["alice", "met"], "tags": ["B-PER", "O"]}\n{"tokens": ["bob"], "tags": ["B-PER", "O"]}\n')
+    files["squad"] = write_squad(root / "ok.json", 20, seed=1, long_every=0)
+    files["squad_v2"] = write_squad(root / "v2.json", 20, seed=1, v2=True, long_every=0)
+    text("not_squad.json", '{"data": {"title": "x"}}')
+    text("long_question.json", '{"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "a code b", '
+                               '"qas": [{"id": "q1", "question": "' + "why " * 40 + '?", "answers": [{"text": "b", '
+                               '"answer_start": 7}]}]}]}]}')
+    files["pairs"] = write_parallel_tsv(root / "pairs.tsv", 30, seed=1)
+    text("empty_side.tsv", "source\ttarget\nwba wbe\tzib zob\nwbi\t  \n")
+    text("no_tab.txt", "wba wbe\tzib zob\nwbi zub\n")
+    files["scores"] = write_scores_csv(root / "scores.csv", 30, seed=1)
+    text("text_score.csv", "review,score\ngreat,2\nawful,high\n")
+    files["topics"] = write_multilabel_csv(root / "topics.csv", 30, seed=1)
+    text("unknown_topic.csv", "text,topics\nbank loan,money\ngoal and rain,sports|weather\n")
+
+
+NER = ["recipe=ner_conll", *TINY_TEXT, "trainer.max_steps=2"]
+QA = ["recipe=qa_squad", *TINY_TEXT, "task.doc_stride=8", "trainer.max_steps=2"]
+REGRESSION = ["recipe=regression_csv", *TINY_TEXT, "data.text_column=review", "data.label_column=score",
+              "trainer.max_steps=2"]
+MULTILABEL = ["recipe=multilabel_csv", *TINY_TEXT, "data.label_column=topics", "trainer.max_steps=2"]
+TRANSLATION = ["recipe=translation_t5", *TINY_TEXT, "trainer.max_steps=2"]
 
 # (case id, arguments, text the one-line message must contain). {name} is a file from build_files;
 # arguments start with the verb when it is not finetune.
@@ -127,6 +164,21 @@ CASES = [
     ("corpus vocabulary beyond the model's embedding", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared}", "backbone.pretrained={small_vocab_bert}", "data.max_length=32"], "but the model's embedding holds 40"),
     ("not a prepared corpus", ["pretrain", "recipe=bert_mlm", "data.prepared={empty_dir}"], "is not a prepared corpus (no prepared.json)"),
     ("pretraining task on the finetune verb", ["recipe=bert_mlm", "data.prepared={prepared}"], "is a pretraining objective; run it with fmctl pretrain"),
+    ("malformed CoNLL line", [*NER, "data.train={bad_conll}"], "bad.conll:5: expected a word and its tag separated by whitespace, got 'paris'"),
+    ("CoNLL lines with different columns", [*NER, "data.train={columns_conll}"], "columns.conll:3: 2 columns but earlier lines have 3"),
+    ("tagged JSONL with more tags than words", [*NER, "data.train={tags_jsonl}"], "tags.jsonl:2: 1 words but 2 tags"),
+    ("tag unseen in training", [*NER, "data.train={conll}", "data.test={unseen_tag_conll}"], "unseen_tag.conll:3: label 'B-MISC' never appears in the training data"),
+    ("SQuAD file without articles", [*QA, "data.train={not_squad_json}"], "not_squad.json: not SQuAD JSON"),
+    ("SQuAD question longer than the window", [*QA, "data.train={long_question_json}", "data.validation={long_question_json}"], "question 'q1' is 41 tokens, which leaves no room for context"),
+    ("doc_stride too large for max_length", [*QA, "data.train={squad}", "task.doc_stride=30"], "task.doc_stride: 30 must be less than half of data.max_length (48)"),
+    ("SQuAD v2 data with no-answer turned off", [*QA, "data.train={squad_v2}", "task.allow_no_answer=false"], "set task.allow_no_answer=true"),
+    ("translation pair with an empty side", [*TRANSLATION, "data.train={empty_side_tsv}"], "empty_side.tsv:3: empty target text (column 'target')"),
+    ("headerless pair without a tab", [*TRANSLATION, "data.train={no_tab_txt}", "data.format=pairs"], "no_tab.txt:2: expected source<TAB>target"),
+    ("translation on an encoder", [*TRANSLATION, "data.train={pairs}", "backbone=bert"], "task 'translation' needs backbone gpt or t5"),
+    ("GPT source and target beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=48"], "data.max_target_length: a GPT reads source and target as one sequence"),
+    ("numeric label column holding text", [*REGRESSION, "data.train={text_score_csv}"], "text_score.csv:3: label 'high' in column 'score' is not a number"),
+    ("built-in data for another task", [*REGRESSION, "data=topics"], "data.builtin: 'topics' does not fit task 'regression'"),
+    ("label list with an unknown label", [*MULTILABEL, "data.train={topics}", "data.test={unknown_topic_csv}"], "unknown_topic.csv:3: label 'weather' never appears in the training data"),
 ]
 
 

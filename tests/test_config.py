@@ -8,7 +8,10 @@ from tests.helpers import compose
 # Template recipes need the user's data path.
 NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train=images/"],
               "bert_mlm": ["data.prepared=corpus/"], "gpt_clm": ["data.prepared=corpus/"],
-              "vit_mim": ["data.train=images/"]}
+              "vit_mim": ["data.train=images/"],
+              "ner_conll": ["data.train=train.conll"], "qa_squad": ["data.train=train.json"],
+              "regression_csv": ["data.train=train.csv"], "multilabel_csv": ["data.train=train.csv"],
+              "translation_gpt": ["data.train=train.tsv"], "translation_t5": ["data.train=train.tsv"]}
 
 
 @pytest.mark.parametrize("recipe", available_recipes())
@@ -17,6 +20,7 @@ def test_every_recipe_composes_and_validates(recipe):
     assert run.recipe == recipe
     assert run.backbone.name in ("bert", "gpt", "vit")
     assert run.task.name in {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}.get(recipe, run.task.name)
+    assert run.backbone.name in ("bert", "gpt", "t5", "vit")
 
 
 def test_overrides_reach_typed_config():

@@ -25,15 +25,27 @@ class DataConfig:
     test: Optional[str] = None
     # Data fmctl generates or unpacks itself so that demos and tests need no download.
     builtin: Optional[Literal["topics", "digits"]] = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "imagefolder"] = "auto"
+    # conll: token and tag columns, a blank line between sentences; squad: SQuAD v1.1/v2.0
+    # JSON; pairs: headerless tab-separated source<TAB>target lines.
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "imagefolder", "conll", "squad", "pairs"] = "auto"
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
+    # Multi-label rows: a list (JSONL, Parquet) or one string split on this separator (CSV, TSV).
+    label_separator: str = "|"
+    # Token classification in JSONL/Parquet: a list of words and a list of tags per row.
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    # Translation / seq2seq tables (CSV, TSV, JSONL, Parquet with a header).
+    source_column: str = "source"
+    target_column: str = "target"
     # Held out from train when no validation file is given; split_seed is separate from
     # trainer.seed so that changing the training seed keeps the same validation set.
     validation_fraction: float = _bounded(0.1, gt=0.0, lt=1.0)
     split_seed: int = 0
     max_length: int = _bounded(128, ge=8)
+    # Translation / seq2seq: target texts are cut to this many tokens (data.max_length cuts sources).
+    max_target_length: int = _bounded(128, ge=4)
     max_train_examples: Optional[int] = _bounded(None, ge=1)
     max_eval_examples: Optional[int] = _bounded(None, ge=1)
     # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
@@ -47,7 +59,8 @@ class DataConfig:
 
 @dataclass
 class TextBackboneConfig:
-    name: Literal["bert", "gpt"] = "bert"
+    # bert: encoder; gpt: decoder-only; t5: encoder-decoder (translation / seq2seq).
+    name: Literal["bert", "gpt", "t5"] = "bert"
     size: Literal["tiny", "mini", "small", "base"] = "tiny"
     # Local folder in transformers' save_pretrained layout, an fmctl run folder, a
     # 'pkg:<python package>/<sub folder>' path, or a hub id (needs network).
@@ -82,7 +95,8 @@ class VisionBackboneConfig:
     num_heads: Optional[int] = _bounded(None, ge=1)
 
 
-BACKBONE_SCHEMAS = {"bert": TextBackboneConfig, "gpt": TextBackboneConfig, "vit": VisionBackboneConfig}
+BACKBONE_SCHEMAS = {"bert": TextBackboneConfig, "gpt": TextBackboneConfig, "t5": TextBackboneConfig,
+                    "vit": VisionBackboneConfig}
 
 
 @dataclass
@@ -113,9 +127,71 @@ class MIMTaskConfig:
     mask_ratio: float = _bounded(0.6, gt=0.0, lt=1.0)
 
 
+@dataclass
+class TokenClassificationTaskConfig:
+    name: Literal["token_classification"] = "token_classification"
+    # Entity-level scores need IOB/IOBES-style tags (B-PER, I-PER, O); auto turns them on
+    # when every tag looks like that, so POS tagging reports token accuracy alone.
+    entity_metrics: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass
+class ExtractiveQATaskConfig:
+    name: Literal["extractive_qa"] = "extractive_qa"
+    # Contexts longer than data.max_length are cut into windows that overlap by this many tokens.
+    doc_stride: int = _bounded(64, ge=0)
+    # Answers longer than this many tokens are never predicted.
+    max_answer_length: int = _bounded(30, ge=1)
+    # Start and end candidates kept per window when searching for the best span.
+    n_best: int = _bounded(20, ge=1)
+    # SQuAD v2: predict "no answer" when its score beats the best span's by more than this.
+    null_score_threshold: float = 0.0
+    # null: allow "no answer" exactly when the data is SQuAD v2.0 (is_impossible questions).
+    allow_no_answer: Optional[bool] = None
+
+
+@dataclass
+class RegressionTaskConfig:
+    name: Literal["regression"] = "regression"
+
+
+@dataclass
+class MultilabelTaskConfig:
+    name: Literal["multilabel_classification"] = "multilabel_classification"
+    # A label is predicted when its sigmoid probability reaches this.
+    threshold: float = _bounded(0.5, gt=0.0, lt=1.0)
+
+
+@dataclass
+class GenerationConfig:
+    # 1 is greedy decoding; more is beam search.
+    num_beams: int = _bounded(1, ge=1)
+    max_new_tokens: int = _bounded(64, ge=1)
+    # Beam search only: > 1 favours longer outputs, < 1 shorter ones (transformers' meaning).
+    length_penalty: float = 1.0
+
+
+@dataclass
+class Seq2SeqTaskConfig:
+    name: Literal["translation", "seq2seq"] = "translation"
+    # GPT only: the token between source and target. Added to the tokenizer as a special
+    # token when it is not one already (a pretrained model's embeddings grow by one row).
+    separator: str = "<sep>"
+    # Put before every source text, e.g. 'translate English to German: ' for pretrained T5.
+    source_prefix: str = ""
+    label_smoothing: float = _bounded(0.0, ge=0.0, lt=1.0)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
 TASK_SCHEMAS = {
     "text_classification": ClassificationTaskConfig,
     "image_classification": ClassificationTaskConfig,
+    "token_classification": TokenClassificationTaskConfig,
+    "extractive_qa": ExtractiveQATaskConfig,
+    "regression": RegressionTaskConfig,
+    "multilabel_classification": MultilabelTaskConfig,
+    "translation": Seq2SeqTaskConfig,
+    "seq2seq": Seq2SeqTaskConfig,
     "mlm": MLMTaskConfig,
     "clm": CLMTaskConfig,
     "mim": MIMTaskConfig,
@@ -125,6 +201,12 @@ TASK_SCHEMAS = {
 TASK_BACKBONES = {
     "text_classification": ("bert", "gpt"),
     "image_classification": ("vit",),
+    "token_classification": ("bert", "gpt"),
+    "extractive_qa": ("bert",),
+    "regression": ("bert", "gpt"),
+    "multilabel_classification": ("bert", "gpt"),
+    "translation": ("gpt", "t5"),
+    "seq2seq": ("gpt", "t5"),
     "mlm": ("bert",),
     "clm": ("gpt",),
     "mim": ("vit",),
@@ -206,7 +288,8 @@ class RunConfig:
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     backbone: TextBackboneConfig | VisionBackboneConfig = field(default_factory=TextBackboneConfig)
-    task: ClassificationTaskConfig | MLMTaskConfig | CLMTaskConfig | MIMTaskConfig = field(
+    task: (ClassificationTaskConfig | TokenClassificationTaskConfig | ExtractiveQATaskConfig | RegressionTaskConfig
+           | MultilabelTaskConfig | Seq2SeqTaskConfig | MLMTaskConfig | CLMTaskConfig | MIMTaskConfig) = field(
         default_factory=ClassificationTaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)

@@ -215,17 +215,37 @@ def check_semantics(run: RunConfig) -> list[str]:
     elif run.data.train is None and run.data.builtin is None:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
                         "or a built-in dataset (data=topics or data=digits)")
-    text_task = task.startswith("text")
-    if run.data.builtin == "digits" and text_task or run.data.builtin == "topics" and not text_task:
+    if run.data.builtin is not None and task not in _BUILTIN_TASKS[run.data.builtin]:
         problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{task}'")
     if hasattr(run.backbone, "max_positions") and run.data.max_length > run.backbone.max_positions:
         problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
                         f"({run.backbone.max_positions})")
+    problems.extend(_check_task_lengths(run))
     if run.trainer.resume is not None and run.overwrite:
         problems.append("overwrite: cannot be combined with trainer.resume (resuming continues the run folder; "
                         "overwriting would delete it)")
     if run.trainer.monitor_mode is not None and run.trainer.monitor is None:
         problems.append("trainer.monitor_mode: set trainer.monitor too (e.g. trainer.monitor=val/loss)")
+    return problems
+
+
+# The built-in datasets and the tasks they are labelled for.
+_BUILTIN_TASKS = {"topics": ("text_classification",), "digits": ("image_classification", "mim")}
+
+
+def _check_task_lengths(run: RunConfig) -> list[str]:
+    """Length settings that only make sense together with the task's."""
+    task, data = run.task, run.data
+    problems = []
+    if task.name == "extractive_qa" and task.doc_stride >= data.max_length // 2:
+        problems.append(f"task.doc_stride: {task.doc_stride} must be less than half of data.max_length "
+                        f"({data.max_length}) so that every window adds new context")
+    if task.name in ("translation", "seq2seq") and run.backbone.name == "gpt":
+        needed = data.max_length + data.max_target_length + 2
+        if needed > run.backbone.max_positions:
+            problems.append(f"data.max_target_length: a GPT reads source and target as one sequence, and "
+                            f"data.max_length + data.max_target_length + 2 = {needed} exceeds "
+                            f"backbone.max_positions ({run.backbone.max_positions})")
     return problems
 
 

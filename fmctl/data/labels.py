@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fmctl.errors import DataError
 
@@ -37,3 +38,45 @@ def _is_int(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def number_label(value: object, path: object, line: int, column: str) -> float:
+    """A regression target: a number, or text that reads as one."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{path}:{line}: empty label in column '{column}'")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise DataError(f"{path}:{line}: label '{value}' in column '{column}' is not a number; regression needs "
+                        f"numeric labels") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise DataError(f"{path}:{line}: label '{value}' in column '{column}' is not a finite number")
+    return number
+
+
+def label_list(value: Any, path: object, line: int, column: str, separator: str) -> list[str]:
+    """Multi-label targets: a list (JSONL, Parquet) or one string split on `separator`
+    (CSV, TSV). An empty cell or list means no label applies. Order and repeats are dropped."""
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    elif isinstance(value, str):
+        items = value.split(separator) if separator else [value]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        items = [value]
+    else:
+        raise DataError(f"{path}:{line}: labels in column '{column}' must be a list or a '{separator}'-separated "
+                        f"string, got {type(value).__name__}")
+    labels = []
+    for item in items:
+        if isinstance(item, (list, dict)) or item is None:
+            raise DataError(f"{path}:{line}: labels in column '{column}' must be a flat list of names")
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        text = str(item).strip()
+        if text and text not in labels:
+            labels.append(text)
+    return sorted(labels)

@@ -1,6 +1,7 @@
 """Text examples: read from tables, tokenised once up front, padded per batch."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,20 @@ from fmctl.data.readers import read_rows
 class TextRow:
     text: str
     pair: str | None
-    label: str | None
+    label: Any            # a class name; a number (regression); a list of names (multi-label)
     line: int
     source: Path
 
 
-def read_text_rows(path: Path, data: DataConfig, with_labels: bool = True) -> list[TextRow]:
+def read_text_rows(path: Path, data: DataConfig, with_labels: bool = True,
+                   parse_label: Callable[[Any, Path, int, str], Any] = label_text) -> list[TextRow]:
+    """parse_label(value, path, line, column) turns a label cell into the task's target."""
     columns = {"text": data.text_column, "text_pair": data.text_pair_column,
                "label": data.label_column if with_labels else None}
     rows = read_rows(path, columns, data.format)
     out = []
     for row in rows:
-        label = label_text(row["label"], path, row["_line"], data.label_column) if with_labels else None
+        label = parse_label(row["label"], path, row["_line"], data.label_column) if with_labels else None
         pair = _as_text(row.get("text_pair")) if data.text_pair_column else None
         out.append(TextRow(_as_text(row["text"]), pair, label, row["_line"], path))
     return out

@@ -1,7 +1,8 @@
 """Train a tokenizer on the training texts when a from-scratch backbone has none.
 
-Uses the `tokenizers` library (WordPiece for BERT, byte-level BPE for GPT) and wraps the
-result so that the folder saved into model/ loads with `AutoTokenizer.from_pretrained`.
+Uses the `tokenizers` library (WordPiece for BERT, byte-level BPE for GPT, SentencePiece-
+style BPE for T5) and wraps the result so that the folder saved into model/ loads with
+`AutoTokenizer.from_pretrained`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]
                  "mask_token": "[MASK]"}
 GPT_SPECIALS = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                 "pad_token": "<pad>"}
+# T5's own ids: pad 0 (also the decoder start token), end of sequence 1, unknown 2.
+T5_SPECIALS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
-def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], vocab_size: int,
+def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "t5"], vocab_size: int,
                     model_max_length: int, alphabet: Iterable[str] | None = None):
     """Return a transformers PreTrainedTokenizerFast trained on `texts`.
 
@@ -70,4 +73,20 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe"], voc
         ])
         return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
                                        model_input_names=["input_ids", "attention_mask"], **GPT_SPECIALS)
+    if kind == "t5":
+        # Words keep their leading-space marker wherever they stand ('▁word' at the start
+        # of a text too), as SentencePiece does, so a word is one token in every position.
+        specials = list(T5_SPECIALS.values())
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+                                      show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        eos = tok.token_to_id("</s>")
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1",
+                                                           special_tokens=[("</s>", eos)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
+                                       model_input_names=["input_ids", "attention_mask"], **T5_SPECIALS)
     raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -1,4 +1,9 @@
-"""Write an evaluation folder in one piece: metrics.json, predictions.jsonl, plot."""
+"""Write an evaluation folder in one piece: metrics.json, predictions.jsonl and the
+task's own extra files (a plot, SQuAD-format predictions, ...).
+
+What goes into each file is the task's business (its metrics object); this module only
+makes sure a reader never sees a half-written eval/ folder.
+"""
 from __future__ import annotations
 
 import json
@@ -8,23 +13,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fmctl.evaluate.plots import confusion_matrix_png
 
-
-def write_eval_folder(target: Path, result: dict[str, Any], metrics: Any, rows: list[Any], label_names: list[str],
-                      task: Any) -> None:
+def write_eval_folder(target: Path, result: dict[str, Any], metrics: Any, rows: list[Any], task: Any) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".eval-", dir=target.parent))
     try:
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        preds, labels, probs = metrics.arrays()
         with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as handle:
-            for i, row in enumerate(rows):
-                record = dict(task.example_fields(row))
-                record["label"] = row.label
-                record["prediction"] = label_names[int(preds[i])]
-                record["probabilities"] = {name: round(float(p), 6) for name, p in zip(label_names, probs[i])}
+            for record in metrics.records(rows, task.example_fields):
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        confusion_matrix_png(result["confusion_matrix"], label_names, tmp / "confusion_matrix.png")
+        metrics.write_files(tmp, result)
         if target.exists():
             old = target.with_name(".eval-old")
             shutil.rmtree(old, ignore_errors=True)

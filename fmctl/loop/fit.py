@@ -105,7 +105,10 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
     metrics = task.new_metrics()
     was_training = model.training
     model.eval()
-    forward = forward or (lambda batch: task.forward(model, batch))
+    if hasattr(task, "eval_forward"):  # tasks that generate at evaluation call the plain model
+        forward = lambda batch: task.eval_forward(model, batch)  # noqa: E731
+    elif forward is None:
+        forward = lambda batch: task.forward(model, batch)  # noqa: E731
     with torch.inference_mode(), precision.autocast():
         for batch in loader:
             batch.pop("num_tokens", None)
@@ -176,8 +179,9 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         restore_rng(resume["rng"])
 
     monitor = trainer.monitor or f"val/{task.main_metric}"
+    lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in getattr(task, "minimized", ())
     mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
-                                    else ("min" if monitor.endswith("loss") else "max"))
+                                    else ("min" if lower_better else "max"))
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
     display = Display(trainer.progress if d.is_main else "off", total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"

@@ -1,7 +1,8 @@
-"""BERT and GPT backbones from transformers, with a sequence-classification head.
+"""BERT, GPT and T5 backbones from transformers, with the head a task asks for.
 
-The model is transformers' own `AutoModelForSequenceClassification` class, so model/
-reloads with transformers alone and gives the same predictions as fmctl.
+Each model is transformers' own `AutoModelFor...` class (sequence or token
+classification, question answering, causal or seq2seq LM), so model/ reloads with
+transformers alone and gives the same predictions as fmctl.
 """
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "alb
                  "deberta", "deberta-v2", "modernbert"}
 DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "opt", "phi",
                  "phi3", "bloom", "gemma", "gemma2", "falcon"}
+ENCODER_DECODER_TYPES = {"t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus"}
+# What each backbone name accepts from a pretrained folder; unknown model types are let through.
+_FAMILIES = {"bert": ("an encoder", ENCODER_TYPES), "gpt": ("a decoder", DECODER_TYPES),
+             "t5": ("an encoder-decoder", ENCODER_DECODER_TYPES)}
+# The tokenizer fmctl trains for a from-scratch backbone (fmctl.data.tokenizer_training).
+_TOKENIZER_KINDS = {"bert": "wordpiece", "gpt": "bpe", "t5": "t5"}
+# Task heads: transformers' Auto class for each.
+HEADS = {
+    "sequence_classification": "AutoModelForSequenceClassification",
+    "token_classification": "AutoModelForTokenClassification",
+    "question_answering": "AutoModelForQuestionAnswering",
+    "causal_lm": "AutoModelForCausalLM",
+    "seq2seq_lm": "AutoModelForSeq2SeqLM",
+}
 
 
 def _quiet_transformers() -> None:
@@ -49,8 +64,8 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
     else:
         from fmctl.data.tokenizer_training import train_tokenizer
 
-        kind = "wordpiece" if cfg.name == "bert" else "bpe"
-        tokenizer = train_tokenizer(training_texts(), kind, cfg.vocab_size, model_max_length=cfg.max_positions)
+        tokenizer = train_tokenizer(training_texts(), _TOKENIZER_KINDS[cfg.name], cfg.vocab_size,
+                                    model_max_length=cfg.max_positions)
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -60,18 +75,37 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
     return tokenizer
 
 
-def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_names: list[str]) -> Any:
+def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_names: list[str],
+                              problem_type: str | None = None) -> Any:
+    """AutoModelForSequenceClassification; problem_type 'regression' or
+    'multi_label_classification' is saved in config.json so transformers applies the right loss."""
+    updates: dict[str, Any] = label_metadata(label_names)
+    if problem_type:
+        updates["problem_type"] = problem_type
+    return build_model(cfg, tokenizer, "sequence_classification", **updates)
+
+
+def label_metadata(label_names: list[str]) -> dict[str, Any]:
+    """num_labels, id2label and label2id as transformers' configs spell them."""
+    id2label = dict(enumerate(label_names))
+    return {"num_labels": len(label_names), "id2label": id2label, "label2id": {n: i for i, n in id2label.items()}}
+
+
+def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: bool = False, **updates: Any) -> Any:
+    """The backbone with transformers' `head` class on top, random or pretrained.
+
+    `updates` are config attributes (labels, problem_type, ...). With grow_vocab, tokens the
+    task added to the tokenizer (a separator) get new embedding rows; otherwise a tokenizer
+    larger than the model's vocabulary is an error."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    import transformers
 
     _quiet_transformers()
-    id2label = dict(enumerate(label_names))
-    label2id = {name: i for i, name in id2label.items()}
+    auto = getattr(transformers, HEADS[head])
     if cfg.pretrained:
         where = pretrained.resolve(cfg.pretrained)
         try:
-            config = AutoConfig.from_pretrained(str(where), num_labels=len(label_names), id2label=id2label,
-                                                label2id=label2id)
+            config = transformers.AutoConfig.from_pretrained(str(where), **updates)
         except OSError as exc:
             if isinstance(where, str):
                 raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
@@ -81,28 +115,37 @@ def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_nam
             config.pad_token_id = tokenizer.pad_token_id
         config._attn_implementation = cfg.attention
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(where), config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
+            model = auto.from_pretrained(str(where), config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise ModelError(f"backbone.pretrained: cannot load weights from '{where}' "
                              f"({' '.join(str(exc).split())[:200]})") from None
     else:
         config = _fresh_config(cfg, tokenizer)
-        config.num_labels = len(label_names)
-        config.id2label, config.label2id = id2label, label2id
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation=cfg.attention)
+        for key, value in updates.items():
+            setattr(config, key, value)
+        model = auto.from_config(config, attn_implementation=cfg.attention)
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
-        raise ModelError(f"backbone.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
-                         f"holds {vocab}; use the tokenizer that came with the model")
+        if not grow_vocab:
+            raise ModelError(f"backbone.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                             f"holds {vocab}; use the tokenizer that came with the model")
+        model.resize_token_embeddings(len(tokenizer))
     return model
 
 
 def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
-    from transformers import BertConfig, GPT2Config
+    from transformers import BertConfig, GPT2Config, T5Config
 
     shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
     vocab = len(tokenizer)
+    if cfg.name == "t5":
+        # T5 starts decoding from the pad token and has no absolute positions (relative
+        # attention buckets), so max_positions does not apply.
+        return T5Config(vocab_size=vocab, d_model=shape.hidden_size, d_kv=shape.hidden_size // shape.num_heads,
+                        d_ff=shape.intermediate_size, num_layers=shape.num_layers,
+                        num_decoder_layers=shape.num_layers, num_heads=shape.num_heads, dropout_rate=cfg.dropout,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                        decoder_start_token_id=tokenizer.pad_token_id)
     if cfg.name == "bert":
         return BertConfig(vocab_size=vocab, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
                           num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
@@ -115,10 +158,9 @@ def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
 
 
 def _check_family(name: str, model_type: str, where: Any) -> None:
-    if name == "bert" and model_type in DECODER_TYPES:
-        raise ModelError(f"backbone.pretrained: '{where}' is a decoder ({model_type}); use backbone=gpt")
-    if name == "gpt" and model_type in ENCODER_TYPES:
-        raise ModelError(f"backbone.pretrained: '{where}' is an encoder ({model_type}); use backbone=bert")
+    for other, (kind, types) in _FAMILIES.items():
+        if other != name and model_type in types:
+            raise ModelError(f"backbone.pretrained: '{where}' is {kind} ({model_type}); use backbone={other}")
 
 
 def save(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -126,14 +168,14 @@ def save(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def load_for_inference(folder: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_for_inference(folder: Path, head: str = "sequence_classification") -> tuple[Any, Any]:
+    """model/ as transformers' `head` class reloads it, and its tokenizer."""
+    import torch
+    import transformers
 
     _quiet_transformers()
-    import torch
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
-    return model, AutoTokenizer.from_pretrained(str(folder))
+    model = getattr(transformers, HEADS[head]).from_pretrained(str(folder), dtype=torch.float32)
+    return model, transformers.AutoTokenizer.from_pretrained(str(folder))
 
 
 def load_tokenizer_only(folder: Path) -> Any:

@@ -11,6 +11,12 @@ TASKS = {
     "mlm": ("fmctl.tasks.language_modeling", "MaskedLM"),
     "clm": ("fmctl.tasks.language_modeling", "CausalLM"),
     "mim": ("fmctl.tasks.masked_image", "MaskedImageModeling"),
+    "token_classification": ("fmctl.tasks.token_classification", "TokenClassification"),
+    "extractive_qa": ("fmctl.tasks.extractive_qa", "ExtractiveQA"),
+    "regression": ("fmctl.tasks.regression", "Regression"),
+    "multilabel_classification": ("fmctl.tasks.multilabel_classification", "MultilabelClassification"),
+    "translation": ("fmctl.tasks.seq2seq", "Seq2Seq"),
+    "seq2seq": ("fmctl.tasks.seq2seq", "Seq2Seq"),
 }
 
 

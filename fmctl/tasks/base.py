@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from fmctl.config.schema import RunConfig
 
@@ -20,11 +20,29 @@ class PreparedData:
     preprocessor: Any = None               # tokenizer, or image preprocessing dict
     sources: dict[str, Any] = field(default_factory=dict)   # split -> file fingerprint
     rows: dict[str, list[Any]] = field(default_factory=dict)  # split -> raw rows, for predictions files
+    # Problems the data had that were worked around (skipped rows, ...), printed by the verb.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Metrics(Protocol):
     def update(self, outputs: Any, batch: dict[str, Any], loss: Any) -> None: ...
     def compute(self) -> dict[str, float]: ...
+
+
+class EvalMetrics(Metrics, Protocol):
+    """What `fmctl eval` needs on top of training-time metrics."""
+
+    def report(self) -> dict[str, Any]:
+        """metrics.json: flat numbers (with 'num_examples') plus the task's tables."""
+
+    def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        """predictions.jsonl: one record per raw row, in order."""
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        """Extra files for eval/ (a confusion-matrix plot, SQuAD-format predictions, ...)."""
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        """Rich tables printed after the headline metrics."""
 
 
 class Task(Protocol):
@@ -41,9 +59,14 @@ class Task(Protocol):
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         """Model outputs (logits) for a batch; runs under the loop's autocast."""
 
+    # Optional: `eval_forward(model, batch)`, the outputs of an evaluation batch when the
+    # metrics need more than the loss does (generated text); the loop falls back to forward.
+    # Optional: `minimized`, names of metrics where lower is better (besides *loss), so
+    # trainer.monitor=val/<name> tracks the right direction.
+
     def loss(self, outputs: Any, batch: dict[str, Any]) -> Any: ...
 
-    def new_metrics(self) -> Metrics: ...
+    def new_metrics(self) -> EvalMetrics: ...
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None: ...
 

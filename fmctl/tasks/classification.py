@@ -6,7 +6,7 @@ formulas, so they match what users compute themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from fmctl.config.schema import DataConfig
 from fmctl.data.labels import check_known, label_names_from
@@ -136,3 +136,23 @@ class ClassificationMetrics:
         }
         out["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
         return out
+
+    def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """One predictions.jsonl record per row: the example, gold label, prediction, probabilities."""
+        preds, _, probs = self.arrays()
+        for i, row in enumerate(rows):
+            record = dict(example_fields(row))
+            record["label"] = row.label
+            record["prediction"] = self.label_names[int(preds[i])]
+            record["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.label_names, probs[i])}
+            yield record
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        from fmctl.evaluate.plots import confusion_matrix_png
+
+        confusion_matrix_png(report["confusion_matrix"], self.label_names, folder / "confusion_matrix.png")
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        from fmctl.report import per_class_table
+
+        return [per_class_table(report["per_class"])]

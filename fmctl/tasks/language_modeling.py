@@ -50,6 +50,19 @@ class LMMetrics:
         loss = self.loss_sum / self.tokens
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": self.correct / self.tokens}
 
+    # What `fmctl eval` writes: the headline numbers; pretraining has no per-row predictions.
+    def report(self) -> dict[str, Any]:
+        return {**self.compute(), "num_examples": self.tokens, "num_predicted_tokens": self.tokens}
+
+    def records(self, rows: list[Any], example_fields: Any) -> list[dict[str, Any]]:
+        return []
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        return None
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        return []
+
 
 class _LanguageModeling:
     main_metric = "loss"
@@ -82,6 +95,19 @@ class _LanguageModeling:
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         data.preprocessor.save_pretrained(folder)
+
+    def load_model(self, folder: Path) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+        from fmctl.models.text import _quiet_transformers
+
+        _quiet_transformers()
+        auto = AutoModelForCausalLM if self.name == "clm" else AutoModelForMaskedLM
+        return auto.from_pretrained(str(folder), dtype=torch.float32)
+
+    def example_fields(self, row: Any) -> dict[str, Any]:
+        return {}
 
     def flops_per_token(self, model: Any, seq_len: int) -> float:
         """6 FLOPs per parameter per token (forward + backward) for the transformer body,
@@ -118,7 +144,8 @@ class MaskedLM(_LanguageModeling):
         return PreparedData(train=datasets["train"], validation=datasets["validation"] or None, test=None,
                             collate=stack_blocks, label_names=[], preprocessor=tokenizer,
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
-                                                  "fingerprint": meta["fingerprint"]}})
+                                                  "fingerprint": meta["fingerprint"]}},
+                            rows={"validation": []})
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -139,7 +166,8 @@ class CausalLM(_LanguageModeling):
         return PreparedData(train=CausalBlocks(blocks["train"]), validation=CausalBlocks(blocks["validation"]) or None,
                             test=None, collate=stack_blocks, label_names=[], preprocessor=tokenizer,
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
-                                                  "fingerprint": meta["fingerprint"]}})
+                                                  "fingerprint": meta["fingerprint"]}},
+                            rows={"validation": []})
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         ids = batch["input_ids"]

@@ -120,6 +120,13 @@ class MaskedImageModeling:
         params = sum(p.numel() for p in model.parameters()) - encoder.pos_embed.numel()
         return 6 * params + 12 * len(encoder.blocks) * encoder.embed_dim * patches
 
+    def load_model(self, folder: Path) -> Any:
+        from fmctl.errors import RunFolderError
+
+        raise RunFolderError(f"{folder}: a masked-image-modelling run keeps only the encoder in model/ (no pixel "
+                             f"decoder), so it cannot be re-scored; its reconstruction loss is val/loss in "
+                             f"metrics.jsonl")
+
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
         from fmctl.models import vision
 

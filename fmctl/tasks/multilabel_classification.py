@@ -1,0 +1,172 @@
+"""Multi-label text classification: any number of labels per text (topics, tags).
+
+One sigmoid per label, binary cross-entropy; a label is predicted when its probability
+reaches task.threshold. model/ is AutoModelForSequenceClassification with problem_type
+'multi_label_classification' and the label names in config.json. Scores are
+scikit-learn's micro/macro F1, subset accuracy and a per-label table.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from fmctl.config.schema import MultilabelTaskConfig, RunConfig
+from fmctl.data.collate import PadCollator
+from fmctl.data.labels import check_known, label_list, label_names_from
+from fmctl.data.sources import split_paths
+from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
+from fmctl.errors import DataError
+from fmctl.models import text as text_models
+from fmctl.tasks.base import PreparedData
+from fmctl.tasks.classification import read_splits
+from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class MultilabelClassification:
+    name = "multilabel_classification"
+    main_metric = "micro_f1"
+    main_mode = "max"
+    metric_names = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy", "loss")
+
+    def __init__(self, cfg: MultilabelTaskConfig):
+        self.cfg = cfg
+        self.label_names: list[str] = []
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
+        paths = split_paths(run.data)
+        parse = functools.partial(label_list, separator=run.data.label_separator)
+        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, parse_label=parse), splits)
+        if model_dir:
+            names = saved_label_names(model_dir)
+        else:
+            names = label_names_from(label for r in rows["train"] for label in r.label)
+            if not names:
+                raise DataError(f"{paths['train']}: no row has a label in column '{run.data.label_column}'")
+        for split_rows in rows.values():
+            check_known(((label, f"{r.source}:{r.line}") for r in split_rows for label in r.label), names)
+
+        def training_texts():
+            for r in rows["train"]:
+                yield r.text
+                if r.pair:
+                    yield r.pair
+
+        tokenizer = tokenizer_for(run, model_dir, training_texts)
+        index = {n: i for i, n in enumerate(names)}
+
+        def multi_hot(labels: list[str]) -> list[float]:
+            out = [0.0] * len(names)
+            for label in labels:
+                out[index[label]] = 1.0
+            return out
+
+        datasets = {split: EncodedDataset(encode_rows(split_rows, tokenizer, run.data.max_length),
+                                          [multi_hot(r.label) for r in split_rows])
+                    for split, split_rows in rows.items()}
+        self.label_names = names
+        return PreparedData(
+            train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
+            collate=PadCollator({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}), label_names=names,
+            preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names,
+                                                     problem_type="multi_label_classification")
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits
+
+    def loss(self, logits: Any, batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"].float())
+
+    def new_metrics(self) -> "MultilabelMetrics":
+        return MultilabelMetrics(self.label_names, self.cfg.threshold)
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        text_models.save(model, data.preprocessor, folder)
+
+    def load_model(self, folder: Path) -> Any:
+        model, _ = text_models.load_for_inference(folder)
+        return model
+
+    def example_fields(self, row: Any) -> dict[str, Any]:
+        return example_text(row)
+
+
+class MultilabelMetrics:
+    def __init__(self, label_names: list[str], threshold: float):
+        self.label_names = label_names
+        self.threshold = threshold
+        self.probs: list[Any] = []
+        self.targets: list[Any] = []
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, logits: Any, batch: dict[str, Any], loss: Any) -> None:
+        self.probs.append(logits.float().sigmoid().cpu())
+        if "labels" in batch:
+            n = batch["labels"].shape[0]
+            self.targets.append(batch["labels"].cpu())
+            if loss is not None:
+                self.loss_sum += float(loss) * n
+                self.count += n
+
+    def arrays(self) -> tuple[Any, Any, Any]:
+        """(predicted 0/1, gold 0/1, probabilities), one row per example."""
+        import torch
+
+        probs = torch.cat(self.probs).numpy()
+        gold = torch.cat(self.targets).numpy().astype(int) if self.targets else None
+        return (probs >= self.threshold).astype(int), gold, probs
+
+    def compute(self) -> dict[str, float]:
+        if not self.targets:
+            return {}
+        predicted, gold, _ = self.arrays()
+        return multilabel_scores(gold, predicted) | mean_loss(self.loss_sum, self.count)
+
+    def report(self) -> dict[str, Any]:
+        from sklearn.metrics import precision_recall_fscore_support
+
+        predicted, gold, _ = self.arrays()
+        out: dict[str, Any] = {**self.compute(), "num_examples": int(len(gold)), "threshold": self.threshold}
+        precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, average=None,
+                                                                         zero_division=0)
+        out["per_label"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                                   "support": int(support[i])} for i, name in enumerate(self.label_names)}
+        return out
+
+    def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        predicted, _, probs = self.arrays()
+        for i, row in enumerate(rows):
+            yield {**example_fields(row), "labels": row.label,
+                   "predictions": [n for n, on in zip(self.label_names, predicted[i]) if on],
+                   "probabilities": {n: round(float(p), 6) for n, p in zip(self.label_names, probs[i])}}
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        return None
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        from fmctl.report import per_class_table
+
+        return [per_class_table(report["per_label"], title="per label")]
+
+
+def multilabel_scores(gold: Any, predicted: Any) -> dict[str, float]:
+    """Micro/macro F1, micro precision/recall and subset accuracy (every label of a row
+    right), from scikit-learn on 0/1 indicator matrices."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    return {
+        "micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "micro_precision": float(precision_score(gold, predicted, average="micro", zero_division=0)),
+        "micro_recall": float(recall_score(gold, predicted, average="micro", zero_division=0)),
+        "subset_accuracy": float(accuracy_score(gold, predicted)),
+    }

@@ -1,0 +1,234 @@
+"""Translation and other text-to-text jobs, with a GPT (decoder-only) or T5
+(encoder-decoder) backbone; the same data, loss and metrics for both.
+
+GPT reads `source <sep> target <eos>` as one sequence and is trained on the target
+tokens only (the source and separator are masked out of the loss); at evaluation it
+continues `source <sep>` (prompts padded on the left so new tokens follow the last real
+one). T5 encodes `source </s>` and decodes `target </s>` from its pad token. Generation is
+transformers' generate(): greedy, or beam search with task.generation.num_beams and
+length_penalty. Without a tokenizer from the backbone, one tokenizer is trained on both
+sides of the training pairs. Hypotheses are scored against the references with sacrebleu
+(corpus BLEU and chrF, their default settings, signatures saved in metrics.json).
+model/ is AutoModelForCausalLM (GPT) or AutoModelForSeq2SeqLM (T5) with its
+generation_config.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from fmctl.config.schema import RunConfig, Seq2SeqTaskConfig
+from fmctl.data.collate import IGNORE_INDEX, PadCollator
+from fmctl.data.pairs import PairRow, read_pairs
+from fmctl.data.sources import split_paths
+from fmctl.data.text import EncodedDataset
+from fmctl.errors import ModelError
+from fmctl.models import text as text_models
+from fmctl.tasks.base import PreparedData
+from fmctl.tasks.classification import read_splits
+from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_config, tokenizer_for
+
+
+@dataclass
+class Generated:
+    """An evaluation batch's outputs: logits for the loss, generated token ids for BLEU."""
+
+    logits: Any
+    sequences: Any
+
+
+class Seq2Seq:
+    main_metric = "bleu"
+    main_mode = "max"
+    metric_names = ("bleu", "chrf", "loss")
+
+    def __init__(self, cfg: Seq2SeqTaskConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.decoder_only = True
+        self.tokenizer: Any = None
+        self.pairs: list[PairRow] = []       # every split's pairs; batches carry indices into it
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
+        paths = split_paths(run.data)
+        rows = read_splits(run.data, paths, lambda p: read_pairs(p, run.data), splits)
+        self.decoder_only = (not saved_config(model_dir).get("is_encoder_decoder", False) if model_dir
+                             else run.backbone.name == "gpt")
+
+        def training_texts():
+            for r in rows["train"]:
+                yield r.source
+                yield r.target
+
+        tokenizer = tokenizer_for(run, model_dir, training_texts)
+        if self.decoder_only:
+            self._add_separator(tokenizer)
+            tokenizer.model_max_length = run.data.max_length + run.data.max_target_length + 2
+            # Batched generation needs prompts padded on the left; init_kwargs is what
+            # save_pretrained writes, so model/ hands the setting on.
+            tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
+        if tokenizer.eos_token_id is None:
+            raise ModelError("backbone.tokenizer: the tokenizer has no end-of-sequence token to end targets with")
+        self.tokenizer = tokenizer
+        datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length, run.data.max_target_length)
+                    for split, split_rows in rows.items()}
+        pad = tokenizer.pad_token_id
+        collate = PadCollator({"input_ids": pad, "labels": IGNORE_INDEX, "prompt_ids": pad, "decoder_input_ids": pad},
+                              masks={"input_ids": "attention_mask", "prompt_ids": "prompt_mask"},
+                              left=frozenset({"prompt_ids"}))
+        return PreparedData(
+            train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
+            collate=collate, label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
+
+    def _add_separator(self, tokenizer: Any) -> None:
+        from tokenizers import AddedToken
+
+        if self.cfg.separator not in tokenizer.get_vocab():
+            tokenizer.add_tokens([AddedToken(self.cfg.separator, special=True, normalized=False)],
+                                 special_tokens=True)
+
+    def _encode(self, rows: list[PairRow], tokenizer: Any, max_source: int, max_target: int) -> EncodedDataset:
+        sources = tokenizer([self.cfg.source_prefix + r.source for r in rows], add_special_tokens=False)["input_ids"]
+        targets = tokenizer([r.target for r in rows], add_special_tokens=False)["input_ids"]
+        eos = tokenizer.eos_token_id
+        features = []
+        for source, target in zip(sources, targets):
+            target = target[:max_target - 1] + [eos]
+            if self.decoder_only:
+                prompt = source[:max_source] + [tokenizer.convert_tokens_to_ids(self.cfg.separator)]
+                features.append({"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target,
+                                 "prompt_ids": prompt, "pair": len(self.pairs) + len(features)})
+            else:
+                start = tokenizer.pad_token_id  # T5 starts decoding from its pad token
+                features.append({"input_ids": source[:max_source - 1] + [eos], "labels": target,
+                                 "decoder_input_ids": [start] + target[:-1], "pair": len(self.pairs) + len(features)})
+        self.pairs += rows
+        return EncodedDataset(features, None)
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        tokenizer = data.preprocessor
+        if self.decoder_only:
+            model = text_models.build_model(run.backbone, tokenizer, "causal_lm", grow_vocab=True)
+        else:
+            model = text_models.build_model(run.backbone, tokenizer, "seq2seq_lm")
+            if model.config.decoder_start_token_id is None:
+                model.config.decoder_start_token_id = tokenizer.pad_token_id
+        model.generation_config.update(**self._generation_settings(model))
+        return model
+
+    def _generation_settings(self, model: Any) -> dict[str, Any]:
+        gen = self.cfg.generation
+        settings = {"max_new_tokens": gen.max_new_tokens, "num_beams": gen.num_beams, "do_sample": False,
+                    "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
+        if gen.num_beams > 1:  # transformers warns when it is set for greedy decoding
+            settings["length_penalty"] = gen.length_penalty
+        if not self.decoder_only:
+            settings["decoder_start_token_id"] = model.config.decoder_start_token_id
+        return settings
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        if self.decoder_only:
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     decoder_input_ids=batch["decoder_input_ids"]).logits
+
+    def eval_forward(self, model: Any, batch: dict[str, Any]) -> Generated:
+        logits = self.forward(model, batch)
+        settings = self._generation_settings(model)
+        if self.decoder_only:
+            prompts = batch["prompt_ids"]
+            out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
+            sequences = out[:, prompts.shape[1]:]
+        else:
+            sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
+        return Generated(logits, sequences)
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        logits = outputs.logits if isinstance(outputs, Generated) else outputs
+        labels = batch["labels"]
+        if self.decoder_only:  # token t predicts token t + 1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.cfg.label_smoothing)
+
+    def new_metrics(self) -> "TranslationMetrics":
+        return TranslationMetrics(self.pairs, self.tokenizer)
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        if self.decoder_only:  # what a user needs to build prompts without fmctl
+            model.config.task_specific_params = {self.name: {"separator": self.cfg.separator,
+                                                             "prefix": self.cfg.source_prefix}}
+        elif self.cfg.source_prefix:
+            model.config.task_specific_params = {self.name: {"prefix": self.cfg.source_prefix}}
+        text_models.save(model, data.preprocessor, folder)
+
+    def load_model(self, folder: Path) -> Any:
+        head = "causal_lm" if self.decoder_only else "seq2seq_lm"
+        model, _ = text_models.load_for_inference(folder, head)
+        return model
+
+    def example_fields(self, row: PairRow) -> dict[str, Any]:
+        return {"source": row.source}
+
+
+class TranslationMetrics:
+    def __init__(self, pairs: list[PairRow], tokenizer: Any):
+        self.pairs = pairs
+        self.tokenizer = tokenizer
+        self.hypotheses: dict[int, str] = {}
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, outputs: Any, batch: dict[str, Any], loss: Any) -> None:
+        if isinstance(outputs, Generated):
+            texts = self.tokenizer.batch_decode(outputs.sequences, skip_special_tokens=True,
+                                                clean_up_tokenization_spaces=False)
+            for i, text in zip(batch["pair"].cpu().tolist(), texts):
+                self.hypotheses[i] = text.strip()
+        if loss is not None:
+            n = batch["labels"].shape[0]
+            self.loss_sum += float(loss) * n
+            self.count += n
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        order = sorted(self.hypotheses)
+        return [self.hypotheses[i] for i in order], [self.pairs[i].target for i in order]
+
+    def compute(self) -> dict[str, float]:
+        scores = translation_scores(*self.texts()) if self.hypotheses else {}
+        return scores | mean_loss(self.loss_sum, self.count)
+
+    def report(self) -> dict[str, Any]:
+        return {**translation_scores(*self.texts(), signatures=True), **mean_loss(self.loss_sum, self.count),
+                "num_examples": len(self.hypotheses)}
+
+    def records(self, rows: list[PairRow], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        hypotheses, _ = self.texts()
+        if len(hypotheses) != len(rows):
+            raise RuntimeError(f"{len(hypotheses)} translations for {len(rows)} rows")
+        for row, hypothesis in zip(rows, hypotheses):
+            yield {**example_fields(row), "target": row.target, "prediction": hypothesis}
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        return None
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        return []
+
+
+def translation_scores(hypotheses: list[str], references: list[str], signatures: bool = False) -> dict[str, Any]:
+    """Corpus BLEU and chrF (0-100) with sacrebleu's defaults (13a tokenisation), one
+    reference per hypothesis; with signatures, sacrebleu's strings that say how they were
+    computed (to quote next to the numbers)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    out: dict[str, Any] = {"bleu": float(bleu.corpus_score(hypotheses, [references]).score),
+                           "chrf": float(chrf.corpus_score(hypotheses, [references]).score)}
+    if signatures:
+        out |= {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+    return out

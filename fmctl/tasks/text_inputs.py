@@ -1,0 +1,50 @@
+"""What the text tasks share around the tokenizer and model/ metadata.
+
+A run that trains gets its tokenizer from the backbone (or trains one on the training
+texts) and cuts inputs at data.max_length; `fmctl eval` takes both back from model/, so
+evaluation tokenises exactly as training did.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from fmctl.config.schema import RunConfig
+from fmctl.data.sources import fingerprint
+from fmctl.models import text as text_models
+
+
+def tokenizer_for(run: RunConfig, model_dir: Path | None, training_texts: Callable[[], Iterable[str]]) -> Any:
+    if model_dir:
+        return text_models.load_tokenizer_only(model_dir)
+    tokenizer = text_models.load_tokenizer(run.backbone, training_texts)
+    # Saved with model/, so `tokenizer(text, truncation=True)` truncates as fmctl did.
+    tokenizer.model_max_length = run.data.max_length
+    return tokenizer
+
+
+def saved_config(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+
+
+def saved_label_names(model_dir: Path) -> list[str]:
+    id2label = saved_config(model_dir).get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def fingerprints(paths: dict[str, Path | None]) -> dict[str, Any]:
+    return {split: fingerprint(p) for split, p in paths.items() if p is not None}
+
+
+def example_text(row: Any) -> dict[str, Any]:
+    """A text row as predictions files show it."""
+    out = {"text": row.text}
+    if row.pair is not None:
+        out["text_pair"] = row.pair
+    return out
+
+
+def mean_loss(total: float, count: int) -> dict[str, float]:
+    return {"loss": total / count} if count else {}

@@ -1,0 +1,212 @@
+"""Token classification (NER, POS tagging): one tag per word, BERT or GPT backbone.
+
+Words are split into sub-word pieces; the first piece of each word carries the word's
+tag and the others are left out of the loss (fmctl.data.alignment). Predictions are read
+back per word, so metrics and predictions files are about the user's words, never about
+pieces. Entity-level precision/recall/F1 come from seqeval (CoNLL's definition), token
+accuracy too; model/ is AutoModelForTokenClassification with the tags as id2label.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from fmctl.config.schema import RunConfig, TokenClassificationTaskConfig
+from fmctl.data.alignment import first_pieces, token_labels, word_predictions
+from fmctl.data.collate import IGNORE_INDEX, PadCollator
+from fmctl.data.conll import TokenRow, read_token_rows
+from fmctl.data.labels import check_known, label_names_from
+from fmctl.data.sources import split_paths
+from fmctl.data.text import EncodedDataset
+from fmctl.errors import ModelError
+from fmctl.models import text as text_models
+from fmctl.tasks.base import PreparedData
+from fmctl.tasks.classification import read_splits
+from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_label_names, tokenizer_for
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_ENTITY_TAG = re.compile(r"^(O|[BIESLU][-_].+)$")
+
+
+class TokenClassification:
+    name = "token_classification"
+    main_metric = "f1"        # accuracy when the tags are not entity tags (see prepare)
+    main_mode = "max"
+    metric_names = ("f1", "precision", "recall", "accuracy", "loss")
+
+    def __init__(self, cfg: TokenClassificationTaskConfig):
+        self.cfg = cfg
+        self.label_names: list[str] = []
+        self.entities = True
+        self.sentences: list[TokenRow] = []   # every split's rows; batches carry indices into it
+
+    def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
+                splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
+        paths = split_paths(run.data)
+        rows = read_splits(run.data, paths, lambda p: read_token_rows(p, run.data), splits)
+        if model_dir:
+            names = saved_label_names(model_dir)
+        else:
+            names = label_names_from(tag for r in rows["train"] for tag in r.tags)
+        for split_rows in rows.values():
+            check_known(((tag, r.where(i)) for r in split_rows for i, tag in enumerate(r.tags)), names)
+        self.label_names = names
+        self.entities = self._entity_tags(names)
+        self.main_metric = "f1" if self.entities else "accuracy"
+        tokenizer = tokenizer_for(run, model_dir, lambda: (" ".join(r.tokens) for r in rows["train"]))
+        _check_pretokenized_input(tokenizer)
+        datasets, cut = {}, 0
+        for split, split_rows in rows.items():
+            dataset, missing = self._encode(split_rows, tokenizer, run.data.max_length)
+            datasets[split] = dataset
+            cut += missing
+        warnings = []
+        if cut:
+            warnings.append(f"{cut} words got no token (beyond data.max_length={run.data.max_length}, or characters "
+                            f"the tokenizer drops); they count as predicted '{self.fill_label}'")
+        pad = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0, "labels": IGNORE_INDEX, "word_index": -1}
+        return PreparedData(
+            train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
+            collate=PadCollator(pad), label_names=names, preprocessor=tokenizer, sources=fingerprints(paths),
+            rows=rows, warnings=warnings)
+
+    def _entity_tags(self, names: list[str]) -> bool:
+        if self.cfg.entity_metrics != "auto":
+            return self.cfg.entity_metrics == "on"
+        return all(_ENTITY_TAG.match(n) for n in names) and any(n != "O" for n in names)
+
+    @property
+    def fill_label(self) -> str:
+        """What a word without tokens is predicted to be: outside any entity."""
+        return "O" if "O" in self.label_names else self.label_names[0]
+
+    def _encode(self, rows: list[TokenRow], tokenizer: Any, max_length: int) -> tuple[EncodedDataset, int]:
+        index = {n: i for i, n in enumerate(self.label_names)}
+        encoded = tokenizer([r.tokens for r in rows], is_split_into_words=True, truncation=True,
+                            max_length=max_length)
+        features, missing = [], 0
+        for i, row in enumerate(rows):
+            words = first_pieces(encoded.word_ids(i))
+            tags = [index[t] for t in row.tags]
+            feature = {"input_ids": encoded["input_ids"][i], "labels": token_labels(words, tags), "word_index": words,
+                       "sentence": len(self.sentences)}
+            if "token_type_ids" in encoded:
+                feature["token_type_ids"] = encoded["token_type_ids"][i]
+            features.append(feature)
+            self.sentences.append(row)
+            missing += len(row.tokens) - sum(w >= 0 for w in words)
+        return EncodedDataset(features, None), missing
+
+    def build_model(self, run: RunConfig, data: PreparedData) -> Any:
+        return text_models.build_model(run.backbone, data.preprocessor, "token_classification",
+                                       **text_models.label_metadata(data.label_names))
+
+    def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits
+
+    def loss(self, logits: Any, batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX)
+
+    def new_metrics(self) -> "TaggingMetrics":
+        return TaggingMetrics(self.label_names, self.sentences, self.entities, self.label_names.index(self.fill_label))
+
+    def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        text_models.save(model, data.preprocessor, folder)
+
+    def load_model(self, folder: Path) -> Any:
+        model, _ = text_models.load_for_inference(folder, "token_classification")
+        return model
+
+    def example_fields(self, row: TokenRow) -> dict[str, Any]:
+        return {"tokens": row.tokens}
+
+
+def _check_pretokenized_input(tokenizer: Any) -> None:
+    """Byte-level BPE tokenizers from GPT-2/RoBERTa checkpoints refuse word lists unless
+    they mark each word as preceded by a space."""
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        try:
+            tokenizer([["a", "b"]], is_split_into_words=True)
+        except Exception:
+            raise ModelError("backbone.tokenizer: this tokenizer cannot take pre-split words; save it with "
+                             "add_prefix_space=True (AutoTokenizer.from_pretrained(..., add_prefix_space=True)) "
+                             "and pass that folder as backbone.tokenizer") from None
+
+
+class TaggingMetrics:
+    """Per-word predictions of one evaluation pass, scored per sentence with seqeval."""
+
+    def __init__(self, label_names: list[str], sentences: list[TokenRow], entities: bool, fill: int):
+        self.label_names = label_names
+        self.sentences = sentences
+        self.entities = entities
+        self.fill = fill
+        self.predicted: dict[int, list[str]] = {}
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, logits: Any, batch: dict[str, Any], loss: Any) -> None:
+        token_predictions = logits.argmax(-1).cpu().tolist()
+        word_index = batch["word_index"].cpu().tolist()
+        for k, sentence in enumerate(batch["sentence"].cpu().tolist()):
+            row = self.sentences[sentence]
+            ids, _ = word_predictions(word_index[k], token_predictions[k], len(row.tokens), self.fill)
+            self.predicted[sentence] = [self.label_names[i] for i in ids]
+        if loss is not None:
+            n = batch["labels"].shape[0]
+            self.loss_sum += float(loss) * n
+            self.count += n
+
+    def pairs(self) -> tuple[list[list[str]], list[list[str]]]:
+        order = sorted(self.predicted)
+        return [self.sentences[i].tags for i in order], [self.predicted[i] for i in order]
+
+    def compute(self) -> dict[str, float]:
+        if not self.predicted:
+            return {}
+        gold, predicted = self.pairs()
+        return tagging_scores(gold, predicted, self.entities) | mean_loss(self.loss_sum, self.count)
+
+    def report(self) -> dict[str, Any]:
+        gold, predicted = self.pairs()
+        out: dict[str, Any] = {**self.compute(), "num_examples": len(gold), "num_words": sum(map(len, gold))}
+        if self.entities:
+            from seqeval.metrics import classification_report
+
+            table = classification_report(gold, predicted, output_dict=True, zero_division=0)
+            out["per_entity"] = {name: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+                                        "f1": float(v["f1-score"]), "support": int(v["support"])}
+                                 for name, v in table.items() if not name.endswith(" avg")}
+        return out
+
+    def records(self, rows: list[TokenRow],
+                example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        order = sorted(self.predicted)
+        if len(order) != len(rows):
+            raise RuntimeError(f"{len(order)} predicted sentences for {len(rows)} rows")
+        for row, i in zip(rows, order):
+            yield {**example_fields(row), "tags": row.tags, "predictions": self.predicted[i]}
+
+    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        return None
+
+    def tables(self, report: dict[str, Any]) -> list[Any]:
+        from fmctl.report import per_class_table
+
+        return [per_class_table(report["per_entity"], title="per entity type", key="entity")] if self.entities else []
+
+
+def tagging_scores(gold: list[list[str]], predicted: list[list[str]], entities: bool) -> dict[str, float]:
+    """seqeval's word accuracy, and with entity tags its entity-level micro precision,
+    recall and F1 (an entity counts only when its type and both boundaries are right)."""
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    out = {"accuracy": float(accuracy_score(gold, predicted))}
+    if entities:
+        out["precision"] = float(precision_score(gold, predicted, zero_division=0))
+        out["recall"] = float(recall_score(gold, predicted, zero_division=0))
+        out["f1"] = float(f1_score(gold, predicted, zero_division=0))
+    return out

@@ -1,0 +1,82 @@
+"""Readers of the downstream tasks' files, on small hand-written inputs."""
+import gzip
+import json
+
+import pytest
+
+from fmctl.config.schema import DataConfig
+from fmctl.data.conll import read_token_rows
+from fmctl.data.labels import label_list, number_label
+from fmctl.data.pairs import read_pairs
+from fmctl.data.squad import read_squad
+from fmctl.errors import DataError
+
+
+def test_label_lists_from_cells_and_lists():
+    assert label_list("tech| sports |tech", "f", 2, "tags", "|") == ["sports", "tech"]
+    assert label_list(["b", "a", 3.0], "f", 2, "tags", "|") == ["3", "a", "b"]
+    assert label_list("", "f", 2, "tags", "|") == [] == label_list(None, "f", 2, "tags", "|")
+    with pytest.raises(DataError, match="f:2: labels in column 'tags' must be a flat list"):
+        label_list([["a"]], "f", 2, "tags", "|")
+
+
+def test_numeric_labels():
+    assert number_label(" 2.5 ", "f", 3, "score") == 2.5 and number_label(4, "f", 3, "score") == 4.0
+    with pytest.raises(DataError, match="f:3: label 'n/a' in column 'score' is not a number"):
+        number_label("n/a", "f", 3, "score")
+    with pytest.raises(DataError, match="f:3: label 'inf' in column 'score' is not a finite number"):
+        number_label("inf", "f", 3, "score")
+
+
+def test_conll_sentences_skip_docstart_and_read_the_last_column(tmp_path):
+    path = tmp_path / "train.conll.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\nPeter NNP B-NP B-PER\r\n"
+                     "Blackburn NNP I-NP I-PER")  # CRLF, several blank lines, no final newline
+    rows = read_token_rows(path, DataConfig())
+    assert [(r.tokens, r.tags, r.line) for r in rows] == [
+        (["EU", "rejects"], ["B-ORG", "O"], 3), (["Peter", "Blackburn"], ["B-PER", "I-PER"], 7)]
+    assert rows[1].where(1) == f"{path}:8"
+
+
+def test_tagged_jsonl_rows(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"words": ["a", "b"], "ner": [0, 1]}) + "\n", encoding="utf-8")
+    (row,) = read_token_rows(path, DataConfig(tokens_column="words", tags_column="ner"))
+    assert row.tokens == ["a", "b"] and row.tags == ["0", "1"] and row.where(1) == f"{path}:1"
+
+
+def test_squad_reader_counts_what_it_skips(tmp_path):
+    document = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "where?", "answers": [{"text": "France", "answer_start": 12},
+                                                     {"text": "France", "answer_start": 3}]},
+        {"id": "b", "question": "what?", "answers": [{"text": "Paris", "answer_start": 1}]},
+        {"id": "c", "question": "who?", "answers": [], "is_impossible": True},
+    ]}]}]}
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    read = read_squad(path)
+    assert [(r.id, r.answers, r.impossible) for r in read.rows] == [("a", [("France", 12)], False), ("c", [], True)]
+    assert read.version_2
+    assert read.warnings == [f"{path}: skipped 2 answers whose text does not occur at answer_start "
+                             f"(questions 'a', 'b')",
+                             f"{path}: skipped 1 question left without a usable answer ('b')"]
+
+
+def test_squad_duplicate_ids_are_an_error(tmp_path):
+    qa = {"id": "x", "question": "q", "answers": [{"text": "a", "answer_start": 0}]}
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "a b", "qas": [qa, qa]}]}]}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\[0\].paragraphs\[0\].qas\[1\]: question id 'x' already used"):
+        read_squad(path)
+
+
+def test_pairs_with_and_without_header(tmp_path):
+    table = tmp_path / "train.jsonl"
+    table.write_text(json.dumps({"en": " Hello ", "de": "Hallo"}) + "\n", encoding="utf-8")
+    (row,) = read_pairs(table, DataConfig(source_column="en", target_column="de"))
+    assert (row.source, row.target, row.line) == ("Hello", "Hallo", 1)
+    corpus = tmp_path / "tatoeba.txt"
+    corpus.write_text("Go.\tVa !\tCC-BY 2.0 (France) Attribution\n\nHi.\tSalut !\n", encoding="utf-8")
+    rows = read_pairs(corpus, DataConfig(format="pairs"))
+    assert [(r.source, r.target, r.line) for r in rows] == [("Go.", "Va !", 1), ("Hi.", "Salut !", 3)]

@@ -1,0 +1,126 @@
+"""Token classification end to end: CoNLL and JSONL in, entity F1 that beats a
+dictionary baseline (the ambiguous word needs context), eval files, and a model/ that
+transformers' AutoModelForTokenClassification reloads with the same predictions."""
+import json
+import os
+from collections import Counter
+
+import pytest
+from rich.console import Console
+
+from fmctl import pipeline
+from fmctl.config.compose import load_run_config
+from tests.helpers import finetune, read_jsonl
+from tests.task_data import TINY, write_conll, write_tagged_jsonl
+
+STEPS = ["trainer.max_steps=300", "trainer.batch_size=16", "optim.lr=3e-3", "trainer.eval_every=100",
+         "data.max_length=48", "trainer.log_every=10"]
+
+
+@pytest.fixture(scope="module")
+def ner(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ner")
+    train, test = write_conll(root / "train.conll", 600, seed=1), write_conll(root / "test.conll", 150, seed=2)
+    result = finetune("ner_conll", [f"data.train={train}", f"data.test={test}", *TINY, *STEPS], root / "run")
+    raw, run = load_run_config(result.run_dir, [])
+    report = pipeline.evaluate_run(result.run_dir, run, raw, console=Console(file=open(os.devnull, "w")))
+    return result, report, train
+
+
+def dictionary_baseline(train_path, test_rows):
+    """Each word's most frequent training tag: what a model that ignores context gets."""
+    from seqeval.metrics import f1_score
+
+    from fmctl.config.schema import DataConfig
+    from fmctl.data.conll import read_token_rows
+
+    counts: dict[str, Counter] = {}
+    for row in read_token_rows(train_path, DataConfig()):
+        for word, tag in zip(row.tokens, row.tags):
+            counts.setdefault(word, Counter())[tag] += 1
+    predicted = [[counts[w].most_common(1)[0][0] if w in counts else "O" for w in r["tokens"]] for r in test_rows]
+    return f1_score([r["tags"] for r in test_rows], predicted)
+
+
+def test_entity_f1_beats_a_context_free_baseline(ner):
+    result, report, train = ner
+    rows = read_jsonl(result.run_dir / "eval" / "predictions.jsonl")
+    baseline = dictionary_baseline(train, rows)
+    assert baseline < 0.97  # 'jordan' is a person or a place depending on the word before it
+    assert report["f1"] > baseline and report["f1"] > 0.97, (report, baseline)
+    assert result.metrics["test/f1"] == pytest.approx(report["f1"])
+    jordans = [(r["tags"][i], r["predictions"][i]) for r in rows for i, w in enumerate(r["tokens"]) if w == "jordan"]
+    assert len(jordans) > 10 and sum(g == p for g, p in jordans) / len(jordans) > 0.8  # context-free: 0.5
+
+
+def test_eval_files_are_per_word(ner):
+    result, report, _ = ner
+    rows = read_jsonl(result.run_dir / "eval" / "predictions.jsonl")
+    assert len(rows) == report["num_examples"] == 150
+    assert all(len(r["tokens"]) == len(r["tags"]) == len(r["predictions"]) for r in rows)
+    assert report["num_words"] == sum(len(r["tokens"]) for r in rows)
+    assert set(report["per_entity"]) == {"PER", "LOC", "ORG"}
+    saved = json.loads((result.run_dir / "eval" / "metrics.json").read_text())
+    assert saved["f1"] == pytest.approx(report["f1"]) and saved["split"] == "test"
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["label_names"] == ["B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "O"]
+
+
+def test_model_reloads_as_token_classifier_with_same_predictions(ner):
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    result, _, _ = ner
+    model_dir = result.run_dir / "model"
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert type(model).__name__ == "BertForTokenClassification"
+    assert model.config.id2label[5] == "O" and model.config.label2id["B-PER"] == 2
+    rows = read_jsonl(result.run_dir / "eval" / "predictions.jsonl")[:20]
+    for row in rows:
+        enc = tokenizer(row["tokens"], is_split_into_words=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            ids = model(**enc).logits[0].argmax(-1).tolist()
+        words, seen = [], set()
+        for position, word in enumerate(enc.word_ids(0)):
+            if word is not None and word not in seen:
+                seen.add(word)
+                words.append(model.config.id2label[ids[position]])
+        assert words == row["predictions"]
+
+
+def test_jsonl_with_gpt_and_pos_tags_reports_accuracy(tmp_path):
+    """Tags without B-/I- prefixes are not entities: token accuracy is the metric."""
+    path = write_tagged_jsonl(tmp_path / "train.jsonl", 300, seed=3)
+    pos = tmp_path / "pos.jsonl"
+    with open(pos, "w", encoding="utf-8") as handle:
+        for row in read_jsonl(path):
+            handle.write(json.dumps({"words": row["tokens"], "pos": ["NOUN" if t != "O" else "X" for t in row["tags"]]})
+                         + "\n")
+    result = finetune("ner_conll", [f"data.train={pos}", "data.tokens_column=words", "data.tags_column=pos",
+                                    "backbone=gpt", *TINY, *STEPS, "trainer.max_steps=40"], tmp_path / "run")
+    assert "val/f1" not in result.metrics
+    assert result.metrics["val/accuracy"] > 0.9, result.metrics  # majority tag 'X' is about 0.7
+
+
+def test_words_past_max_length_are_predicted_outside(tmp_path):
+    """Words the tokenizer cut off still get a prediction ('O'), so long sentences are
+    scored on every word, and the run says how many."""
+    from fmctl.data.alignment import NO_WORD
+    from fmctl.tasks.token_classification import TaggingMetrics
+    from fmctl.data.conll import TokenRow
+    import torch
+
+    rows = [TokenRow(["alice", "met", "bob", "in", "paris"], ["B-PER", "O", "B-PER", "O", "B-LOC"], 1, tmp_path)]
+    names = ["B-LOC", "B-PER", "O"]
+    metrics = TaggingMetrics(names, rows, entities=True, fill=2)
+    # [CLS] ali ##ce met bob [SEP]: the model saw three words, the last two were cut.
+    logits = torch.full((1, 6, 3), -5.0)
+    for position, label in ((1, 1), (3, 2), (4, 1)):
+        logits[0, position, label] = 5.0
+    batch = {"word_index": torch.tensor([[NO_WORD, 0, NO_WORD, 1, 2, NO_WORD]]), "sentence": torch.tensor([0]),
+             "labels": torch.zeros((1, 6), dtype=torch.long)}
+    metrics.update(logits, batch, None)
+    assert metrics.predicted[0] == ["B-PER", "O", "B-PER", "O", "O"]
+    report = metrics.report()
+    assert report["precision"] == 1.0 and report["recall"] == pytest.approx(2 / 3)
