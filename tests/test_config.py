@@ -18,7 +18,7 @@ NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train
 def test_every_recipe_composes_and_validates(recipe):
     _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
     assert run.recipe == recipe
-    assert run.backbone.name in ("bert", "gpt", "vit")
+    assert run.backbone.name in ("bert", "gpt", "t5", "vit")
     assert run.task.name in {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}.get(recipe, run.task.name)
     assert run.backbone.name in ("bert", "gpt", "t5", "vit")
 
