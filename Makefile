@@ -26,6 +26,7 @@ demo: install
 	$(VENV)/bin/fmctl finetune
 
 bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py

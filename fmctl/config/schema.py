@@ -51,6 +51,11 @@ class DataConfig:
     # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
     augment: bool = False
     num_workers: int = _bounded(0, ge=0)
+    # Batches of similar-length texts (less padding); the epoch order stays random.
+    group_by_length: bool = True
+    # Pad each batch's length up to a multiple of this; null: 8 on CUDA (tensor-core tiles),
+    # 1 on CPU (measured ~6% faster than 8 there).
+    pad_to_multiple_of: Optional[int] = _bounded(None, ge=1)
     # Pretraining on text: a folder written by `fmctl data prepare` (tokenizer + shards).
     prepared: Optional[str] = None
     # Re-hash every shard before training (a corrupt byte is found before step 1).

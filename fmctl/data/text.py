@@ -75,9 +75,18 @@ class EncodedDataset:
         return [len(f["input_ids"]) for f in self.features]
 
 
+def pad_multiple(run: Any) -> int:
+    """data.pad_to_multiple_of, or the device's better default."""
+    if run.data.pad_to_multiple_of:
+        return run.data.pad_to_multiple_of
+    from fmctl.loop.precision import pick_device
+
+    return 8 if pick_device(run.trainer.device) == "cuda" else 1
+
+
 class PaddingCollator:
-    """Pads each batch to its own longest sequence (rounded up to a multiple of 8, which
-    matrix kernels prefer) and counts the real tokens for throughput reporting."""
+    """Pads each batch to its own longest sequence (rounded up to `multiple_of`: GPU
+    matrix kernels prefer multiples of 8) and counts the real tokens for throughput."""
 
     def __init__(self, pad_token_id: int, multiple_of: int = 8):
         self.pad_token_id = pad_token_id

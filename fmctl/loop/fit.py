@@ -142,7 +142,9 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     if folder is not None:
         folder.save_pause = faults.pause_in_save
 
-    sampler = EpochSampler(len(data.train), seed=trainer.seed, rank=d.rank, world_size=d.world_size)
+    lengths = data.train.lengths() if run.data.group_by_length and hasattr(data.train, "lengths") else None
+    sampler = EpochSampler(len(data.train), seed=trainer.seed, rank=d.rank, world_size=d.world_size,
+                           lengths=lengths, batch_size=trainer.batch_size)
     loader_rng = torch.Generator()
     pin = device == "cuda"
     train_loader = make_loader(data.train, trainer.batch_size, data.collate, sampler, run.data.num_workers, pin,

@@ -5,6 +5,11 @@ data-parallel ranks can take interleaved slices of the same global order: rank r
 positions r, r+W, r+2W, ..., so the union of the ranks' k-th batches of size B is exactly
 the k-th global batch of size B*W. Every rank gets the same number of examples (the last
 size % W of an epoch's order are left out) so no rank waits for another at the end.
+
+With `lengths`, the order is length-grouped: the epoch's permutation is cut into windows
+of `bucket_batches` global batches, each window is sorted by length and cut into global
+batches, and the batches are shuffled. Batches then hold similar lengths (little padding)
+while which examples meet, and when, still changes every epoch.
 """
 from __future__ import annotations
 
@@ -13,12 +18,16 @@ from typing import Any
 
 
 class EpochSampler:
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 lengths: list[int] | None = None, batch_size: int = 1, bucket_batches: int = 50):
         self.size = size
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.lengths = lengths
+        self.global_batch = batch_size * world_size
+        self.bucket_batches = bucket_batches
         self.epoch = 0
         self.start = 0
 
@@ -34,7 +43,16 @@ class EpochSampler:
             return list(range(self.size))
         generator = torch.Generator()
         generator.manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is None:
+            return order
+        window = self.global_batch * self.bucket_batches
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + self.global_batch] for i in range(0, len(chunk), self.global_batch)]
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [index for b in shuffled for index in batches[b]]
 
     @property
     def per_rank(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fmctl.config.schema import ClassificationTaskConfig, RunConfig
 from fmctl.data.sources import fingerprint, split_paths
-from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, read_text_rows
+from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, pad_multiple, read_text_rows
 from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData
 from fmctl.tasks.classification import (
@@ -50,7 +50,8 @@ class TextClassification:
         self.label_names = names
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=PaddingCollator(tokenizer.pad_token_id), label_names=names, preprocessor=tokenizer,
+            collate=PaddingCollator(tokenizer.pad_token_id, pad_multiple(run)), label_names=names,
+            preprocessor=tokenizer,
             sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:

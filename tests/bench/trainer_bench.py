@@ -1,0 +1,193 @@
+"""`make bench` (fine-tuning part): fmctl's loop against the Hugging Face Trainer on the
+same model, data, batch size and number of optimizer steps.
+
+Contenders (each run in a fresh child process, alternated A B C A B C ... and reported as
+medians, because this machine is shared and noisy):
+  fmctl        fmctl's default configuration (length-grouped batches, fused AdamW, SDPA,
+               precision=auto), driven through fmctl's own data, model and fit().
+  hf_default   transformers.Trainer with its defaults and DataCollatorWithPadding.
+  hf_best      Trainer with its best settings here: train_sampling_strategy=group_by_length,
+               SDPA, fused AdamW, and bf16 where the CPU does it natively.
+All use one thread (torch.set_num_threads(1)); the figure is real (non-padding) tokens
+per second of process CPU time spent in the training call, so other load on the machine
+does not bias the ratio. The machine's limit is measured in the same run (fp32 and bf16
+2048^3 matmuls) and model FLOPs utilisation is reported against it.
+Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR]
+"""
+from __future__ import annotations
+
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHAPE = {"hidden_size": 512, "num_layers": 4, "num_heads": 8}
+BATCH = 32
+MAX_LENGTH = 128
+
+DRIVER = r'''
+import json, resource, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+contender, work, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+shape = json.loads(sys.argv[4]); batch = int(sys.argv[5]); max_length = int(sys.argv[6])
+train, val, tok_dir = work / "train.csv", work / "validation.csv", work / "tokenizer"
+
+def report(seconds, cpu, tokens, extra):
+    print(json.dumps({"contender": contender, "seconds": seconds, "cpu_seconds": cpu, "real_tokens": tokens,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
+
+if contender == "fmctl":
+    from rich.console import Console
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.validate import validate
+    from fmctl.loop.fit import fit, seed_everything
+    from fmctl.tasks import get_task
+    args = ["recipe=text_csv", f"data.train={train}", f"data.validation={val}", f"backbone.tokenizer={tok_dir}",
+            f"backbone.hidden_size={shape['hidden_size']}", f"backbone.num_layers={shape['num_layers']}",
+            f"backbone.num_heads={shape['num_heads']}", f"data.max_length={max_length}", f"trainer.batch_size={batch}",
+            f"trainer.max_steps={steps}", "trainer.eval_every=100000", "trainer.log_every=100000",
+            "trainer.progress=off", "trainer.num_threads=1", "run_dir=/tmp/unused", *sys.argv[7:]]
+    run = validate(preflight(parse_invocation(args)).config)
+    seed_everything(0)
+    task = get_task(run.task); data = task.prepare(run); model = task.build_model(run, data)
+    counted = {"tokens": 0}
+    collate = data.collate
+    def counting(items):
+        out = collate(items); counted["tokens"] += out["num_tokens"]; return out
+    data.collate = counting
+    data.validation = None  # time training only
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fit(model, task, data, run, None, Console(quiet=True))
+    report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"], {"precision": result.precision})
+else:
+    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DataCollatorWithPadding,
+                              Trainer, TrainingArguments)
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+    import csv
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    rows = list(csv.DictReader(open(train, encoding="utf-8")))
+    names = sorted({r["label"] for r in rows})
+    features = [dict(tok(r["text"], truncation=True, max_length=max_length), labels=names.index(r["label"])) for r in rows]
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=shape["hidden_size"], num_hidden_layers=shape["num_layers"],
+                        num_attention_heads=shape["num_heads"], intermediate_size=4 * shape["hidden_size"],
+                        num_labels=len(names), pad_token_id=tok.pad_token_id)
+    model = BertForSequenceClassification(config)
+    best = contender == "hf_best"
+    from fmctl.loop.precision import cpu_has_bf16
+    options = dict(output_dir=str(work / f"hf_{contender}"), per_device_train_batch_size=batch, max_steps=steps,
+                   learning_rate=5e-4, save_strategy="no", report_to="none", disable_tqdm=True,
+                   logging_strategy="no", use_cpu=True, seed=0)
+    if best:
+        options.update(train_sampling_strategy="group_by_length", optim="adamw_torch_fused", bf16=cpu_has_bf16())
+    counted = {"tokens": 0}
+    pad = DataCollatorWithPadding(tok)
+    def collate(items):
+        counted["tokens"] += sum(len(i["input_ids"]) for i in items); return pad(items)
+    trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=features, data_collator=collate)
+    start, cpu = time.perf_counter(), time.process_time()
+    trainer.train()
+    report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"],
+           {"precision": "bf16" if options.get("bf16") else "fp32"})
+'''
+
+
+def make_data(work: Path, n_train: int = 4000, n_val: int = 400, seed: int = 0) -> None:
+    """Review-like texts whose lengths follow a long-tailed (log-normal) distribution, as
+    real text does, so padding matters; the label depends on sentiment words (learnable)."""
+    import csv
+    import math
+
+    rng = random.Random(seed)
+    positive, negative = ["great", "excellent", "loved", "superb", "reliable"], ["awful", "broken", "poor", "refund", "faulty"]
+    filler = [f"w{i}" for i in range(800)]
+    for name, count in (("train", n_train), ("validation", n_val)):
+        with open(work / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for _ in range(count):
+                label = rng.choice(["positive", "negative"])
+                n = min(int(math.exp(rng.gauss(3.4, 0.7))), 200)
+                words = [rng.choice(filler) for _ in range(max(n, 3))]
+                for _ in range(max(1, n // 15)):
+                    words.insert(rng.randrange(len(words)), rng.choice(positive if label == "positive" else negative))
+                writer.writerow([" ".join(words), label])
+    from fmctl.data.text import read_text_rows
+    from fmctl.config.schema import DataConfig
+    from fmctl.data.tokenizer_training import train_tokenizer
+
+    texts = [r.text for r in read_text_rows(work / "train.csv", DataConfig())]
+    train_tokenizer(texts, "wordpiece", 8000, MAX_LENGTH).save_pretrained(work / "tokenizer")
+
+
+def run(contender: str, work: Path, steps: int, extra: list[str] = ()) -> dict:
+    """One contender in a fresh process; `extra` adds fmctl overrides (to measure a change)."""
+    done = subprocess.run([sys.executable, "-c", DRIVER, contender, str(work), str(steps), json.dumps(SHAPE),
+                           str(BATCH), str(MAX_LENGTH), *extra], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{contender} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def matmul_peaks() -> dict[str, float]:
+    import torch
+
+    from fmctl.loop.flops import measure_peak_flops
+
+    torch.set_num_threads(1)
+    return {p: measure_peak_flops("cpu", p, seconds=1.0, clock="cpu") for p in ("fp32", "bf16")}
+
+
+def flops_per_token(seq: float) -> float:
+    """6 x non-embedding parameters + attention (12 x layers x width x sequence)."""
+    h, layers = SHAPE["hidden_size"], SHAPE["num_layers"]
+    body = layers * (4 * h * h + 2 * h * 4 * h) + h * h  # attention, MLP, pooler
+    return 6 * body + 12 * layers * h * seq
+
+
+def main(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "tokenizer").exists():
+        make_data(work)
+    results: dict[str, list[dict]] = {"fmctl": [], "hf_default": [], "hf_best": []}
+    for _ in range(rounds):
+        for contender in results:
+            results[contender].append(run(contender, work, steps))
+    peaks = matmul_peaks()
+    rows = [("machine limit (1 thread)", f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")]
+    rate = {c: statistics.median(r["real_tokens"] / r["cpu_seconds"] for r in rs) for c, rs in results.items()}
+    for contender, rs in results.items():
+        precision = rs[0]["precision"]
+        mean_seq = statistics.median(r["real_tokens"] for r in rs) / (steps * BATCH)
+        mfu = rate[contender] * flops_per_token(mean_seq) / peaks[precision]
+        rows.append((contender, f"{rate[contender]:,.0f} real tokens per CPU-second ({precision}), MFU {mfu:.1%}, "
+                                f"peak RSS {statistics.median(r['peak_rss_mb'] for r in rs):.0f} MB"))
+    rows.append(("fmctl / hf_default", f"{rate['fmctl'] / rate['hf_default']:.2f}x (target >= 3x)"))
+    rows.append(("fmctl / hf_best", f"{rate['fmctl'] / rate['hf_best']:.2f}x (target >= 1.3x)"))
+    return rows
+
+
+def help_time() -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "fmctl", "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    work = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("runs/bench/trainer")
+    rows = main(steps, rounds, work)
+    rows.append(("fmctl --help wall time", f"{help_time():.2f} s (target <= 0.3 s)"))
+    for name, value in rows:
+        print(f"{name:28s} {value}")
