@@ -171,7 +171,8 @@ def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunF
         metrics.update({f"test/{k}": v for k, v in test.items()})
     folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
                            model_step=result.best_step if result.best_step is not None else result.steps,
-                           precision=result.precision, device=result.device, stopped_early=result.stopped_early,
+                           precision=result.precision, device=result.device, kernels=result.kernels,
+                           stopped_early=result.stopped_early,
                            nonfinite_skipped=result.nonfinite_skipped, processes=run.trainer.nproc,
                            strategy=run.trainer.strategy, train_seconds=round(result.train_seconds, 2))
     return result, metrics

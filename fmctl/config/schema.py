@@ -282,6 +282,9 @@ class TrainerConfig:
     # ddp: a full replica per process; fsdp: parameters, gradients and optimizer state
     # sharded by transformer block (fully_shard), for models that do not fit one device.
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    # Fused Triton kernels (LM-head linear+cross-entropy, LayerNorm, bias+GELU): auto uses
+    # them on CUDA when triton is installed; torch never; triton insists.
+    kernels: Literal["auto", "triton", "torch"] = "auto"
 
 
 @dataclass

@@ -52,6 +52,7 @@ class FitResult:
     last_metrics: dict[str, float]
     precision: str
     device: str
+    kernels: str = "torch"
     stopped_early: bool = False
     nonfinite_skipped: int = 0
     train_seconds: float = 0.0
@@ -135,6 +136,15 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         torch.set_num_threads(trainer.num_threads)
     model.to(device)
     model.train()
+    from fmctl.kernels import choose
+
+    kernels = choose(trainer.kernels, device)
+    if kernels == "triton":
+        from fmctl.kernels.patch import apply as patch_kernels
+
+        patched = patch_kernels(model)
+        if hasattr(task, "fused_loss"):
+            task.fused_loss = True
     net = distributed.wrap(TaskForward(model, task), model, trainer.strategy, d, device)
     ddp = d.enabled and trainer.strategy == "ddp"
     sharded = d.enabled and trainer.strategy == "fsdp"
@@ -187,7 +197,9 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
     display = Display(trainer.progress if d.is_main else "off", total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
-                    f"×{trainer.grad_accum}, precision {precision.name}, device {device}"
+                    f"×{trainer.grad_accum}, precision {precision.name}, device {device}, kernels {kernels}"
+                    + (f" ({patched['layer_norms']} LayerNorms, {patched['bias_gelu']} bias+GELU, fused LM loss: "
+                       f"{'yes' if getattr(task, 'fused_loss', False) else 'no'})" if kernels == "triton" else "")
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
 
     flops_per_token = peak = None
@@ -438,6 +450,6 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                         f"of {monitor}")
     return FitResult(steps=progress.step, epochs=round(progress.step / steps_per_epoch, 4),
                      best_step=progress.best_step, best_metrics=progress.best_metrics,
-                     last_metrics=progress.last_metrics, precision=precision.name, device=device,
+                     last_metrics=progress.last_metrics, precision=precision.name, device=device, kernels=kernels,
                      stopped_early=stopped_early, nonfinite_skipped=progress.nonfinite_skipped,
                      train_seconds=time.perf_counter() - train_start, history=history)

@@ -28,6 +28,13 @@ def _prepare_blocks(run: RunConfig, block: int) -> tuple[dict[str, Any], Any, di
     return meta, tokenizer, blocks
 
 
+class FusedLoss:
+    """A training step's loss computed by the fused kernel (no logits to score)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 class LMMetrics:
     """Token-weighted loss, perplexity and prediction accuracy over an evaluation pass."""
 
@@ -73,6 +80,9 @@ class _LanguageModeling:
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.head_fraction = 1.0
+        # Set by the loop when trainer.kernels picks Triton: training steps compute the
+        # loss with fused linear + cross-entropy and never build the logits.
+        self.fused_loss = False
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         from fmctl.models.text import build_language_model
@@ -86,6 +96,8 @@ class _LanguageModeling:
     def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
         import torch.nn.functional as F
 
+        if isinstance(outputs, FusedLoss):
+            return outputs.value
         logits, targets = outputs
         return F.cross_entropy(logits.float(), targets)
 
@@ -151,6 +163,13 @@ class MaskedLM(_LanguageModeling):
         hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         chosen = batch["labels"] != -100
         head = getattr(model, "cls", None) or getattr(model, "lm_head")
+        predictions = getattr(head, "predictions", None)  # BERT: transform, then the vocabulary decoder
+        if self.fused_loss and model.training and predictions is not None:
+            from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
+
+            decoder = predictions.decoder
+            return FusedLoss(fused_linear_cross_entropy(predictions.transform(hidden[chosen]), decoder.weight,
+                                                        batch["labels"][chosen], bias=decoder.bias))
         return head(hidden[chosen]), batch["labels"][chosen]
 
 
@@ -171,5 +190,12 @@ class CausalLM(_LanguageModeling):
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         ids = batch["input_ids"]
+        if self.fused_loss and model.training:
+            from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
+
+            hidden = model.base_model(input_ids=ids).last_hidden_state[:, :-1]
+            head = model.get_output_embeddings()
+            return FusedLoss(fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
+                                                        ids[:, 1:].reshape(-1), bias=head.bias))
         logits = model(input_ids=ids).logits
         return logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
