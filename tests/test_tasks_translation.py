@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gpt(corpus, tmp_path_factory):
     result = finetune("translation_gpt", [f"data.train={corpus['train']}", f"data.test={corpus['test']}", *TINY,
-                                          *COMMON, "trainer.max_steps=250", "trainer.eval_every=250"],
+                                          *COMMON, "trainer.max_steps=350", "trainer.eval_every=350"],
                       tmp_path_factory.mktemp("gpt") / "run")
     return result, evaluate(result.run_dir)
 
