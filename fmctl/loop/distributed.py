@@ -93,7 +93,10 @@ def wrap(net: Any, model: Any, strategy: str, d: Dist, device: str) -> Any:
         return DistributedDataParallel(net, device_ids=[d.local_rank] if device == "cuda" else None)
     from torch.distributed.fsdp import fully_shard
 
+    from fmctl.models.cls_only import full_last_layer
     from fmctl.models.groups import find_blocks
+
+    full_last_layer(model)  # FSDP unshards a block around the block's own forward; run every block whole
 
     blocks = model.get_submodule(find_blocks(model))
     for block in blocks:

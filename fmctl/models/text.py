@@ -82,7 +82,12 @@ def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_nam
     updates: dict[str, Any] = label_metadata(label_names)
     if problem_type:
         updates["problem_type"] = problem_type
-    return build_model(cfg, tokenizer, "sequence_classification", **updates)
+    model = build_model(cfg, tokenizer, "sequence_classification", **updates)
+    if cfg.cls_only_last_layer:
+        from fmctl.models.cls_only import use_cls_only_last_layer
+
+        use_cls_only_last_layer(model)
+    return model
 
 
 def label_metadata(label_names: list[str]) -> dict[str, Any]:
@@ -175,6 +180,10 @@ def load_for_inference(folder: Path, head: str = "sequence_classification") -> t
 
     _quiet_transformers()
     model = getattr(transformers, HEADS[head]).from_pretrained(str(folder), dtype=torch.float32)
+    if head == "sequence_classification":  # exact, and faster for eval, export and predict
+        from fmctl.models.cls_only import use_cls_only_last_layer
+
+        use_cls_only_last_layer(model)
     return model, transformers.AutoTokenizer.from_pretrained(str(folder))
 
 
