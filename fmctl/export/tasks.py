@@ -1,10 +1,12 @@
 """How each task's model meets the outside world: named inputs, real batches, preprocessing.
 
 An export needs, per task: the model as a module taking positional tensors in a fixed,
-named order and returning one output; which axes are dynamic; real inputs from the run's
-validation data (for the parity check, the metrics and the latency figures); and a
-description of the preprocessing a deployment must reproduce. A new task (token
-classification, QA, seq2seq) plugs in by adding a class here and a row in TASK_IO.
+named order and returning its named outputs (one, or several such as QA's start_logits and
+end_logits); which axes are dynamic; real inputs from the run's validation data (for the
+parity check, the metrics and the latency figures); what agreement means for the task's
+predictions (measures.py); a description of the preprocessing a deployment must
+reproduce and of the post-processing that turns outputs into answers. A new task plugs in
+by adding a class here and a row in TASK_IO (and its formats in formats.SUPPORTED).
 """
 from __future__ import annotations
 
@@ -26,24 +28,27 @@ class Batch:
 
 
 class _Positional:
-    """Builds an nn.Module whose forward takes the inputs positionally and returns logits;
-    exporters and tracers need a plain signature and a single tensor output."""
+    """Builds an nn.Module whose forward takes the inputs positionally and returns its
+    outputs as a tensor (one output) or a tuple of tensors in `outputs` order; exporters
+    and tracers need a plain signature and plain tensor outputs."""
 
     @staticmethod
-    def wrap(model: Any, names: list[str], call: str) -> Any:
+    def wrap(model: Any, names: list[str], call: str, outputs: tuple[str, ...] = ("logits",)) -> Any:
         import torch
 
-        class Logits(torch.nn.Module):
+        class Outputs(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
 
             def forward(self, *inputs: Any) -> Any:
-                if call == "kwargs":
-                    return self.model(**dict(zip(names, inputs))).logits
-                return self.model(*inputs)
+                if call != "kwargs":
+                    return self.model(*inputs)
+                result = self.model(**dict(zip(names, inputs)))
+                values = tuple(getattr(result, name) for name in outputs)
+                return values[0] if len(values) == 1 else values
 
-        return Logits().eval()
+        return Outputs().eval()
 
 
 class TaskIO:
@@ -52,6 +57,8 @@ class TaskIO:
 
     task_name = ""
     output_names = ["logits"]
+    # How a user rebuilds model/ with transformers (the hf and safetensors manifests say it).
+    auto_class = "AutoModelForSequenceClassification"
 
     def __init__(self, run: RunConfig, run_dir: Path):
         from fmctl.tasks import get_task
@@ -116,21 +123,40 @@ class TaskIO:
     def max_sequence(self) -> int | None:
         return None
 
+    def output_specs(self) -> list[dict[str, Any]]:
+        """Names, dtypes and symbolic shapes of the outputs (what the manifest declares)."""
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", len(self.label_names)]}]
+
+    def output_axes(self) -> dict[str, dict[int, str]]:
+        return {spec["name"]: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)}
+                for spec in self.output_specs()}
+
+    def measure(self) -> Any:
+        """What agreement of predictions means for this task (fmctl.export.measures)."""
+        from fmctl.export.measures import ArgmaxLabel
+
+        return ArgmaxLabel()
+
+    def postprocessing(self) -> dict[str, Any]:
+        """How outputs become predictions, for the manifest (and for fmctl predict)."""
+        return {"kind": "softmax_label", "output": "logits", "labels": "label_names"}
+
 
 class TextClassificationIO(TaskIO):
     """Token ids, attention mask (and token type ids for BERT-style pairs) in; logits out."""
 
     task_name = "text_classification"
+    model_inputs = ("input_ids", "attention_mask", "token_type_ids")
 
     def input_names(self) -> list[str]:
         # The collator emits token_type_ids only when the tokenizer makes them (BERT, not GPT).
         if not hasattr(self, "_names"):
             sample = self.data.collate([self.data.validation[0]])
-            self._names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
+            self._names = [name for name in self.model_inputs if name in sample]
         return self._names
 
     def module(self, model: Any) -> Any:
-        return _Positional.wrap(model, self.input_names(), "kwargs")
+        return _Positional.wrap(model, self.input_names(), "kwargs", tuple(self.output_names))
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {name: {0: "batch", 1: "sequence"} for name in self.input_names()}
@@ -159,6 +185,109 @@ class TextClassificationIO(TaskIO):
             "text_column": self.run.data.text_column,
             "text_pair_column": self.run.data.text_pair_column,
         }
+
+
+class RegressionIO(TextClassificationIO):
+    """Text (pairs) in; one number per example out, compared by its difference alone."""
+
+    task_name = "regression"
+
+    @property
+    def label_names(self) -> list[str]:
+        from fmctl.tasks.text_inputs import saved_label_names
+
+        return saved_label_names(self.model_dir) or ["score"]
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", 1]}]
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import DifferenceOnly
+
+        return DifferenceOnly()
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "regression", "output": "logits", "value": "logits[:, 0]", "target": self.label_names[0]}
+
+
+class MultilabelIO(TextClassificationIO):
+    """Text (pairs) in; one logit per label out; a label is predicted at sigmoid >= threshold."""
+
+    task_name = "multilabel_classification"
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import ThresholdSet
+
+        return ThresholdSet(self.run.task.threshold)
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "sigmoid_threshold", "output": "logits", "threshold": float(self.run.task.threshold),
+                "labels": "label_names"}
+
+
+class TokenClassificationIO(TextClassificationIO):
+    """Words (split into pieces) in; a tag distribution per token out, read back per word
+    from each word's first piece."""
+
+    task_name = "token_classification"
+    auto_class = "AutoModelForTokenClassification"
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(self.label_names)]}]
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax()
+
+    def write_preprocessing(self, folder: Path) -> dict[str, Any]:
+        prep = super().write_preprocessing(folder)
+        prep.update(words="split on whitespace (or given as a list of words)", is_split_into_words=True,
+                    truncation="longest_first", tokens_column=self.run.data.tokens_column, text_pair_column=None)
+        return prep
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "word_tags", "output": "logits", "labels": "label_names",
+                "word_tag": "argmax of the word's first piece", "fill_label": self.task.fill_label}
+
+
+class ExtractiveQAIO(TextClassificationIO):
+    """Question + context windows in; start_logits and end_logits per token out; the answer
+    is the best span over all windows of a question, mapped back to context characters."""
+
+    task_name = "extractive_qa"
+    output_names = ["start_logits", "end_logits"]
+    auto_class = "AutoModelForQuestionAnswering"
+
+    @property
+    def label_names(self) -> list[str]:
+        return []
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": name, "dtype": "float32", "shape": ["batch", "sequence"]} for name in self.output_names]
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import SpanMatch
+
+        return SpanMatch(self.run.task.max_answer_length)
+
+    def write_preprocessing(self, folder: Path) -> dict[str, Any]:
+        prep = super().write_preprocessing(folder)
+        tokenizer = self.data.preprocessor
+        prep.update(truncation="only_second", stride=int(self.run.task.doc_stride), return_overflowing_tokens=True,
+                    return_offsets_mapping=True, cls_token_id=tokenizer.cls_token_id, text_column=None,
+                    text_pair_column=None, question_column="question", context_column="context",
+                    windows="question + context; contexts longer than max_length are cut into windows that "
+                            "overlap by `stride` tokens")
+        return prep
+
+    def postprocessing(self) -> dict[str, Any]:
+        cfg = self.run.task
+        return {"kind": "answer_span", "outputs": list(self.output_names), "max_answer_length": cfg.max_answer_length,
+                "n_best": cfg.n_best, "doc_stride": cfg.doc_stride, "allow_no_answer": bool(self.task.allow_no_answer),
+                "null_score_threshold": cfg.null_score_threshold,
+                "span": "best start + end logit over every window of the question: context tokens only, end >= "
+                        "start, at most max_answer_length tokens; characters from the offset mapping"}
 
 
 class ImageClassificationIO(TaskIO):
@@ -197,4 +326,8 @@ class ImageClassificationIO(TaskIO):
 TASK_IO: dict[str, type[TaskIO]] = {
     "text_classification": TextClassificationIO,
     "image_classification": ImageClassificationIO,
+    "token_classification": TokenClassificationIO,
+    "extractive_qa": ExtractiveQAIO,
+    "regression": RegressionIO,
+    "multilabel_classification": MultilabelIO,
 }
