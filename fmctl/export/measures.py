@@ -49,8 +49,16 @@ class ArgmaxLabel:
 
 
 class TokenArgmax:
+    """Argmax per token, over the real tokens (attention mask 1; every position when the
+    outputs are not over the masked sequence, as T5's decoder logits are not)."""
+
     name = "tag (real tokens)"
     metric = "token accuracy"
+
+    def __init__(self, score: bool = True):
+        self.score = score          # False: labels are not aligned with outputs (causal LM shift)
+        if not score:
+            self.name, self.metric = "argmax token (real tokens)", None
 
     def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
         return outputs[0].argmax(-1)
@@ -58,11 +66,12 @@ class TokenArgmax:
     def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
         import numpy as np
 
-        mask = inputs["attention_mask"] == 1 if "attention_mask" in inputs else np.ones(ref.shape, dtype=bool)
+        mask = inputs.get("attention_mask")
+        mask = mask == 1 if mask is not None and mask.shape == ref.shape else np.ones(ref.shape, dtype=bool)
         return int(((ref == cand) & mask).sum()), int(mask.sum())
 
     def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
-        if labels.shape != pred.shape:
+        if not self.score or labels.shape != pred.shape:
             return None
         scored = labels != IGNORE
         return int(((pred == labels) & scored).sum()), int(scored.sum())

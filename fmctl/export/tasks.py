@@ -82,6 +82,14 @@ class TaskIO:
     def load_model(self) -> Any:
         return self.task.load_model(self.model_dir).eval()
 
+    def save_model(self, model: Any, folder: Path) -> None:
+        """The hf export's model/ folder (the task's own save_pretrained layout)."""
+        self.task.save_model(model, self.data, folder)
+
+    def reload(self, folder: Path) -> Any:
+        """An hf export's model/ folder loaded back, as a deployment loads it."""
+        return self.task.load_model(folder).eval()
+
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         """Real validation batches: first a single example (batch 1 is what a service
         sees), then `batch_size` at a time, up to `limit` examples in all."""
@@ -323,6 +331,132 @@ class ImageClassificationIO(TaskIO):
                 "interpolation": prep["interpolation"], "layout": "NCHW", "scale": "1/255 then (x - mean) / std"}
 
 
+class _LanguageModelIO(TextClassificationIO):
+    """Generation and masked-modelling heads: exported as weights (safetensors) or an hf
+    folder only (formats.SUPPORTED), checked on real validation blocks/pairs by the
+    vocabulary logits and their argmax token over the real tokens."""
+
+    @property
+    def label_names(self) -> list[str]:
+        return []
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", "vocab"]}]
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax(score=False)
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "vocabulary_logits", "output": "logits"}
+
+
+class CausalLMIO(_LanguageModelIO):
+    task_name = "clm"
+    auto_class = "AutoModelForCausalLM"
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "generate", "output": "logits",
+                "how": "fmctl predict RUN --prompt TEXT, or transformers' generate() on the hf folder"}
+
+
+class MaskedLMIO(_LanguageModelIO):
+    """Validation blocks with their masked positions; scored on the masked tokens."""
+
+    task_name = "mlm"
+    auto_class = "AutoModelForMaskedLM"
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax()
+
+
+class Seq2SeqIO(_LanguageModelIO):
+    """GPT: source <sep> target as one sequence; T5: source in, teacher-forced target
+    (decoder_input_ids) out. Generation settings go to the manifest for fmctl predict."""
+
+    task_name = "translation"
+    model_inputs = ("input_ids", "attention_mask", "decoder_input_ids")
+
+    @property
+    def auto_class(self) -> str:  # type: ignore[override]
+        self.data  # noqa: B018  prepare decides decoder_only from model/config.json
+        return "AutoModelForCausalLM" if self.task.decoder_only else "AutoModelForSeq2SeqLM"
+
+    def load_model(self) -> Any:
+        self.data  # noqa: B018  GPT or T5 head: prepare reads it from model/config.json
+        return super().load_model()
+
+    def write_preprocessing(self, folder: Path) -> dict[str, Any]:
+        prep = super().write_preprocessing(folder)
+        prep.update(max_length=int(self.run.data.max_length), source_column=self.run.data.source_column,
+                    text_column=None, text_pair_column=None,
+                    padding="left (GPT prompts)" if self.task.decoder_only else "right")
+        return prep
+
+    def postprocessing(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        cfg = self.run.task
+        return {"kind": "generate", "output": "logits", "separator": cfg.separator, "source_prefix": cfg.source_prefix,
+                "decoder_only": bool(self.task.decoder_only), "generation": asdict(cfg.generation)}
+
+
+class MaskedImageIO(ImageClassificationIO):
+    """A SimMIM run keeps only its ViT encoder in model/ (timm layout): exported as weights
+    or an hf (timm) folder and checked on the pooled features of validation images."""
+
+    task_name = "mim"
+    output_names = ["features"]
+
+    @property
+    def label_names(self) -> list[str]:
+        return []
+
+    @property
+    def data(self) -> Any:
+        if self._data is None:
+            from fmctl.data.images import build_transform
+            from fmctl.data.images import collate_images
+            from fmctl.models import vision
+
+            data = self.task.prepare(self.run, model_dir=self.model_dir, splits=("validation",))
+            data.preprocessor = vision.preprocessing(self.load_model())
+            data.validation.transform = build_transform(data.preprocessor, train=False, augment=False)
+            data.collate = collate_images
+            self._data = data
+        return self._data
+
+    def load_model(self) -> Any:
+        from fmctl.models import vision
+
+        return vision.load_for_inference(self.model_dir).eval()
+
+    def save_model(self, model: Any, folder: Path) -> None:
+        from fmctl.models import vision
+
+        vision.save(model, folder, [])
+
+    def reload(self, folder: Path) -> Any:
+        from fmctl.models import vision
+
+        return vision.load_for_inference(folder).eval()
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "features", "dtype": "float32", "shape": ["batch", "features"]}]
+
+    def measure(self) -> Any:
+        from fmctl.export.measures import DifferenceOnly
+
+        return DifferenceOnly()
+
+    def postprocessing(self) -> dict[str, Any]:
+        return {"kind": "features", "output": "features", "use": "a starting point for fine-tuning "
+                "(fmctl finetune backbone.pretrained=...)"}
+
+
 TASK_IO: dict[str, type[TaskIO]] = {
     "text_classification": TextClassificationIO,
     "image_classification": ImageClassificationIO,
@@ -330,4 +464,9 @@ TASK_IO: dict[str, type[TaskIO]] = {
     "extractive_qa": ExtractiveQAIO,
     "regression": RegressionIO,
     "multilabel_classification": MultilabelIO,
+    "translation": Seq2SeqIO,
+    "seq2seq": Seq2SeqIO,
+    "clm": CausalLMIO,
+    "mlm": MaskedLMIO,
+    "mim": MaskedImageIO,
 }

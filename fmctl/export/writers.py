@@ -195,8 +195,8 @@ def write_safetensors(ctx: Context, folder: Path) -> dict[str, Any]:
 
 def write_hf(ctx: Context, folder: Path) -> dict[str, Any]:
     model_folder = folder / "model"
-    ctx.io.task.save_model(ctx.model, ctx.io.data, model_folder)
-    reloaded = ctx.io.task.load_model(model_folder).eval()
+    ctx.io.save_model(ctx.model, model_folder)
+    reloaded = ctx.io.reload(model_folder)
     candidate = _torch_candidate(ctx.io.module(reloaded), ctx.io.input_names())
     result, comparison = _check(ctx, candidate, "hf folder reloaded", ctx.options.atol, ctx.options.min_agreement)
     library = "timm" if (model_folder / "config.json").read_text(encoding="utf-8").find('"model_args"') >= 0 \
