@@ -211,7 +211,7 @@ def test_onnx_prediction_of_tags_and_spans_never_imports_torch(name, runs, onnx_
 def translation_runs(root):
     pairs = write_parallel_tsv(root / "pairs.tsv", 400, seed=1)
     common = [f"data.train={pairs}", *TINY, *FAST, "data.max_length=32", "data.max_target_length=32",
-              "task.generation.max_new_tokens=12", "trainer.batch_size=32", "optim.lr=3e-3", "trainer.max_steps=30"]
+              "task.generation.max_new_tokens=12", "trainer.batch_size=32", "optim.lr=3e-3", "trainer.max_steps=80"]
     return {"gpt": finetune("translation_gpt", common, root / "gpt").run_dir,
             "t5": finetune("translation_t5", [*common, "backbone.num_heads=4"], root / "t5").run_dir}
 
@@ -233,10 +233,24 @@ def test_translation_from_run_folder_and_hf_export_agree(name, translation_runs,
     run_rows, hf_rows = read_jsonl(tmp_path / "run.jsonl"), read_jsonl(tmp_path / "hf.jsonl")
     assert run_rows == hf_rows and [r["source"] for r in run_rows] == ["wba wbe wbi", "wbo wda", "wku wsa wte wli"]
     assert all(isinstance(r["translation"], str) for r in run_rows)
-    # the task's own generate: the same text eval's batched path makes for these sources
-    from fmctl.predict.generate import Translator
+    # the task's own generate: predict's encoding gives the text evaluation generates for
+    # the same sources (prefix, separator or </s>, left-padded GPT prompts, settings)
+    import torch
+
     from fmctl.config.compose import load_run_config
+    from fmctl.predict.generate import Translator
+    from fmctl.tasks import get_task
 
     _, run = load_run_config(run_dir, [])
-    again = Translator.from_run(run_dir, run)([{"source": s} for s in ("wba wbe wbi", "wbo wda", "wku wsa wte wli")])
-    assert [r["translation"] for r in again] == [r["translation"] for r in run_rows]
+    task = get_task(run.task)
+    data = task.prepare(run, model_dir=run_dir / "model", splits=("validation",))
+    batch = data.collate([data.validation[i] for i in range(6)])
+    with torch.no_grad():
+        generated = task.eval_forward(task.load_model(run_dir / "model").eval(), batch)
+    metrics = task.new_metrics()
+    metrics.update(generated, batch, None)
+    hypotheses, _ = metrics.texts()
+    sources = [task.pairs[i].source for i in sorted(batch["pair"].tolist())]
+    predicted = Translator.from_run(run_dir, run)([{"source": s} for s in sources])
+    assert [r["translation"] for r in predicted] == hypotheses
+    assert len(set(hypotheses)) > 1          # varied output, so agreeing means something
