@@ -124,7 +124,7 @@ def export(
     console().print(export_table(result.manifest))
 
 
-@app.command("predict", short_help="Predict labels with a run folder or an export.")
+@app.command("predict", short_help="Predict with a run folder or an export (labels, tags, spans, text).")
 def predict(
     target: Path = typer.Argument(..., help="A run folder or an export folder (onnx, torchscript, hf)."),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV/TSV/JSONL/Parquet (optionally .gz) or .txt (one text a line)."),

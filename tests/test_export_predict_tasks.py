@@ -131,6 +131,17 @@ def test_onnx_matches_pytorch_with_the_task_measure(name, runs, onnx_exports):
     assert (onnx_exports[name].folder / "tokenizer" / "tokenizer.json").is_file()
 
 
+def test_int8_token_classification_is_judged_on_tags(runs, tmp_path):
+    result = export_run(runs[0]["ner"], ExportOptions(fmt="onnx", quantize="int8", exporter="torchscript"),
+                        out=tmp_path / "onnx-int8", log=quiet)
+    int8 = result.manifest["parity_int8"]
+    assert int8["agreement"] == "tag (real tokens)" and int8["passed"] and int8["label_agreement"] >= 0.95
+    assert int8["max_abs_diff"] > 0                               # really quantized
+    accuracy = result.manifest["evaluation"]["accuracy"]
+    assert result.manifest["evaluation"]["metric"] == "token accuracy"
+    assert accuracy["onnx_int8"] >= accuracy["pytorch_fp32"] - 0.05
+
+
 def test_token_tags_are_per_word_and_the_same_from_run_and_onnx(runs, onnx_exports, tmp_path):
     run_dirs, inputs = runs
     from_run = predict(run_dirs["ner"], input_file=inputs["ner"], out=tmp_path / "run.jsonl", log=quiet)
