@@ -170,6 +170,9 @@ def test_qa_spans_from_long_contexts_are_the_same_from_run_and_onnx(runs, onnx_e
     assert max(abs(a["score"] - b["score"]) for a, b in zip(run_rows[:30], onnx_rows[:30])) <= 1e-3
     for row in run_rows[:30]:
         assert row["context"][row["start"]:row["end"]] == row["answer"]
+    traced = export_run(run_dirs["qa"], ExportOptions(fmt="torchscript"), out=tmp_path / "ts", log=quiet).folder
+    predict(traced, input_file=source, out=tmp_path / "ts.jsonl", log=quiet)
+    assert [r.get("answer") for r in read_jsonl(tmp_path / "ts.jsonl")] == [r.get("answer") for r in run_rows]
     found = np.mean([r["context"].split("code ")[1].split()[0] == r["answer"] for r in run_rows[:30]])
     long_found = np.mean([r["context"].split("code ")[1].split()[0] == r["answer"] for r in run_rows[:30:3]])
     assert found > 0.6 and long_found > 0.5   # including contexts read in several windows
@@ -265,3 +268,85 @@ def test_translation_from_run_folder_and_hf_export_agree(name, translation_runs,
     predicted = Translator.from_run(run_dir, run)([{"source": s} for s in sources])
     assert [r["translation"] for r in predicted] == hypotheses
     assert len(set(hypotheses)) > 1          # varied output, so agreeing means something
+
+
+def test_light_encoders_match_fmctl_tokenization_for_words_and_windows(runs, onnx_exports):
+    """The torch-free word and QA-window encoders give the ids, word starts, windows and
+    character offsets that fmctl's own (transformers) path gives, long contexts included."""
+    from fmctl.models.text import load_tokenizer_only
+    from fmctl.predict import encode
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    manifest = onnx_exports["ner"].manifest
+    words = [{"text": ["alice", "met", "josé", "in", "san", "josé", "😀"] * 9}, {"text": "visit jordan — today ."}]
+    light = encode.LightWordEncoder(onnx_exports["ner"].folder, manifest["preprocessing"], names)(words)
+    reference = encode.ReferenceWordEncoder(load_tokenizer_only(runs[0]["ner"] / "model"), 48, names)(words)
+    assert light[2] == reference[2] and max(map(max, (m[1] for m in light[2]))) < 63   # cut at max_length
+    for name in names:
+        width = reference[0][name].shape[1]
+        assert np.array_equal(light[0][name][:, :width], reference[0][name]), name
+    manifest = onnx_exports["qa"].manifest
+    rng = random.Random(3)
+    questions = [{"question": "what is the code ?", "context": qa_context(rng, "zorb", n)[0] + " naïve café"}
+                 for n in (5, 70, 150)]
+    light = encode.LightQAEncoder(onnx_exports["qa"].folder, manifest["preprocessing"], names)(questions)
+    reference = encode.ReferenceQAEncoder(load_tokenizer_only(runs[0]["qa"] / "model"), 64, 16, names)(questions)
+    assert [(p, w.offsets, w.null_index) for p, w in light[2]] == [(p, w.offsets, w.null_index) for p, w in reference[2]]
+    assert len(light[2]) > 6                            # the long contexts are read in several windows
+    for name in names:
+        width = reference[0][name].shape[1]
+        assert np.array_equal(light[0][name][:, :width], reference[0][name]), name
+
+
+@pytest.fixture(scope="module")
+def pretrain_runs(root):
+    """One-step-trained clm, mlm and mim runs: their weights-only exports are what is checked."""
+    import os
+
+    from rich.console import Console
+
+    from fmctl import pipeline
+    from fmctl.config.compose import schema_from_overrides
+    from fmctl.config.schema import PrepareConfig
+    from fmctl.data.prepare import prepare_corpus
+    from tests.helpers import TINY_VIT, compose, write_shapes_folder
+
+    quiet_console = Console(file=open(os.devnull, "w"))
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(f"document {i} talks about rivers and hills {i % 7}" for i in range(300)),
+                      encoding="utf-8")
+    out = {}
+    for kind, recipe, vocab in (("wordpiece", "bert_mlm", 200), ("bpe", "gpt_clm", 300)):
+        cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={root / kind}", f"tokenizer.kind={kind}",
+                                                    f"tokenizer.vocab_size={vocab}", "dedup.near=false",
+                                                    "validation_fraction=0.1"])
+        prepare_corpus(cfg, quiet_console)
+        raw, run = compose(recipe, [f"data.prepared={root / kind}", "backbone.hidden_size=64", "backbone.num_layers=2",
+                                    "backbone.num_heads=2", "data.max_length=32", "trainer.max_steps=2",
+                                    "trainer.progress=off", "trainer.precision=fp32", *FAST], root / recipe)
+        out[recipe] = pipeline.pretrain(run, raw, console=quiet_console).run_dir
+    shapes = write_shapes_folder(root / "shapes", per_class=12, seed=3)
+    raw, run = compose("vit_mim", [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=2", *FAST], root / "mim")
+    out["vit_mim"] = pipeline.pretrain(run, raw, console=quiet_console).run_dir
+    return out
+
+
+@pytest.mark.parametrize("recipe, auto", [("bert_mlm", "AutoModelForMaskedLM"), ("gpt_clm", "AutoModelForCausalLM"),
+                                          ("vit_mim", None)])
+def test_pretraining_runs_export_weights_and_refuse_onnx(recipe, auto, pretrain_runs, tmp_path):
+    from fmctl.errors import ExportError
+
+    run_dir = pretrain_runs[recipe]
+    for fmt in ("safetensors", "hf"):
+        manifest = export_run(run_dir, ExportOptions(fmt=fmt), out=tmp_path / fmt, log=quiet).manifest
+        assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_diff"] == 0.0
+        assert manifest["parity"]["examples"] > 0
+        if auto and fmt == "safetensors":
+            assert manifest["architecture"]["auto_class"] == auto
+        if fmt == "hf":
+            assert manifest["load"].startswith(auto or "timm.create_model")
+    task = {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}[recipe]
+    with pytest.raises(ExportError, match=f"format 'onnx' is not supported for task '{task}'; {task} exports to: "
+                                          f"safetensors, hf"):
+        export_run(run_dir, ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=quiet)
+    assert not (tmp_path / "onnx").exists()
