@@ -302,6 +302,8 @@ TASK_EXPORT_PREDICT_CASES = [
      "--quantize is not supported for task 'regression'"),
     ("predict with a masked-LM run", ["predict", "{mlm_run}", "--text", "hello"],
      "predict does not serve task 'mlm' (a masked-LM run is a starting point"),
+    ("translation input without the source column", ["predict", "{t5_run}", "--input", "{questions_csv}"],
+     "no column 'source' for --text-column"),
     ("images given to a translation model", ["predict", "{t5_run}", "--images", "{images_ok}"],
      "is a translation model; give --input FILE or --text"),
 ]

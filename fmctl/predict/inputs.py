@@ -101,14 +101,16 @@ def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str]) -
 
 
 def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, str]:
-    """The header's column for each role; a role without a data.<role>_column key (QA's
-    question/context) is named by its predict option in the message."""
+    """The header's column for each role; the message names the predict option that
+    chooses a column for the roles without a data.<role>_column key of their own."""
+    options = {"question": "--question-column", "context": "--context-column", "source": "--text-column",
+               "prompt": "--text-column"}
     try:
         return _match_columns(path, header, wanted)
     except DataError as exc:
         message = str(exc)
-        for role in set(wanted) - {"text", "text_pair"}:
-            message = message.replace(f"data.{role}_column", f"--{role}-column")
+        for role in set(wanted) & set(options):
+            message = message.replace(f"data.{role}_column", options[role])
         raise DataError(message) from None
 
 
