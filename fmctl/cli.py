@@ -124,7 +124,7 @@ def export(
     console().print(export_table(result.manifest))
 
 
-@app.command("predict", short_help="Predict labels with a run folder or an export.")
+@app.command("predict", short_help="Predict with a run folder or an export (labels, tags, spans, text).")
 def predict(
     target: Path = typer.Argument(..., help="A run folder or an export folder (onnx, torchscript, hf)."),
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV/TSV/JSONL/Parquet (optionally .gz) or .txt (one text a line)."),
@@ -135,6 +135,8 @@ def predict(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text (default: the run's)."),
     text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column"),
+    question_column: Optional[str] = typer.Option(None, "--question-column", help="QA: column holding the question (default: question)."),
+    context_column: Optional[str] = typer.Option(None, "--context-column", help="QA: column holding the context (default: context)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: large inputs on a terminal)."),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Generate text after this prompt (GPT runs; repeatable)."),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens", min=1),
@@ -145,8 +147,11 @@ def predict(
     seed: int = typer.Option(0, "--seed"),
     num_return: int = typer.Option(1, "--num-return", min=1, help="Samples per prompt (with --strategy sample)."),
 ) -> None:
-    """Labels and probabilities for every row, line or image; rows that fail are reported with
-    their error and the rest are still predicted. With --prompt, generated text (GPT)."""
+    """Predictions for every row, line or image: labels with probabilities, a number
+    (regression), a label set (multi-label), tags per word (token classification), answer
+    spans (QA: --input with question/context columns), translations. Rows that fail are
+    reported with their error and the rest are still predicted. With --prompt, generated
+    text (GPT)."""
     if prompt:
         import json as _json
 
@@ -163,7 +168,8 @@ def predict(
     from fmctl.predict.run import predict as run_predict
 
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
-                batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress)
+                batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
+                question_column=question_column, context_column=context_column)
 
 
 @app.command("recipes", short_help="List the available recipes.")

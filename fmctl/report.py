@@ -93,10 +93,13 @@ def export_table(manifest: dict[str, Any]) -> Any:
         if key in manifest:
             p = manifest[key]
             table.add_row(f"{p['candidate']}: max abs diff", f"{p['max_abs_diff']:.3g}")
-            table.add_row(f"{p['candidate']}: label agreement", f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
+            if p.get("label_agreement") is not None:
+                table.add_row(f"{p['candidate']}: {p.get('agreement') or 'label'} agreement",
+                              f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
+    metric = manifest.get("evaluation", {}).get("metric") or "accuracy"
     for name, value in (manifest.get("evaluation", {}).get("accuracy") or {}).items():
         if value is not None:
-            table.add_row(f"val accuracy {name}", f"{value:.4f}")
+            table.add_row(f"val {metric} {name}", f"{value:.4f}")
     for name, row in (manifest.get("latency", {}).get("results") or {}).items():
         table.add_row(f"latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
     return table

@@ -7,6 +7,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tests.helpers import TINY_TEXT, run_cli, write_reviews_csv, write_shapes_folder
 
@@ -253,3 +254,65 @@ def test_real_process_prints_no_traceback_and_debug_shows_one(files, tmp_path):
     debug = run_cli([*args, "--debug"], cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def task_runs(files, tmp_path_factory):
+    """Two-step runs of the tasks whose export/predict failure modes the catalogue below
+    covers, an ONNX export of the QA run, and the broken inputs for them."""
+    from fmctl import pipeline
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+    from tests.helpers import compose, finetune
+
+    root = tmp_path_factory.mktemp("task_runs")
+    runs = {"qa_run": finetune("qa_squad", [*QA[1:], f"data.train={files['squad']}"], root / "qa").run_dir,
+            "regression_run": finetune("regression_csv", [*REGRESSION[1:], f"data.train={files['scores']}"],
+                                       root / "regression").run_dir,
+            "t5_run": finetune("translation_t5", [*TRANSLATION[1:], f"data.train={files['pairs']}"],
+                               root / "t5").run_dir}
+    raw, run = compose("bert_mlm", [f"data.prepared={files['prepared']}", "trainer.max_steps=1", "trainer.progress=off",
+                                    "data.max_length=32"], root / "mlm")
+    runs["mlm_run"] = pipeline.pretrain(run, raw, console=Console(quiet=True)).run_dir
+    runs["qa_onnx"] = export_run(runs["qa_run"], ExportOptions(fmt="onnx", exporter="torchscript"),
+                                 log=lambda _line: None).folder
+    (root / "no_context.csv").write_text("question,passage\nwhat is the code ?,a code zorb\n", encoding="utf-8")
+    (root / "questions.csv").write_text("question,context\nwhat is the code ?,a code zorb\n", encoding="utf-8")
+    (root / "questions.txt").write_text("what is the code ?\n", encoding="utf-8")
+    runs.update({name.replace(".", "_"): root / name for name in ("no_context.csv", "questions.csv", "questions.txt")})
+    runs["images_ok"] = files["images_ok"]
+    return runs
+
+
+# (case, argv with {name} from task_runs, text the one error line must contain)
+TASK_EXPORT_PREDICT_CASES = [
+    ("QA input without a context column", ["predict", "{qa_onnx}", "--input", "{no_context_csv}"],
+     "no column 'context' for --context-column"),
+    ("QA question column that is not there", ["predict", "{qa_run}", "--input", "{questions_csv}",
+                                              "--question-column", "query"], "no column 'query' for --question-column"),
+    ("QA given one text", ["predict", "{qa_run}", "--text", "what is the code ?"],
+     "is an extractive_qa model; give --input FILE (CSV, TSV, JSONL or Parquet) with 'question' and 'context'"),
+    ("QA given a text-per-line file", ["predict", "{qa_onnx}", "--input", "{questions_txt}"],
+     "a .txt file holds one text a line; this model needs the columns question, context"),
+    ("ONNX export of a translation run", ["export", "{t5_run}", "--format", "onnx"],
+     "format 'onnx' is not supported for task 'translation'; translation exports to: safetensors, hf"),
+    ("TorchScript export of a translation run", ["export", "{t5_run}", "--format", "torchscript"],
+     "translation exports to: safetensors, hf"),
+    ("int8 regression export", ["export", "{regression_run}", "--quantize", "int8"],
+     "--quantize is not supported for task 'regression'"),
+    ("predict with a masked-LM run", ["predict", "{mlm_run}", "--text", "hello"],
+     "predict does not serve task 'mlm' (a masked-LM run is a starting point"),
+    ("translation input without the source column", ["predict", "{t5_run}", "--input", "{questions_csv}"],
+     "no column 'source' for --text-column"),
+    ("images given to a translation model", ["predict", "{t5_run}", "--images", "{images_ok}"],
+     "is a translation model; give --input FILE or --text"),
+]
+
+
+@pytest.mark.parametrize("case, argv, expected", TASK_EXPORT_PREDICT_CASES, ids=[c[0] for c in TASK_EXPORT_PREDICT_CASES])
+def test_bad_task_export_and_predict_input_gives_one_line(case, argv, expected, task_runs):
+    code, out, err = call_main([a.format(**task_runs) for a in argv])
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2, out + err
+    assert len(lines) == 1 and expected in lines[0], err
+    assert "Traceback" not in err + out

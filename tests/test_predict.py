@@ -147,8 +147,8 @@ def _csv_with_wrong_columns(tmp_path, _exports):
 CASES = [
     ("export of a run folder with no model/", ["export", "{bare}"], "no model/ folder with config.json"),
     ("unsupported format/task pair", ["export", "{run}", "--format", "tflite"],
-     "format 'tflite' is not supported for task 'text_classification'; supported format/task pairs: "
-     "onnx/text_classification, torchscript/text_classification"),
+     "format 'tflite' is not supported for task 'text_classification'; text_classification exports to: "
+     "onnx, torchscript, safetensors, hf"),
     ("quantize a format that cannot be", ["export", "{run}", "--format", "hf", "--quantize", "int8"],
      "--quantize int8 is not supported for format 'hf'; supported: onnx --quantize int8"),
     ("export of a folder that is no run", ["export", "{images}"], "not an fmctl run folder (no config.yaml)"),

@@ -29,7 +29,8 @@ _SINGLE_FILE_LIMIT = 1_800_000_000
 
 def export_onnx(module: Any, example: Sequence[Any], input_names: list[str], output_names: list[str],
                 dynamic_axes: dict[str, dict[int, str]], path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "auto", max_sequence: int | None = None) -> dict[str, Any]:
+                exporter: str = "auto", max_sequence: int | None = None,
+                output_axes: dict[str, dict[int, str]] | None = None) -> dict[str, Any]:
     """Export `module(*example)` to `path`; returns what the manifest records about it."""
     import torch
 
@@ -56,7 +57,7 @@ def export_onnx(module: Any, example: Sequence[Any], input_names: list[str], out
             warnings.simplefilter("ignore")  # deprecation and tracer warnings; parity is checked next
             torch.onnx.export(module, tuple(example), str(path), input_names=input_names,
                               output_names=output_names, opset_version=opset, dynamo=False,
-                              dynamic_axes={**dynamic_axes, **{o: {0: "batch"} for o in output_names}})
+                              dynamic_axes={**dynamic_axes, **(output_axes or {o: {0: "batch"} for o in output_names})})
         info["exporter"] = "torchscript"
         if fallback_reason:
             info["fallback_reason"] = fallback_reason[:300]

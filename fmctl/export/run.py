@@ -59,6 +59,7 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
         record = manifest_mod.base(options.fmt, options.quantize, run_dir, run.task.name, io.label_names)
         record["preprocessing"] = io.write_preprocessing(tmp)
         record.update(WRITERS[options.fmt](ctx, tmp))
+        record["postprocessing"] = io.postprocessing()
         record["seconds"] = round(time.perf_counter() - started, 2)
         manifest_mod.write(tmp, record)
         replace_folder(tmp, target)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
-def architecture(model_dir: Path) -> dict[str, Any]:
+def architecture(model_dir: Path, auto_class: str = "AutoModelForSequenceClassification") -> dict[str, Any]:
     """What a user needs to rebuild the module that the weights-only file fills."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if "architecture" in config and "model_args" in config:  # timm's save_for_hf layout
@@ -23,8 +23,8 @@ def architecture(model_dir: Path) -> dict[str, Any]:
                 "pretrained_cfg_overlay": overlay,
                 "load": "timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay="
                         "{**pretrained_cfg_overlay, 'file': 'model.safetensors'}, **model_args)"}
-    return {"library": "transformers", "config": config,
-            "load": "AutoModelForSequenceClassification.from_config(AutoConfig.for_model(**config)); "
+    return {"library": "transformers", "config": config, "auto_class": auto_class,
+            "load": f"{auto_class}.from_config(AutoConfig.for_model(**config)); "
                     "model.load_state_dict(safetensors.torch.load_file('model.safetensors'))"}
 
 
@@ -43,10 +43,11 @@ def rebuild_from_safetensors(arch: dict[str, Any], path: Path) -> Any:
         overlay = {**arch["pretrained_cfg_overlay"], "file": str(path)}
         return timm.create_model(arch["architecture"], pretrained=True, pretrained_cfg_overlay=overlay,
                                  **arch["model_args"]).eval()
+    import transformers
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = dict(arch["config"])
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(**config))
+    auto = getattr(transformers, arch.get("auto_class", "AutoModelForSequenceClassification"))
+    model = auto.from_config(transformers.AutoConfig.for_model(**config))
     load_model(model, str(path))
     return model.eval()

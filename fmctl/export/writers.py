@@ -48,9 +48,9 @@ class Context:
 
         names = self.io.input_names()
 
-        def run(inputs: dict[str, Any]) -> Any:
+        def run(inputs: dict[str, Any]) -> list[Any]:
             with torch.no_grad():
-                return self.module(*[inputs[n] for n in names]).numpy()
+                return _numpy_outputs(self.module(*[inputs[n] for n in names]))
 
         return run
 
@@ -62,20 +62,28 @@ class Context:
         return tuple(batch.inputs[n][:2] for n in names)
 
 
+def _numpy_outputs(out: Any) -> list[Any]:
+    """A module's output(s) as a list of numpy arrays, in the task's output_names order."""
+    if hasattr(out, "logits"):
+        out = out.logits
+    return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+
+
 def _torch_candidate(module: Any, names: list[str]) -> Callable[[dict[str, Any]], Any]:
     import torch
 
-    def run(inputs: dict[str, Any]) -> Any:
+    def run(inputs: dict[str, Any]) -> list[Any]:
         with torch.no_grad():
-            out = module(*[inputs[n] for n in names])
-            return (out.logits if hasattr(out, "logits") else out).numpy()
+            return _numpy_outputs(module(*[inputs[n] for n in names]))
 
     return run
 
 
 def _ort_candidate(session: Any, names: list[str]) -> Callable[[dict[str, Any]], Any]:
-    def run(inputs: dict[str, Any]) -> Any:
-        return session.run(None, {n: inputs[n].numpy() for n in names})[0]
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(inputs: dict[str, Any]) -> list[Any]:
+        return session.run(outputs, {n: inputs[n].numpy() for n in names})
 
     return run
 
@@ -83,16 +91,17 @@ def _ort_candidate(session: Any, names: list[str]) -> Callable[[dict[str, Any]],
 def _check(ctx: Context, candidate: Callable[[dict[str, Any]], Any], name: str, atol: float | None,
            min_agreement: float | None) -> tuple[parity_mod.Parity, parity_mod.Comparison]:
     result, comparison = parity_mod.compare(ctx.batches, ctx.reference(), candidate, ("pytorch fp32", name),
-                                            atol, min_agreement)
+                                            atol, min_agreement, ctx.io.measure())
     ctx.log(f"parity: {result.summary()}")
     parity_mod.require(result)
     return result, comparison
 
 
 def _evaluation(ctx: Context, comparisons: dict[str, parity_mod.Comparison]) -> dict[str, Any]:
-    accuracy = {"pytorch_fp32": next(iter(comparisons.values())).accuracy("reference")}
+    first = next(iter(comparisons.values()))
+    accuracy = {"pytorch_fp32": first.accuracy("reference")}
     accuracy.update({name: c.accuracy("candidate") for name, c in comparisons.items()})
-    return {"split": "validation", "examples": next(iter(comparisons.values())).result.examples,
+    return {"split": "validation", "examples": first.result.examples, "metric": first.measure.metric,
             "accuracy": accuracy}
 
 
@@ -109,7 +118,8 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     path = folder / "model.onnx"
     fp32_path = ctx.scratch / "model.onnx" if opts.quantize else path
     info = onnx_mod.export_onnx(ctx.module, ctx.example(), names, io.output_names, io.dynamic_axes(), fp32_path,
-                                opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence())
+                                opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence(),
+                                output_axes=io.output_axes())
     ctx.log(f"onnx: written by the {info['exporter']} exporter, opset {opts.opset}; onnx.checker passed")
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -173,7 +183,7 @@ def write_safetensors(ctx: Context, folder: Path) -> dict[str, Any]:
     from fmctl.export import weights
 
     path = folder / "model.safetensors"
-    arch = weights.architecture(ctx.io.model_dir)
+    arch = weights.architecture(ctx.io.model_dir, ctx.io.auto_class)
     weights.save_safetensors(ctx.model, path, {"format": "pt", "fmctl_task": ctx.io.task_name,
                                                "label_names": json.dumps(ctx.io.label_names)})
     rebuilt = weights.rebuild_from_safetensors(arch, path)
@@ -185,21 +195,20 @@ def write_safetensors(ctx: Context, folder: Path) -> dict[str, Any]:
 
 def write_hf(ctx: Context, folder: Path) -> dict[str, Any]:
     model_folder = folder / "model"
-    ctx.io.task.save_model(ctx.model, ctx.io.data, model_folder)
-    reloaded = ctx.io.task.load_model(model_folder).eval()
+    ctx.io.save_model(ctx.model, model_folder)
+    reloaded = ctx.io.reload(model_folder)
     candidate = _torch_candidate(ctx.io.module(reloaded), ctx.io.input_names())
     result, comparison = _check(ctx, candidate, "hf folder reloaded", ctx.options.atol, ctx.options.min_agreement)
     library = "timm" if (model_folder / "config.json").read_text(encoding="utf-8").find('"model_args"') >= 0 \
         else "transformers"
     load = ("timm.create_model('local-dir:model', pretrained=True)" if library == "timm"
-            else "AutoModelForSequenceClassification.from_pretrained('model'); AutoTokenizer.from_pretrained('model')")
+            else f"{ctx.io.auto_class}.from_pretrained('model'); AutoTokenizer.from_pretrained('model')")
     return {"files": {"model_folder": "model"}, "library": library, "load": load, "parity": result.as_dict(),
             "evaluation": _evaluation(ctx, {"hf": comparison}), **_declared_io(ctx)}
 
 
 def _declared_io(ctx: Context) -> dict[str, Any]:
-    return {"inputs": ctx.io.input_specs(),
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(ctx.io.label_names)]}]}
+    return {"inputs": ctx.io.input_specs(), "outputs": ctx.io.output_specs()}
 
 
 WRITERS: dict[str, Callable[[Context, Path], dict[str, Any]]] = {

@@ -1,4 +1,4 @@
-"""Model inputs from raw items, per task, in two flavours.
+"""Model inputs from raw items, per task, in two flavours (texts, images, words, QA windows).
 
 `light` encoders need only `tokenizers`, Pillow and numpy, so predicting with an ONNX
 export never imports torch; they follow the export manifest's preprocessing. `reference`
@@ -149,3 +149,181 @@ def _stack_images(values: list[Path], one: Callable[[Path], Any]) -> Encoded:
             errors[i] = f"{path}: cannot decode image ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
     feed = {"pixel_values": np.stack(arrays).astype(np.float32)} if arrays else {}
     return feed, errors
+
+
+# Encoders that return a third element, `meta`: per row of the feed, what the decoder needs
+# to turn that row's outputs back into the user's units (words, context characters).
+EncodedWithMeta = tuple[dict[str, Any], dict[int, str], list[Any]]
+
+
+def _words(value: Any) -> list[str]:
+    """A row's words: a list as given (JSONL), or a string split on whitespace."""
+    if isinstance(value, list):
+        return [str(w) for w in value]
+    return str(value).split()
+
+
+def _pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, multiple: int, names: list[str]) -> dict[str, Any]:
+    """Right-padded int64 arrays from (ids, type_ids) rows, with the attention mask."""
+    import numpy as np
+
+    width = max(1, max(len(ids) for ids, _ in rows))
+    width = math.ceil(width / multiple) * multiple
+    n = len(rows)
+    feed = {"input_ids": np.full((n, width), pad_id, dtype=np.int64), "attention_mask": np.zeros((n, width), np.int64),
+            "token_type_ids": np.zeros((n, width), dtype=np.int64)}
+    for i, (ids, types) in enumerate(rows):
+        feed["input_ids"][i, :len(ids)] = ids
+        feed["attention_mask"][i, :len(ids)] = 1
+        feed["token_type_ids"][i, :len(types)] = types
+    return {k: feed[k] for k in names}
+
+
+class LightWordEncoder:
+    """Token classification with `tokenizers`: the row's words as pre-split input (what
+    transformers' is_split_into_words does), truncation to max_length; meta per row is
+    (words, index of the word each token starts or -1) as fmctl.data.alignment makes it."""
+
+    def __init__(self, folder: Path, prep: dict[str, Any], input_names: list[str]):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(folder / prep["tokenizer_file"]))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(int(prep["max_length"]))
+        self.pad_id = int(prep["pad_token_id"])
+        self.multiple = int(prep.get("pad_to_multiple_of", 1)) or 1
+        self.input_names = input_names
+
+    def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
+        from fmctl.data.alignment import first_pieces
+
+        words, errors = _split_words(values)
+        kept = [w for i, w in enumerate(words) if i not in errors]
+        if not kept:
+            return {}, errors, []
+        encodings = self.tokenizer.encode_batch(kept, is_pretokenized=True, add_special_tokens=True)
+        rows = [(e.ids, e.type_ids) for e in encodings]
+        meta = [(w, first_pieces(e.word_ids)) for w, e in zip(kept, encodings)]
+        return _pad_rows(rows, self.pad_id, self.multiple, self.input_names), errors, meta
+
+
+class ReferenceWordEncoder:
+    """fmctl's own path for token classification: the run's transformers tokenizer with
+    is_split_into_words, as TokenClassification._encode does."""
+
+    def __init__(self, tokenizer: Any, max_length: int, input_names: list[str]):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.input_names = input_names
+
+    def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
+        from fmctl.data.alignment import first_pieces
+
+        words, errors = _split_words(values)
+        kept = [w for i, w in enumerate(words) if i not in errors]
+        if not kept:
+            return {}, errors, []
+        encoded = self.tokenizer(kept, is_split_into_words=True, truncation=True, max_length=self.max_length)
+        types = encoded.get("token_type_ids") or [[0] * len(ids) for ids in encoded["input_ids"]]
+        rows = list(zip(encoded["input_ids"], types))
+        meta = [(w, first_pieces(encoded.word_ids(i))) for i, w in enumerate(kept)]
+        return _pad_rows(rows, self.tokenizer.pad_token_id, 1, self.input_names), errors, meta
+
+
+def _split_words(values: list[dict[str, Any]]) -> tuple[list[list[str]], dict[int, str]]:
+    words = [_words(v["text"]) for v in values]
+    errors = {i: "no words to tag (the text is empty)" for i, w in enumerate(words) if not w}
+    return words, errors
+
+
+class LightQAEncoder:
+    """Extractive QA with `tokenizers`: question + context, the context cut into windows of
+    max_length tokens that overlap by `stride` (only_second truncation with overflow, as
+    transformers does it); meta per window is (row position, Window with the context
+    character span of each token and the no-answer token)."""
+
+    def __init__(self, folder: Path, prep: dict[str, Any], input_names: list[str]):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(folder / prep["tokenizer_file"]))
+        self.tokenizer.no_padding()
+        self.counter = Tokenizer.from_file(str(folder / prep["tokenizer_file"]))  # question lengths, uncut
+        self.counter.no_padding()
+        self.counter.no_truncation()
+        self.max_length = int(prep["max_length"])
+        self.stride = int(prep["stride"])
+        self.tokenizer.enable_truncation(self.max_length, stride=self.stride, strategy="only_second")
+        self.cls_id = prep.get("cls_token_id")
+        self.pad_id = int(prep["pad_token_id"])
+        self.multiple = int(prep.get("pad_to_multiple_of", 1)) or 1
+        self.special = self.tokenizer.post_processor.num_special_tokens_to_add(True) if \
+            self.tokenizer.post_processor else 0
+        self.input_names = input_names
+
+    def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
+        from fmctl.tasks.extractive_qa import Window
+
+        rows, meta, errors = [], [], {}
+        for pos, value in enumerate(values):
+            question, context = value["question"], value["context"]
+            error = _question_fits(len(self.counter.encode(question, add_special_tokens=False).ids),
+                                   self.max_length - self.special - self.stride, self.max_length, self.stride)
+            if error:
+                errors[pos] = error
+                continue
+            first = self.tokenizer.encode(question, context)
+            for window in [first, *first.overflowing]:
+                sequence = window.sequence_ids
+                offsets = [tuple(span) if sequence[k] == 1 else None for k, span in enumerate(window.offsets)]
+                null = window.ids.index(self.cls_id) if self.cls_id in window.ids else 0
+                rows.append((window.ids, window.type_ids))
+                meta.append((pos, Window(pos, offsets, null)))
+        feed = _pad_rows(rows, self.pad_id, self.multiple, self.input_names) if rows else {}
+        return feed, errors, meta
+
+
+class ReferenceQAEncoder:
+    """fmctl's own path for extractive QA: the run's transformers tokenizer with overflowing
+    windows and offset mapping, as ExtractiveQA._encode does."""
+
+    def __init__(self, tokenizer: Any, max_length: int, stride: int, input_names: list[str]):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.stride = stride
+        self.input_names = input_names
+
+    def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
+        from fmctl.tasks.extractive_qa import Window
+
+        tok = self.tokenizer
+        room = self.max_length - tok.num_special_tokens_to_add(pair=True) - self.stride
+        errors, kept = {}, []
+        for pos, value in enumerate(values):
+            error = _question_fits(len(tok(value["question"], add_special_tokens=False)["input_ids"]), room,
+                                   self.max_length, self.stride)
+            if error:
+                errors[pos] = error
+            else:
+                kept.append(pos)
+        if not kept:
+            return {}, errors, []
+        encoded = tok([values[p]["question"] for p in kept], [values[p]["context"] for p in kept],
+                      truncation="only_second", max_length=self.max_length, stride=self.stride,
+                      return_overflowing_tokens=True, return_offsets_mapping=True)
+        rows, meta = [], []
+        for f, ids in enumerate(encoded["input_ids"]):
+            pos = kept[encoded["overflow_to_sample_mapping"][f]]
+            sequence = encoded.sequence_ids(f)
+            offsets = [tuple(span) if sequence[k] == 1 else None for k, span in enumerate(encoded["offset_mapping"][f])]
+            null = ids.index(tok.cls_token_id) if tok.cls_token_id in ids else 0
+            types = encoded["token_type_ids"][f] if "token_type_ids" in encoded else [0] * len(ids)
+            rows.append((ids, types))
+            meta.append((pos, Window(pos, offsets, null)))
+        return _pad_rows(rows, tok.pad_token_id, 1, self.input_names), errors, meta
+
+
+def _question_fits(length: int, room: int, max_length: int, stride: int) -> str | None:
+    if length >= room:
+        return (f"the question is {length} tokens, which leaves no room for the context in max_length={max_length} "
+                f"with doc_stride={stride}; shorten the question")
+    return None

@@ -69,3 +69,42 @@ def generate(target: Path, prompts: list[str], settings: GenerationSettings) -> 
             texts = [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in outputs]
             records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
     return records
+
+
+class Translator:
+    """Translation / seq2seq predictions: the task's own `translate` (fmctl.tasks.seq2seq),
+    from a run folder's model/ or an hf export's model/ folder with the settings its
+    manifest records. Values are {'source': text}; one {'translation': ...} each."""
+
+    def __init__(self, model_dir: Path, task_cfg: Any, max_source: int):
+        from fmctl.models.text import load_tokenizer_only
+        from fmctl.tasks import get_task
+        from fmctl.tasks.text_inputs import saved_config
+
+        self.task = get_task(task_cfg)
+        self.task.decoder_only = not saved_config(model_dir).get("is_encoder_decoder", False)
+        self.task.tokenizer = load_tokenizer_only(model_dir)
+        self.model = self.task.load_model(model_dir).eval()
+        self.max_source = max_source
+
+    @classmethod
+    def from_run(cls, folder: Path, run: Any) -> "Translator":
+        return cls(folder / "model", run.task, run.data.max_length)
+
+    @classmethod
+    def from_manifest(cls, folder: Path, manifest: dict[str, Any]) -> "Translator":
+        from fmctl.config.schema import GenerationConfig, Seq2SeqTaskConfig
+
+        post = manifest["postprocessing"]
+        cfg = Seq2SeqTaskConfig(name=manifest["task"], separator=post["separator"], source_prefix=post["source_prefix"],
+                                generation=GenerationConfig(**post["generation"]))
+        return cls(folder / manifest["files"]["model_folder"], cfg, int(manifest["preprocessing"]["max_length"]))
+
+    def __call__(self, values: list[dict[str, Any]]) -> list[Any]:
+        sources = [str(v["source"]) for v in values]
+        results: list[Any] = ["empty source text" if not s.strip() else None for s in sources]
+        kept = [i for i, r in enumerate(results) if r is None]
+        if kept:
+            for i, text in zip(kept, self.task.translate(self.model, [sources[i] for i in kept], self.max_source)):
+                results[i] = {"translation": text}
+        return results

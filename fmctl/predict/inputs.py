@@ -37,9 +37,10 @@ class Progress:
         self.unit = unit
 
 
-def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str = "auto"
-               ) -> tuple[Iterator[Item], Progress]:
-    """Rows of a CSV/TSV/JSONL/Parquet file (optionally .gz), or lines of a .txt file."""
+def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str = "auto",
+               columns: dict[str, str] | None = None) -> tuple[Iterator[Item], Progress]:
+    """Rows of a CSV/TSV/JSONL/Parquet file (optionally .gz), or lines of a .txt file.
+    `columns` (role -> column, e.g. question/context for QA) replaces text/pair columns."""
     if not path.is_file():
         raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder; give a file")
     if fmt == "auto" and path.suffix.lower() in (".txt", ".text"):
@@ -49,7 +50,10 @@ def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str =
     stream = gzip.open(raw) if path.suffix.lower() == ".gz" else raw
     progress = Progress(path.stat().st_size, raw.tell)
     handle = _text(stream, path)
-    wanted = {"text": text_column, **({"text_pair": pair_column} if pair_column else {})}
+    wanted = columns or {"text": text_column, **({"text_pair": pair_column} if pair_column else {})}
+    if fmt == "txt" and set(wanted) - {"text", "text_pair", "source", "prompt"}:
+        raise DataError(f"{path}: a .txt file holds one text a line; this model needs the columns "
+                        f"{', '.join(wanted.values())}: give a CSV, TSV, JSONL or Parquet file")
     if fmt in ("csv", "tsv"):
         reader = csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t")
         try:
@@ -59,12 +63,12 @@ def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str =
         if not header:
             raise DataError(f"{path}: empty file; expected a header row with a '{text_column}' column")
         reader.fieldnames = header
-        mapping = _match_columns(path, header, wanted)
+        mapping = _columns(path, header, wanted)
         return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num), raw), progress
     if fmt == "jsonl":
         return _guard(path, _jsonl(path, handle, wanted), raw), progress
     if fmt == "txt":
-        return _guard(path, _lines(path, handle), raw), progress
+        return _guard(path, _lines(path, handle, next(iter(wanted))), raw), progress
     if fmt == "parquet":
         return _parquet(path, wanted), Progress(None)
     raise DataError(f"{path}: cannot predict from format '{fmt}'; use .csv, .tsv, .jsonl, .parquet or .txt")
@@ -90,9 +94,24 @@ def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str]) -
     missing = [names[role] for role, v in values.items() if v is None]
     if missing:
         return Item(row, where, fields, error=f"{where}: no value for column '{missing[0]}'")
-    value = {"text": str(values["text"]), "text_pair": None if values.get("text_pair") is None
-             else str(values["text_pair"])}
+    value = {role: v if isinstance(v, list) else str(v) for role, v in values.items()}
+    if "text" in value:
+        value.setdefault("text_pair", None)
     return Item(row, where, fields, value)
+
+
+def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, str]:
+    """The header's column for each role; the message names the predict option that
+    chooses a column for the roles without a data.<role>_column key of their own."""
+    options = {"question": "--question-column", "context": "--context-column", "source": "--text-column",
+               "prompt": "--text-column"}
+    try:
+        return _match_columns(path, header, wanted)
+    except DataError as exc:
+        message = str(exc)
+        for role in set(wanted) & set(options):
+            message = message.replace(f"data.{role}_column", options[role])
+        raise DataError(message) from None
 
 
 def _jsonl(path: Path, handle: Any, wanted: dict[str, str]) -> Iterator[Item]:
@@ -121,14 +140,15 @@ def _lenient_mapping(available: list[str], wanted: dict[str, str]) -> dict[str, 
     return {role: name if name in available else normalised.get(name.strip().lower()) for role, name in wanted.items()}
 
 
-def _lines(path: Path, handle: Any) -> Iterator[Item]:
+def _lines(path: Path, handle: Any, role: str = "text") -> Iterator[Item]:
     row = 0
     for number, line in enumerate(handle, 1):
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
         row += 1
-        yield Item(row, f"{path}:{number}", {"text": text}, {"text": text, "text_pair": None})
+        value = {"text": text, "text_pair": None} if role == "text" else {role: text}
+        yield Item(row, f"{path}:{number}", {role: text}, value)
 
 
 def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
@@ -138,7 +158,7 @@ def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
         source = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({' '.join(str(exc).split())[:200]})") from None
-    mapping = _match_columns(path, source.schema_arrow.names, wanted)
+    mapping = _columns(path, source.schema_arrow.names, wanted)
     row = 0
     for batch in source.iter_batches(batch_size=1024, columns=list(mapping.values())):
         for record in batch.to_pylist():

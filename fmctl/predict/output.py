@@ -9,17 +9,23 @@ from typing import Any, TextIO
 
 
 class Writer:
-    """One record per input item: its identifying fields, then label and probabilities,
-    or its error. CSV gets one prob_<label> column per label."""
+    """One record per input item: its identifying fields, then the task's prediction
+    fields (label and probabilities, tags per word, an answer span, ...), or its error.
+    CSV gets one prob_<label> column per label; lists (words, tags, label sets) are
+    written as JSON in their cell."""
 
-    def __init__(self, out: Path | None, id_fields: list[str], label_names: list[str]):
+    def __init__(self, out: Path | None, id_fields: list[str], label_names: list[str],
+                 columns: list[str] | None = None):
         self.out = out
         self.handle: TextIO = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout
         suffix = out.suffix.lower() if out else ".jsonl"
         self.kind = "csv" if suffix in (".csv", ".tsv") else "jsonl"
         self.label_names = label_names
         if self.kind == "csv":
-            self.columns = ["row", *id_fields, "label", *[f"prob_{n}" for n in label_names], "error"]
+            fields = []
+            for name in columns or ["label", "probabilities"]:
+                fields += [f"prob_{n}" for n in label_names] if name == "probabilities" else [name]
+            self.columns = ["row", *id_fields, *fields, "error"]
             self.csv = csv.DictWriter(self.handle, self.columns, delimiter="\t" if suffix == ".tsv" else ",",
                                       extrasaction="ignore")
             self.csv.writeheader()
@@ -28,7 +34,8 @@ class Writer:
         if self.kind == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return
-        flat = {k: v for k, v in record.items() if k != "probabilities"}
+        flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                for k, v in record.items() if k != "probabilities"}
         for name, p in (record.get("probabilities") or {}).items():
             flat[f"prob_{name}"] = p
         self.csv.writerow(flat)

@@ -35,7 +35,8 @@ class PredictSummary:
 def predict(target_path: Path, *, input_file: Path | None = None, text: str | None = None,
             text_pair: str | None = None, images: Path | None = None, out: Path | None = None,
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
-            progress: bool | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+            progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
+            log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text or --images) with the target."""
     given = [name for name, v in (("--input", input_file), ("--text", text), ("--images", images)) if v is not None]
@@ -43,12 +44,19 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
         raise DataError(f"predict: give exactly one of --input FILE, --text TEXT, --images DIR (got "
                         f"{', '.join(given) if given else 'none'})")
     target = open_target(target_path)
-    items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column)
-    id_fields = ["image"] if target.input_kind == "image" else (
-        ["text", "text_pair"] if (text_pair_column or target.text_pair_column) else ["text"])
+    items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column,
+                          question_column, context_column)
+    if target.input_kind == "image":
+        id_fields = ["image"]
+    elif target.input_kind == "qa":
+        id_fields = ["question", "context"]
+    elif target.input_kind in ("source", "prompt"):
+        id_fields = [target.input_kind]
+    else:
+        id_fields = ["text", "text_pair"] if (text_pair_column or target.text_pair_column) else ["text"]
     log(f"predict: {target.description} at {target.path}, task {target.task}")
     summary = PredictSummary(str(target.path))
-    writer = Writer(out, id_fields, target.label_names)
+    writer = Writer(out, id_fields, target.label_names, target.output_columns)
     try:
         with _progress_bar(where, progress) as advance:
             for chunk in _chunks(items, batch_size):
@@ -59,7 +67,8 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
                         summary.errors.append(record["error"])
                     else:
                         summary.predicted += 1
-                        summary.label_counts[record["label"]] = summary.label_counts.get(record["label"], 0) + 1
+                        if "label" in record:
+                            summary.label_counts[record["label"]] = summary.label_counts.get(record["label"], 0) + 1
                 advance()
     finally:
         writer.close()
@@ -73,14 +82,30 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
 
 
 def _items(target: Target, input_file: Path | None, text: str | None, text_pair: str | None, images: Path | None,
-           text_column: str | None, text_pair_column: str | None) -> tuple[Iterator[inputs.Item], inputs.Progress]:
+           text_column: str | None, text_pair_column: str | None, question_column: str | None = None,
+           context_column: str | None = None) -> tuple[Iterator[inputs.Item], inputs.Progress]:
     if images is not None:
         if target.input_kind != "image":
             raise DataError(f"--images: {target.path} is a {target.task} model; give --input FILE or --text")
         return inputs.image_items(Path(images))
-    if target.input_kind != "text":
+    if target.input_kind == "image":
         raise DataError(f"{'--text' if text is not None else '--input'}: {target.path} is an {target.task} model; "
                         f"give --images DIR (a folder of images or one image file)")
+    if target.input_kind == "qa":
+        if text is not None:
+            raise DataError(f"--text: {target.path} is an extractive_qa model; give --input FILE (CSV, TSV, JSONL "
+                            f"or Parquet) with '{target.columns['question']}' and '{target.columns['context']}' "
+                            f"columns")
+        columns = dict(target.columns)
+        columns.update({role: name for role, name in (("question", question_column), ("context", context_column))
+                        if name})
+        return inputs.text_items(Path(input_file), columns["question"], None, columns=columns)
+    if target.input_kind in ("source", "prompt"):
+        role = target.input_kind
+        if text is not None:
+            return iter([inputs.Item(1, "--text", {role: text}, {role: text})]), inputs.Progress(None)
+        columns = {role: text_column or target.columns[role]}
+        return inputs.text_items(Path(input_file), columns[role], None, columns=columns)
     if text is not None:
         return inputs.single_text(text, text_pair)
     column = text_column or target.text_column or "text"
@@ -97,27 +122,19 @@ def _chunks(items: Iterator[inputs.Item], size: int) -> Iterator[list[inputs.Ite
 
 
 def _predict_chunk(target: Target, chunk: list[inputs.Item]) -> list[dict[str, Any]]:
-    import numpy as np
-
     good = [i for i, item in enumerate(chunk) if item.error is None]
     records: dict[int, dict[str, Any]] = {}
     for i, item in enumerate(chunk):
         if item.error is not None:
             records[i] = {"row": item.row, **item.fields, "error": item.error}
     if good:
-        feed, errors = target.encode([chunk[i].value for i in good])
-        encoded = [i for pos, i in enumerate(good) if pos not in errors]
-        for pos, message in errors.items():
-            item = chunk[good[pos]]
-            records[good[pos]] = {"row": item.row, **item.fields, "error": message}
-        if encoded:
-            logits = np.asarray(target.logits(feed), dtype=np.float64)
-            probs = np.exp(logits - logits.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
-            for row_probs, i in zip(probs, encoded):
-                item = chunk[i]
-                records[i] = {"row": item.row, **item.fields, "label": target.label_names[int(row_probs.argmax())],
-                              "probabilities": {n: round(float(p), 6) for n, p in zip(target.label_names, row_probs)}}
+        for i, result in zip(good, target.predict([chunk[i].value for i in good]), strict=True):
+            item = chunk[i]
+            if isinstance(result, str):
+                message = result if result.startswith(item.where) else f"{item.where}: {result}"
+                records[i] = {"row": item.row, **item.fields, "error": message}
+            else:
+                records[i] = {"row": item.row, **item.fields, **result}
     return [records[i] for i in range(len(chunk))]
 
 

@@ -48,6 +48,8 @@ class Answer:
     text: str
     score: float                                # start + end logit of the chosen span
     null_score_diff: float | None               # no-answer score minus the best span's (v2)
+    start: int | None = None                    # the answer's character span in the context
+    end: int | None = None
 
 
 class ExtractiveQA:
@@ -184,9 +186,11 @@ def best_answer(windows: list[tuple[Window, Any, Any]], context: str, n_best: in
         return Answer("", null_score or 0.0, None)
     text = context[best[1]:best[2]]
     if not allow_no_answer:
-        return Answer(text, best[0], None)
+        return Answer(text, best[0], None, best[1], best[2])
     diff = null_score - best[0]
-    return Answer("" if diff > null_threshold else text, best[0], diff)
+    if diff > null_threshold:
+        return Answer("", best[0], diff)
+    return Answer(text, best[0], diff, best[1], best[2])
 
 
 class SquadMetrics:

@@ -145,6 +145,35 @@ class Seq2Seq:
             sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
         return Generated(logits, sequences)
 
+    def translate(self, model: Any, sources: list[str], max_source: int) -> list[str]:
+        """Generated targets for new sources, encoded and decoded exactly as evaluation does
+        it (prefix, separator or </s>, left-padded prompts for GPT, the saved generation
+        settings); `self.tokenizer` must be the run's."""
+        import torch
+
+        tokenizer = self.tokenizer
+        ids = tokenizer([self.cfg.source_prefix + s for s in sources], add_special_tokens=False)["input_ids"]
+        if self.decoder_only:
+            separator = tokenizer.convert_tokens_to_ids(self.cfg.separator)
+            features = [{"input_ids": x[:max_source] + [separator]} for x in ids]
+            features = [{**f, "prompt_ids": f["input_ids"]} for f in features]  # the collator counts input_ids
+        else:
+            features = [{"input_ids": x[:max_source - 1] + [tokenizer.eos_token_id]} for x in ids]
+        pad = tokenizer.pad_token_id
+        batch = PadCollator({"input_ids": pad, "prompt_ids": pad}, masks={"input_ids": "attention_mask",
+                            "prompt_ids": "prompt_mask"}, left=frozenset({"prompt_ids"}))(features)
+        settings = self._generation_settings(model)
+        with torch.inference_mode():
+            if self.decoder_only:
+                prompts = batch["prompt_ids"]
+                out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
+                sequences = out[:, prompts.shape[1]:]
+            else:
+                sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                           **settings)
+        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [t.strip() for t in texts]
+
     def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
         import torch.nn.functional as F
 

@@ -1,0 +1,151 @@
+"""What "the export predicts the same" means, per task.
+
+The parity check compares raw outputs (max abs/rel difference) for every task; on top of
+that each task says what its prediction is and how agreement is counted, so a quantized
+model is judged on what a user sees:
+
+- `ArgmaxLabel`: one label per example (text/image classification);
+- `TokenArgmax`: one tag per real token (attention mask 1), for token classification and
+  the language-model heads of weights-only exports;
+- `SpanMatch`: the best answer span per window (start <= end, at most max_answer_length
+  tokens, context tokens only), agreement is an exact (start, end) match;
+- `ThresholdSet`: the label set at the task's threshold (a logit at or above
+  logit(threshold)), agreement is the whole set being equal;
+- regression has no measure: its outputs are compared by their difference only.
+
+`correct` scores a prediction against the validation labels (the manifest's evaluation).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+IGNORE = -100
+
+
+class Measure(Protocol):
+    name: str | None                   # what the agreement counts; None: difference only
+    metric: str | None                 # what `correct` scores against gold labels
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any: ...
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]: ...
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None: ...
+
+
+class ArgmaxLabel:
+    name = "label"
+    metric = "accuracy"
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return outputs[0].argmax(-1)
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return int((ref == cand).sum()), int(ref.size)
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        return (int((pred == labels).sum()), int(labels.size)) if labels.shape == pred.shape else None
+
+
+class TokenArgmax:
+    """Argmax per token, over the real tokens (attention mask 1; every position when the
+    outputs are not over the masked sequence, as T5's decoder logits are not)."""
+
+    name = "tag (real tokens)"
+    metric = "token accuracy"
+
+    def __init__(self, score: bool = True):
+        self.score = score          # False: labels are not aligned with outputs (causal LM shift)
+        if not score:
+            self.name, self.metric = "argmax token (real tokens)", None
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return outputs[0].argmax(-1)
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        import numpy as np
+
+        mask = inputs.get("attention_mask")
+        mask = mask == 1 if mask is not None and mask.shape == ref.shape else np.ones(ref.shape, dtype=bool)
+        return int(((ref == cand) & mask).sum()), int(mask.sum())
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        if not self.score or labels.shape != pred.shape:
+            return None
+        scored = labels != IGNORE
+        return int(((pred == labels) & scored).sum()), int(scored.sum())
+
+
+class SpanMatch:
+    name = "exact span"
+    metric = "exact span match"
+
+    def __init__(self, max_answer_length: int):
+        self.max_answer_length = max_answer_length
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        """(start, end) token positions of the best span of each window."""
+        import numpy as np
+
+        start, end = outputs
+        allowed = inputs["attention_mask"] == 1 if "attention_mask" in inputs else np.ones(start.shape, dtype=bool)
+        if "token_type_ids" in inputs:
+            allowed = allowed & (inputs["token_type_ids"] == 1)
+        n = start.shape[1]
+        i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+        valid = (j >= i) & (j - i < self.max_answer_length)
+        spans = np.zeros((start.shape[0], 2), dtype=np.int64)
+        for k in range(start.shape[0]):
+            ok = valid & allowed[k][:, None] & allowed[k][None, :]
+            if not ok.any():
+                continue
+            scores = np.where(ok, start[k][:, None] + end[k][None, :], -np.inf)
+            spans[k] = np.unravel_index(int(scores.argmax()), scores.shape)
+        return spans
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return int((ref == cand).all(-1).sum()), int(ref.shape[0])
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        """Over the windows whose gold span lies inside them (the others point at [CLS], position 0)."""
+        if labels.shape != pred.shape:
+            return None
+        has_span = labels[:, 0] > 0
+        return int(((pred == labels).all(-1) & has_span).sum()), int(has_span.sum())
+
+
+class ThresholdSet:
+    name = "label set"
+    metric = "subset accuracy"
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.logit = math.log(threshold / (1 - threshold))
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return outputs[0] >= self.logit
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return int((ref == cand).all(-1).sum()), int(ref.shape[0])
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        if labels.shape != pred.shape:
+            return None
+        return int((pred == (labels >= 0.5)).all(-1).sum()), int(pred.shape[0])
+
+
+class DifferenceOnly:
+    """Regression: a number per example; nothing to agree on but the difference itself."""
+
+    name = None
+    metric = None
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return None
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return 0, 0
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        return None
