@@ -223,7 +223,9 @@ def test_hf_and_safetensors_exports_load_without_fmctl(tiny_bert_run, tiny_vit_r
         np.savez(inputs, **feed)
         for fmt in ("hf", "safetensors"):
             result = export_run(run_dir, ExportOptions(fmt=fmt), log=quiet)
-            assert result.manifest["parity"]["max_abs_diff"] == 0.0   # same weights, same code
+            # Same weights; the ViT runs the same code (0 difference). fmctl runs a BERT classifier's
+            # last block for [CLS] alone and transformers runs it whole: rounding only.
+            assert result.manifest["parity"]["max_abs_diff"] <= (1e-6 if text else 0.0)
             jobs.append((f"{fmt}-{'text' if text else 'image'}", str(result.folder), str(inputs)))
             expected[str(result.folder)] = logits
     done = subprocess.run([sys.executable, "-c", OUTSIDE, json.dumps(jobs)], capture_output=True, text=True,
