@@ -12,7 +12,11 @@ All use one thread (torch.set_num_threads(1)); the figure is real (non-padding) 
 per second of process CPU time spent in the training call, so other load on the machine
 does not bias the ratio. The machine's limit is measured in the same run (fp32 and bf16
 2048^3 matmuls) and model FLOPs utilisation is reported against it.
-Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR]
+Also: GPT causal-LM and BERT masked-LM pretraining (hidden 512, packed 128-token rows) in
+tokens per CPU-second and MFU, ViT image classification in images per CPU-second, and,
+once per contender, the validation accuracy fmctl and hf_best reach in ACCURACY_STEPS steps.
+The table is printed and written to BENCHMARKS.md (between this benchmark's markers).
+Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY_STEPS]
 """
 from __future__ import annotations
 
@@ -42,7 +46,34 @@ def report(seconds, cpu, tokens, extra):
     print(json.dumps({"contender": contender, "seconds": seconds, "cpu_seconds": cpu, "real_tokens": tokens,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
 
-if contender == "fmctl":
+accuracy = contender.endswith("_acc")
+contender = contender.removesuffix("_acc")
+if contender in ("clm", "mlm", "vit"):
+    from rich.console import Console
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.validate import validate
+    from fmctl.loop.fit import fit, seed_everything
+    from fmctl.tasks import get_task
+    common = [f"trainer.max_steps={steps}", "trainer.eval_every=100000", "trainer.log_every=100000",
+              "trainer.progress=off", "trainer.num_threads=1", "run_dir=/tmp/unused"]
+    if contender == "vit":
+        args = ["recipe=vit_digits", "trainer.batch_size=64", *common]
+    else:
+        recipe, layers = ("gpt_clm", 6) if contender == "clm" else ("bert_mlm", 4)
+        args = [f"recipe={recipe}", f"data.prepared={work / ('prepared_' + contender)}", "backbone.hidden_size=512",
+                f"backbone.num_layers={layers}", "backbone.num_heads=8", f"data.max_length={max_length}",
+                f"trainer.batch_size={batch}", "trainer.checkpoint_every=null", *common]
+    run = validate(preflight(parse_invocation(args)).config)
+    seed_everything(0)
+    task = get_task(run.task); data = task.prepare(run); model = task.build_model(run, data)
+    data.validation = None
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fit(model, task, data, run, None, Console(quiet=True))
+    cpu = time.process_time() - cpu
+    items = steps * run.trainer.batch_size * (1 if contender == "vit" else max_length)
+    flops = task.flops_per_token(model, max_length) if hasattr(task, "flops_per_token") else None
+    report(time.perf_counter() - start, cpu, items, {"precision": result.precision, "flops_per_item": flops})
+elif contender == "fmctl":
     from rich.console import Console
     from fmctl.config.compose import parse_invocation, preflight
     from fmctl.config.validate import validate
@@ -61,10 +92,12 @@ if contender == "fmctl":
     def counting(items):
         out = collate(items); counted["tokens"] += out["num_tokens"]; return out
     data.collate = counting
-    data.validation = None  # time training only
+    if not accuracy:
+        data.validation = None  # time training only
     start, cpu = time.perf_counter(), time.process_time()
     result = fit(model, task, data, run, None, Console(quiet=True))
-    report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"], {"precision": result.precision})
+    report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"],
+           {"precision": result.precision, "val_accuracy": result.last_metrics.get("val/accuracy") if accuracy else None})
 else:
     from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DataCollatorWithPadding,
                               Trainer, TrainingArguments)
@@ -94,8 +127,16 @@ else:
     trainer = Trainer(model=model, args=TrainingArguments(**options), train_dataset=features, data_collator=collate)
     start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
-    report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"],
-           {"precision": "bf16" if options.get("bf16") else "fp32"})
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    val_accuracy = None
+    if accuracy:
+        val_rows = list(csv.DictReader(open(val, encoding="utf-8")))
+        val_features = [dict(tok(r["text"], truncation=True, max_length=max_length), labels=names.index(r["label"]))
+                        for r in val_rows]
+        predicted = trainer.predict(val_features)
+        val_accuracy = float((predicted.predictions.argmax(-1) == predicted.label_ids).mean())
+    report(seconds, cpu, counted["tokens"], {"precision": "bf16" if options.get("bf16") else "fp32",
+                                             "val_accuracy": val_accuracy})
 '''
 
 
@@ -152,25 +193,55 @@ def flops_per_token(seq: float) -> float:
     return 6 * body + 12 * layers * h * seq
 
 
-def main(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+def prepare_pretraining(work: Path) -> None:
+    """Packed shards for the CLM and MLM contenders, from the fine-tuning texts."""
+    corpus = work / "corpus.txt"
+    if not corpus.exists():
+        import csv
+
+        rows = list(csv.DictReader(open(work / "train.csv", encoding="utf-8")))
+        corpus.write_text("\n".join(r["text"] for r in rows * 4) + "\n", encoding="utf-8")
+    for contender, kind in (("clm", "bpe"), ("mlm", "wordpiece")):
+        if not (work / f"prepared_{contender}").exists():
+            subprocess.run([sys.executable, "-m", "fmctl", "data", "prepare", f"input={corpus}",
+                            f"out={work / f'prepared_{contender}'}", f"tokenizer.kind={kind}", "tokenizer.vocab_size=8000",
+                            "dedup.exact=false", "dedup.near=false"],
+                           check=True, capture_output=True)
+
+
+def main(steps: int, rounds: int, work: Path, accuracy_steps: int) -> list[tuple[str, str]]:
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "tokenizer").exists():
         make_data(work)
-    results: dict[str, list[dict]] = {"fmctl": [], "hf_default": [], "hf_best": []}
+    prepare_pretraining(work)
+    results: dict[str, list[dict]] = {"fmctl": [], "hf_default": [], "hf_best": [], "clm": [], "mlm": [], "vit": []}
     for _ in range(rounds):
         for contender in results:
             results[contender].append(run(contender, work, steps))
     peaks = matmul_peaks()
     rows = [("machine limit (1 thread)", f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")]
     rate = {c: statistics.median(r["real_tokens"] / r["cpu_seconds"] for r in rs) for c, rs in results.items()}
-    for contender, rs in results.items():
+    for contender in ("fmctl", "hf_default", "hf_best"):
+        rs = results[contender]
         precision = rs[0]["precision"]
         mean_seq = statistics.median(r["real_tokens"] for r in rs) / (steps * BATCH)
         mfu = rate[contender] * flops_per_token(mean_seq) / peaks[precision]
-        rows.append((contender, f"{rate[contender]:,.0f} real tokens per CPU-second ({precision}), MFU {mfu:.1%}, "
-                                f"peak RSS {statistics.median(r['peak_rss_mb'] for r in rs):.0f} MB"))
+        rows.append((f"fine-tune {contender}", f"{rate[contender]:,.0f} real tokens per CPU-second ({precision}), "
+                     f"MFU {mfu:.1%}, peak RSS {statistics.median(r['peak_rss_mb'] for r in rs):.0f} MB"))
     rows.append(("fmctl / hf_default", f"{rate['fmctl'] / rate['hf_default']:.2f}x (target >= 3x)"))
     rows.append(("fmctl / hf_best", f"{rate['fmctl'] / rate['hf_best']:.2f}x (target >= 1.3x)"))
+    for contender, what in (("clm", "pretrain GPT clm (6 x 512)"), ("mlm", "pretrain BERT mlm (4 x 512)")):
+        rs = results[contender]
+        mfu = rate[contender] * rs[0]["flops_per_item"] / peaks[rs[0]["precision"]]
+        rows.append((what, f"{rate[contender]:,.0f} tokens per CPU-second ({rs[0]['precision']}), MFU {mfu:.1%}, "
+                           f"peak RSS {statistics.median(r['peak_rss_mb'] for r in rs):.0f} MB"))
+    rows.append(("ViT tiny (vit_digits, 32 px)", f"{rate['vit']:,.0f} images per CPU-second ({results['vit'][0]['precision']})"))
+    if accuracy_steps:
+        extra = [f"trainer.eval_every={accuracy_steps}"]
+        got = {c: run(f"{c}_acc", work, accuracy_steps, extra if c == "fmctl" else [])["val_accuracy"]
+               for c in ("fmctl", "hf_best")}
+        rows.append((f"validation accuracy after {accuracy_steps} steps",
+                     f"fmctl {got['fmctl']:.3f}, hf_best {got['hf_best']:.3f} (400 examples)"))
     return rows
 
 
@@ -183,11 +254,34 @@ def help_time() -> float:
     return statistics.median(times)
 
 
+def write_section(rows: list[tuple[str, str]], command: str) -> None:
+    """Replaces this benchmark's section of BENCHMARKS.md (between its markers)."""
+    import platform
+
+    import torch
+    import transformers
+
+    path = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    body = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, one thread per process, process CPU time; "
+            f"reproduce with `{command}`.", "", "| measure | result |", "|---|---|"]
+    body += [f"| {name} | {value} |" for name, value in rows]
+    start, end = "<!-- trainer_bench:start -->", "<!-- trainer_bench:end -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + "\n" + "\n".join(body) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
 if __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("runs/bench/trainer")
-    rows = main(steps, rounds, work)
+    accuracy_steps = int(sys.argv[4]) if len(sys.argv) > 4 else 250
+    rows = main(steps, rounds, work, accuracy_steps)
     rows.append(("fmctl --help wall time", f"{help_time():.2f} s (target <= 0.3 s)"))
     for name, value in rows:
-        print(f"{name:28s} {value}")
+        print(f"{name:32s} {value}")
+    write_section(rows, "python tests/bench/trainer_bench.py " + " ".join(sys.argv[1:]))
