@@ -27,6 +27,8 @@ demo: install
 
 bench: install
 	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) tests/bench/trainer_bench.py
+	$(PY) tests/bench/trainer_bench.py --ablate
 	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py

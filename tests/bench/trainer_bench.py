@@ -17,6 +17,8 @@ tokens per CPU-second and MFU, ViT image classification in images per CPU-second
 once per contender, the validation accuracy fmctl and hf_best reach in ACCURACY_STEPS steps.
 The table is printed and written to BENCHMARKS.md (between this benchmark's markers).
 Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY_STEPS]
+       python tests/bench/trainer_bench.py --ablate [STEPS] [ROUNDS] [WORK_DIR]
+         (fmctl's default against itself with one choice undone: what each choice is worth)
 """
 from __future__ import annotations
 
@@ -254,7 +256,32 @@ def help_time() -> float:
     return statistics.median(times)
 
 
-def write_section(rows: list[tuple[str, str]], command: str) -> None:
+ABLATIONS = {
+    "length-grouped batches": "data.group_by_length=false",
+    "[CLS]-only last block": "backbone.cls_only_last_layer=false",
+    "SDPA attention (vs eager)": "backbone.attention=eager",
+    "fused AdamW": "optim.fused=false",
+    "bf16 autocast": "trainer.precision=fp32",
+}
+
+
+def ablate(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    """fmctl's default against the default with one choice undone, alternated per round:
+    the effect of each choice, as a ratio of real tokens per CPU-second."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "tokenizer").exists():
+        make_data(work)
+    runs: dict[str, list[dict]] = {"default": [], **{name: [] for name in ABLATIONS}}
+    for _ in range(rounds):
+        runs["default"].append(run("fmctl", work, steps))
+        for name, override in ABLATIONS.items():
+            runs[name].append(run("fmctl", work, steps, [override]))
+    rate = {n: statistics.median(r["real_tokens"] / r["cpu_seconds"] for r in rs) for n, rs in runs.items()}
+    return [(f"effect of {name}", f"{rate['default'] / rate[name]:.2f}x (default vs `{ABLATIONS[name]}`)")
+            for name in ABLATIONS]
+
+
+def write_section(rows: list[tuple[str, str]], command: str, marker: str = "trainer_bench") -> None:
     """Replaces this benchmark's section of BENCHMARKS.md (between its markers)."""
     import platform
 
@@ -267,7 +294,7 @@ def write_section(rows: list[tuple[str, str]], command: str) -> None:
             f"transformers {transformers.__version__}, one thread per process, process CPU time; "
             f"reproduce with `{command}`.", "", "| measure | result |", "|---|---|"]
     body += [f"| {name} | {value} |" for name, value in rows]
-    start, end = "<!-- trainer_bench:start -->", "<!-- trainer_bench:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
     if start not in text:
         text += f"\n{start}\n{end}\n"
@@ -275,7 +302,14 @@ def write_section(rows: list[tuple[str, str]], command: str) -> None:
     path.write_text(head + start + "\n" + "\n".join(body) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--ablate" in sys.argv:
+    args = [a for a in sys.argv[1:] if a != "--ablate"]
+    rows = ablate(int(args[0]) if args else 30, int(args[1]) if len(args) > 1 else 3,
+                  Path(args[2]) if len(args) > 2 else Path("runs/bench/trainer"))
+    for name, value in rows:
+        print(f"{name:40s} {value}")
+    write_section(rows, "python tests/bench/trainer_bench.py --ablate " + " ".join(args), marker="trainer_ablate")
+elif __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("runs/bench/trainer")
