@@ -43,10 +43,14 @@ def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
                              f"or pass overwrite=true to replace them")
 
 
-DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm"}
+DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm", "customize": "customize_bert_lora"}
 
 
 def run_training_verb(verb: str, args: list[str]) -> int:
+    if verb == "customize":
+        from fmctl.config.compose import customize_invocation
+
+        args = customize_invocation(args)
     inv = parse_invocation(args, DEFAULT_RECIPES[verb])
     if inv.show_only:
         checked = preflight(inv, strict=False)

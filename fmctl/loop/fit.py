@@ -123,9 +123,11 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
 
 
 def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any,
-        resume: dict[str, Any] | None = None, dist: Dist | None = None) -> FitResult:
+        resume: dict[str, Any] | None = None, dist: Dist | None = None, loss_hook: Any = None) -> FitResult:
     """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state).
-    Under torchrun every rank calls fit; only rank 0 has a `folder` to write."""
+    Under torchrun every rank calls fit; only rank 0 has a `folder` to write.
+    `loss_hook(loss, outputs, batch) -> loss` adds to the training loss (distillation); it
+    runs under the same autocast as the forward pass. Evaluation reports the task's loss."""
     import torch
 
     trainer = run.trainer
@@ -366,6 +368,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     with precision.autocast():
                         outputs = net(batch)
                         loss = task.loss(outputs, batch)
+                        if loss_hook is not None:
+                            loss = loss_hook(loss, outputs, batch)
                     if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
                         loss = loss * float("nan")
                     scaled = loss / trainer.grad_accum

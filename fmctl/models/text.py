@@ -175,6 +175,11 @@ def load_for_inference(folder: Path, head: str = "sequence_classification") -> t
 
     _quiet_transformers()
     model = getattr(transformers, HEADS[head]).from_pretrained(str(folder), dtype=torch.float32)
+    spec = getattr(model.config, "fmctl_head", None)
+    if spec:  # an MLP head written by `fmctl customize` (customize.head.layers >= 2)
+        from fmctl.customize.head import restore_head
+
+        restore_head(model, spec, folder)
     return model, transformers.AutoTokenizer.from_pretrained(str(folder))
 
 

@@ -90,11 +90,26 @@ def _describe_fresh(model: Any, cfg: VisionBackboneConfig) -> Any:
 def save(model: Any, folder: Path, label_names: list[str]) -> None:
     from timm.models._hub import save_for_hf
 
-    save_for_hf(model, str(folder), safe_serialization=True,
-                model_config={"label_names": list(label_names)})
+    extra: dict[str, Any] = {"label_names": list(label_names)}
+    if getattr(model, "fmctl_head", None):  # an MLP head written by `fmctl customize`
+        extra["fmctl_head"] = model.fmctl_head
+    save_for_hf(model, str(folder), safe_serialization=True, model_config=extra)
 
 
 def load_for_inference(folder: Path) -> Any:
+    import json
+
     import timm
 
-    return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    if not config.get("fmctl_head"):
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    from safetensors.torch import load_model
+
+    from fmctl.customize.head import restore_head
+
+    model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {}))
+    model.pretrained_cfg = {**model.pretrained_cfg, **config.get("pretrained_cfg", {})}
+    restore_head(model, config["fmctl_head"])
+    load_model(model, str(Path(folder) / "model.safetensors"))
+    return model
