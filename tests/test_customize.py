@@ -122,3 +122,108 @@ def _quiet():
     from rich.console import Console
 
     return Console(file=open(os.devnull, "w"))
+
+
+def _tiny(family: str):
+    """A tiny random model of each family, as fmctl builds them."""
+    if family == "vit":
+        import timm
+
+        return timm.create_model("vit_base_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=32,
+                                 depth=2, num_heads=2, num_classes=3)
+    from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification
+
+    if family == "bert":
+        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                        num_attention_heads=2, intermediate_size=64, num_labels=3))
+    return GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, num_labels=3,
+                                                    pad_token_id=0, bos_token_id=1, eos_token_id=1))
+
+
+def _inputs(family: str):
+    torch.manual_seed(0)
+    if family == "vit":
+        return (torch.randn(4, 3, 16, 16),), {}
+    return (), {"input_ids": torch.randint(2, 50, (4, 9)), "attention_mask": torch.ones(4, 9, dtype=torch.long)}
+
+
+def _logits(model, family):
+    args, kwargs = _inputs(family)
+    with torch.no_grad():
+        out = model.eval()(*args, **kwargs)
+    return out if family == "vit" else out.logits
+
+
+def _lora_ctx(family: str, base: str | None = None):
+    from types import SimpleNamespace
+
+    from fmctl.customize import Context
+
+    run = SimpleNamespace(backbone=SimpleNamespace(name=family), base=base)
+    return Context(run=run, task=None, data=SimpleNamespace(label_names=["a", "b", "c"]))
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
+def test_lora_trains_only_adapters_and_head_and_merges_to_the_same_function(family):
+    from fmctl.config.schema import LoraOp
+    from fmctl.customize import lora
+
+    torch.manual_seed(0)
+    ctx = _lora_ctx(family)
+    model, details = lora.apply(_tiny(family), LoraOp(r=4), ctx)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    heads = {"bert": ("classifier", "pooler"), "gpt": ("score",), "vit": ("head",)}[family]
+    assert trainable and all("lora_" in n or any(f".{h}." in n for h in heads) for n in trainable), trainable
+    assert any("lora_" in n for n in trainable) and any("modules_to_save" in n for n in trainable)
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    unmerged = _logits(model, family)
+    merged = ctx.finalizers[0](model, None)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(_logits(merged, family), unmerged, atol=1e-5)
+
+
+def test_lora_adapter_save_reload_gives_identical_logits(tmp_path):
+    from types import SimpleNamespace
+
+    from fmctl.config.schema import LoraOp
+    from fmctl.customize import lora
+    from fmctl.models.text import load_for_inference
+
+    torch.manual_seed(0)
+    base = _tiny("bert")
+    base.config.id2label = {0: "a", 1: "b", 2: "c"}
+    base.save_pretrained(tmp_path / "base")
+    ctx = _lora_ctx("bert", str(tmp_path / "base"))
+    ctx.task = SimpleNamespace(name="text_classification", load_model=lambda folder: load_for_inference(folder)[0])
+    model, _ = lora.apply(load_for_inference(tmp_path / "base")[0], LoraOp(r=4, merge=False), ctx)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.3)  # adapters and head "trained"
+    before = _logits(model, "bert")
+    merged = ctx.finalizers[0](model, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "adapter" / "fmctl_adapter.json").read_text())
+    assert meta["base"] == str((tmp_path / "base").resolve())   # same labels, nothing changed before LoRA
+    reloaded = lora.load_adapter_model(tmp_path / "run" / "adapter", ctx.task)
+    assert torch.equal(_logits(reloaded, "bert"), before)
+    assert torch.allclose(_logits(merged, "bert"), before, atol=1e-5)
+
+
+def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
+    from fmctl import pipeline
+    from fmctl.config.compose import load_run_config
+
+    result = customize(bert_base, ["customize=[head,lora]", "customize.head.reinit=true", "customize.lora.r=4",
+                                   "customize.lora.merge=false", *QUICK, "report.latency=false"], tmp_path / "run")
+    run_dir = result.run_dir
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((run_dir / "adapter" / "fmctl_adapter.json").read_text())["base"] == "base"  # head changed
+    assert not any("lora_" in k for k in weights(run_dir))  # model/ is the merged, plain model
+    raw, run = load_run_config(run_dir, [])
+    evaluated = pipeline.evaluate_run(run_dir, run, raw, console=_quiet())
+    assert evaluated["loss"] == pytest.approx(result.metrics["val/loss"], abs=1e-6)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["customizations"][1]["trainable_after"] < manifest["customizations"][1]["trainable_before"] / 10
