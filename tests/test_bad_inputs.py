@@ -205,6 +205,7 @@ CASES = [
     ("customize freeze glob that matches nothing", [*CUSTOMIZE, "customize=[freeze]", "customize.freeze.params=[encoder.nothing.*]"], "customize.freeze.params: 'encoder.nothing.*' matches no parameter; names look like bert.embeddings"),
     ("customize drop_layers beyond the model", [*CUSTOMIZE, "customize=[drop_layers]", "customize.drop_layers.bottom=5"], "customize.drop_layers.bottom: asks for 5 layers but the model has only 1"),
     ("customize LoRA target that matches no module", [*CUSTOMIZE, "customize=[lora]", "customize.lora.target_modules=[qeury]"], "customize.lora.target_modules: 'qeury' matches no module; linear modules here are named classifier, dense, key, query, value"),
+    ("customize distillation from a teacher with other labels", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_teacher}"], "customize.distill.teacher: its labels [a, b, c] differ from the student's [negative, positive]"),
     ("customize sparsity outside [0, 1)", [*CUSTOMIZE, "customize=[prune]", "customize.prune.sparsity=1.0"], "customize.prune.sparsity: must be < 1.0, got 1.0"),
     ("customize without a base", ["customize", *TEXT, "data.train={train}", "customize=[head]"], "base: required"),
     ("customize with an unknown operation", [*CUSTOMIZE, "customize=[lorra]"], "customize: unknown option 'lorra' (did you mean 'lora'?)"),

@@ -227,3 +227,84 @@ def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
     assert evaluated["loss"] == pytest.approx(result.metrics["val/loss"], abs=1e-6)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["customizations"][1]["trainable_after"] < manifest["customizations"][1]["trainable_before"] / 10
+
+
+def test_prune_and_distill_run_reports_what_model_holds(bert_base, tmp_path):
+    result = customize(bert_base, ["customize=[prune,distill]", "customize.prune.sparsity=0.6",
+                                   "customize.prune.heads=0.5", f"customize.distill.teacher={bert_base}",
+                                   "customize.distill.temperature=3", *QUICK, "report.latency=false"],
+                       tmp_path / "run")
+    run_dir = result.run_dir
+    params, real_sparsity = real_counts(run_dir)  # model/ as transformers reloads it: masks are gone
+    assert not any(k.endswith(("_mask", "_orig")) for k in weights(run_dir))
+    report = json.loads((run_dir / "customize_report.json").read_text())
+    assert report["customized"]["params_total"] == params == report["base"]["params_total"]
+    assert report["customized"]["sparsity"] == pytest.approx(real_sparsity, abs=1e-6)
+    assert real_sparsity >= 0.6  # the target, plus the removed heads
+    ops = {c["op"]: c for c in json.loads((run_dir / "manifest.json").read_text())["customizations"]}
+    assert ops["prune"]["heads_removed"] == 2 and ops["distill"]["temperature"] == 3.0
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_unstructured_pruning_hits_the_target_and_masks_hold(scope):
+    from types import SimpleNamespace
+
+    from fmctl.config.schema import PruneOp
+    from fmctl.customize import Context, prune
+    from fmctl.customize.report import sparsity
+
+    torch.manual_seed(0)
+    ctx = Context(run=SimpleNamespace(backbone=SimpleNamespace(name="vit")), task=None, data=None)
+    model, details = prune.apply(_tiny("vit"), PruneOp(sparsity=0.3, scope=scope), ctx)
+    weights_ = [m.weight for _, m in prune.prunable(model)]
+    if scope == "layer":
+        assert all(abs(float((w == 0).float().mean()) - 0.3) < 0.01 for w in weights_)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()(torch.randn(2, 3, 16, 16)).sum().backward()
+    optimizer.step()  # pruned weights stay zero through an update
+    model = ctx.finalizers[0](model, None)
+    assert sparsity(model)["sparsity"] == pytest.approx(0.3, abs=0.01) == details["sparsity"]
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
+def test_head_removal_silences_the_least_important_heads(family):
+    from types import SimpleNamespace
+
+    from fmctl.config.schema import PruneOp
+    from fmctl.customize import Context, prune
+
+    torch.manual_seed(0)
+    model = _tiny(family)
+    ctx = Context(run=SimpleNamespace(backbone=SimpleNamespace(name=family)), task=None, data=None)
+    model, details = prune.apply(model, PruneOp(sparsity=0.0, heads=0.5), ctx)
+    model = ctx.finalizers[0](model, None)
+    assert details["heads_removed"] == 2  # one of two heads in each of two blocks
+    out_proj = {"bert": lambda b: b.attention.output.dense.weight, "gpt": lambda b: b.attn.c_proj.weight.T,
+                "vit": lambda b: b.attn.proj.weight}[family]
+    blocks = model.get_submodule(prune.find_blocks(model))
+    for block in blocks:  # the output projection reads nothing from the removed head's 16 channels
+        zero_columns = (out_proj(block) == 0).all(dim=0)
+        assert int(zero_columns.sum()) == 16
+
+
+def test_distillation_loss_pulls_student_logits_toward_the_teacher():
+    from fmctl.customize.distill import DistillLoss
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(8, 4)
+    task = type("T", (), {"forward": staticmethod(lambda model, batch: model(batch["x"]))})()
+    hook = DistillLoss(teacher, task, alpha=1.0, temperature=2.0)
+    batch = {"x": torch.randn(16, 8)}
+    student = torch.nn.Parameter(torch.randn(16, 4))
+    with torch.no_grad():
+        target = teacher(batch["x"])
+    gaps = []
+    for _ in range(40):
+        loss = hook(torch.zeros(()), student, batch)
+        gaps.append(float(hook.kd(student.detach(), target)))
+        (grad,) = torch.autograd.grad(loss, student)
+        with torch.no_grad():
+            student -= 8.0 * grad
+    assert all(b < a for a, b in zip(gaps, gaps[1:])) and gaps[-1] < 0.05 * gaps[0]
+    mixed = DistillLoss(teacher, task, alpha=0.25, temperature=2.0)(torch.tensor(4.0), student, batch)
+    assert float(mixed) == pytest.approx(0.75 * 4.0 + 0.25 * float(hook.kd(student.detach(), target)), rel=1e-5)
