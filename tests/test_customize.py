@@ -308,3 +308,43 @@ def test_distillation_loss_pulls_student_logits_toward_the_teacher():
     assert all(b < a for a, b in zip(gaps, gaps[1:])) and gaps[-1] < 0.05 * gaps[0]
     mixed = DistillLoss(teacher, task, alpha=0.25, temperature=2.0)(torch.tensor(4.0), student, batch)
     assert float(mixed) == pytest.approx(0.75 * 4.0 + 0.25 * float(hook.kd(student.detach(), target)), rel=1e-5)
+
+
+def test_layer_decay_and_head_lr_multiplier_set_group_learning_rates():
+    from fmctl.loop.optim import parameter_groups
+
+    model = _tiny("bert")  # 2 blocks
+    groups = parameter_groups(model, 0.01, lr=1.0, layer_decay=0.5, head_lr_mult=10.0)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 0.125
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.25
+    assert lr_of[id(named["bert.encoder.layer.1.output.dense.weight"])] == 0.5
+    assert lr_of[id(named["classifier.weight"])] == 10.0
+    assert groups[0]["lr"] == 1.0 or groups[0]["lr"] == 0.5  # the group nearest optim.lr first
+    assert len(lr_of) == len(named)
+
+
+def test_ema_weights_are_evaluated_saved_and_resumed_exactly(reviews, tmp_path):
+    """Constant LR, so a run stopped at step 4 and resumed to 8 equals a run of 8; EMA
+    shadows live in the checkpoint; model/ holds the averaged (best) weights."""
+    from fmctl.loop.state import load_state
+
+    common = [*TEXT, f"data.train={reviews['train']}", "trainer.ema.decay=0.8", "sched=constant",
+              "sched.warmup_steps=0", "trainer.eval_every=4", "trainer.checkpoint_every=4", "trainer.log_every=1", "trainer.keep_last=2"]
+    whole = finetune("text_csv", [*common, "trainer.max_steps=8"], tmp_path / "whole")
+    finetune("text_csv", [*common, "trainer.max_steps=4"], tmp_path / "parts")
+    parts = finetune("text_csv", [*common, "trainer.max_steps=8", "trainer.resume=auto"], tmp_path / "parts")
+    a = load_state(whole.run_dir / "checkpoints" / "step_00000008" / "state.pt")
+    b = load_state(parts.run_dir / "checkpoints" / "step_00000008" / "state.pt")
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 8
+    assert all(torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]) for k in a["ema"]["shadow"])
+    wa, wb = weights(whole.run_dir), weights(parts.run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    best = load_file(str(whole.run_dir / "checkpoints" / "best" / "model.safetensors"))
+    assert all(torch.equal(wa[k], best[k]) for k in wa)  # model/ is the best checkpoint ...
+    at_best = f"step_{whole.fit.best_step:08d}"
+    step = load_file(str(whole.run_dir / "checkpoints" / at_best / "model.safetensors"))
+    shadow = load_state(whole.run_dir / "checkpoints" / at_best / "state.pt")["ema"]["shadow"]
+    assert all(torch.equal(best[k], shadow[k]) for k in shadow)  # ... which holds the averaged weights
+    assert not all(torch.equal(step[k], shadow[k]) for k in shadow)  # not the raw ones
