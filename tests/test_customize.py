@@ -348,3 +348,26 @@ def test_ema_weights_are_evaluated_saved_and_resumed_exactly(reviews, tmp_path):
     shadow = load_state(whole.run_dir / "checkpoints" / at_best / "state.pt")["ema"]["shadow"]
     assert all(torch.equal(best[k], shadow[k]) for k in shadow)  # ... which holds the averaged weights
     assert not all(torch.equal(step[k], shadow[k]) for k in shadow)  # not the raw ones
+
+
+def test_optuna_sweep_ranks_trials_and_survives_a_failing_one(bert_base, tmp_path):
+    """Hydra's Optuna sweeper over `fmctl customize`: the grid sampler makes the three
+    trials deterministic; max_steps=0 fails validation inside its job."""
+    from tests.helpers import run_cli
+
+    sweep = tmp_path / "sweep"
+    done = run_cli(["customize", f"base={bert_base}", "customize=[freeze]", "customize.freeze.embeddings=true",
+                    "report.latency=false", "data.max_eval_examples=32", "-m", "hydra/sweeper=optuna",
+                    "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "trainer.max_steps=choice(2,0,3)",
+                    f"run_dir={sweep}"], cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]  # finished, but one trial failed
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert sorted(row["status"] for row in summary) == ["completed", "completed", "failed"]
+    failed = next(row for row in summary if row["status"] == "failed")
+    assert "trainer.max_steps: must be > 0" in failed["error"]
+    ranked = sorted((row for row in summary if "rank" in row), key=lambda row: row["rank"])
+    assert [row["rank"] for row in ranked] == [1, 2]
+    assert ranked[0]["objective"]["value"] >= ranked[1]["objective"]["value"]  # accuracy: maximize
+    assert ranked[0]["objective"]["metric"] == "val/accuracy"
+    results = (sweep / "optimization_results.yaml").read_text()
+    assert "best_value" in results and "best trial: job" in done.stdout
