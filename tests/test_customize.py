@@ -307,7 +307,7 @@ def test_distillation_loss_pulls_student_logits_toward_the_teacher():
             student -= 8.0 * grad
     assert all(b < a for a, b in zip(gaps, gaps[1:])) and gaps[-1] < 0.05 * gaps[0]
     mixed = DistillLoss(teacher, task, alpha=0.25, temperature=2.0)(torch.tensor(4.0), student, batch)
-    assert float(mixed) == pytest.approx(0.75 * 4.0 + 0.25 * float(hook.kd(student.detach(), target)), rel=1e-5)
+    assert float(mixed.detach()) == pytest.approx(0.75 * 4.0 + 0.25 * float(hook.kd(student.detach(), target)), rel=1e-5)
 
 
 def test_layer_decay_and_head_lr_multiplier_set_group_learning_rates():
@@ -358,7 +358,7 @@ def test_optuna_sweep_ranks_trials_and_survives_a_failing_one(bert_base, tmp_pat
     sweep = tmp_path / "sweep"
     done = run_cli(["customize", f"base={bert_base}", "customize=[freeze]", "customize.freeze.embeddings=true",
                     "report.latency=false", "data.max_eval_examples=32", "-m", "hydra/sweeper=optuna",
-                    "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "trainer.max_steps=choice(2,0,3)",
+                    "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "trainer.max_steps=choice(2,0,3)",
                     f"run_dir={sweep}"], cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]  # finished, but one trial failed
     summary = json.loads((sweep / "summary.json").read_text())
@@ -371,3 +371,23 @@ def test_optuna_sweep_ranks_trials_and_survives_a_failing_one(bert_base, tmp_pat
     assert ranked[0]["objective"]["metric"] == "val/accuracy"
     results = (sweep / "optimization_results.yaml").read_text()
     assert "best_value" in results and "best trial: job" in done.stdout
+
+
+def test_operation_lists_compose_in_order_with_settings_inline_or_dotted(tmp_path):
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.validate import validate
+    from fmctl.errors import ConfigError
+
+    checked = preflight(parse_invocation([
+        "recipe=text_csv", "data.train=x.csv", "base=somewhere",
+        "customize=[head,{op:freeze,params:['*LayerNorm*'],bottom:1},lora]", "customize.lora.r=2"]))
+    run = validate(checked.config)
+    assert [s.op for s in run.customize] == ["head", "freeze", "lora"]
+    assert run.customize[1].cfg.params == ["*LayerNorm*"] and run.customize[1].cfg.bottom == 1
+    assert run.customize[2].cfg.r == 2 and run.customize[2].cfg.alpha == 16  # conf/customize defaults
+    plain = {k: v for k, v in dict(checked.config).items() if k != "customize"}
+    with pytest.raises(ConfigError) as caught:  # the list form reports positions
+        validate({**plain, "customize": ["head", {"op": "prune", "sparsity": 1.5}, {"op": "lorra"}]})
+    assert "customize[1].sparsity: must be < 1.0, got 1.5" in caught.value.problems
+    assert any(p.startswith("customize[2]: unknown operation 'lorra' (did you mean 'lora'?)")
+               for p in caught.value.problems)

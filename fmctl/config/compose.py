@@ -148,7 +148,7 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
     parser = OverridesParser.create()
     groups = paths.config_groups()
     group_ovs, dotted, passthrough = [], [], []
-    for text in [*inv.overrides, *extra]:
+    for text in _expand_inline_ops([*inv.overrides, *extra], parser):
         try:
             ov = parser.parse_overrides([text])[0]
         except Exception as exc:
@@ -174,9 +174,10 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
         for c in bad:
             problems.append(f"{ov.key_or_group}: unknown option '{c}'{did_you_mean(str(c), options)}; "
                             f"available: {', '.join(options)}")
-        if ov.key_or_group in APPENDED_GROUPS and not text.startswith("+") \
-                and not _recipe_lists_group(inv.recipe_path, ov.key_or_group):
-            text = "+" + text  # a recipe without `- customize: []` in its defaults still takes customize=[...]
+        if not text.startswith(("+", "~")) and not _recipe_lists_group(inv.recipe_path, ov.key_or_group):
+            # A recipe that does not list the group (customize=[...] on a finetune recipe, sched=cosine
+            # on a run's saved config.yaml) still takes the option: appended, it overrides the body.
+            text = "+" + text
             group_ovs[i] = (text, ov)
         if not bad:
             compose_ovs.append(text if not ov.is_sweep_override() else f"{text.split('=', 1)[0]}={_show(choices[0])}")
@@ -220,8 +221,45 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
 
 
 _ABSENT = object()
-# Groups whose selection may be added to a recipe that does not list them.
-APPENDED_GROUPS = ("customize",)
+
+
+def _expand_inline_ops(texts: list[str], parser: Any) -> list[str]:
+    """customize=[freeze,{op:prune,sparsity:0.3}] -> customize=[freeze,prune] plus
+    customize.prune.sparsity=0.3: settings written inline in the list of operations."""
+    out = []
+    for text in texts:
+        try:
+            ov = parser.parse_overrides([text])[0]
+        except Exception:
+            out.append(text)  # reported by the caller
+            continue
+        value = None if ov.is_sweep_override() or ov.is_delete() else ov.value()
+        if ov.key_or_group != "customize" or not isinstance(value, list) or not any(isinstance(v, dict) for v in value):
+            out.append(text)
+            continue
+        names, settings = [], []
+        for item in value:
+            if isinstance(item, dict):
+                name = str(item.get("op", "?"))
+                settings += [f"customize.{name}.{k}={_hydra_value(v)}" for k, v in item.items() if k != "op"]
+            else:
+                name = str(item)
+            names.append(name)
+        prefix = text[:len(text) - len(text.lstrip("+"))]
+        out += [f"{prefix}customize=[{','.join(names)}]", *settings]
+    return out
+
+
+def _hydra_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
 
 
 def _show(choice: Any) -> str:
