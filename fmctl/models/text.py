@@ -119,6 +119,14 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
         except (OSError, ValueError) as exc:
             raise ModelError(f"backbone.pretrained: cannot load weights from '{where}' "
                              f"({' '.join(str(exc).split())[:200]})") from None
+        spec = getattr(model.config, "fmctl_head", None)
+        if spec:  # an MLP head from `fmctl customize`: keep it when the labels still fit, else a fresh linear head
+            if spec["out_features"] == getattr(model.config, "num_labels", None) and isinstance(where, Path):
+                from fmctl.customize.head import restore_head
+
+                restore_head(model, spec, where)
+            else:
+                del model.config.fmctl_head
     else:
         config = _fresh_config(cfg, tokenizer)
         for key, value in updates.items():
