@@ -246,6 +246,9 @@ def _check_verb(verb: str, run: RunConfig) -> None:
         raise ConfigError(f"task: '{name}' is a pretraining objective; run it with fmctl pretrain")
     if verb != "customize" and run.customize:
         raise ConfigError(f"customize: operations run with fmctl customize base=... (not fmctl {verb})")
+    if verb == "customize" and run.trainer.strategy == "fsdp" and run.trainer.nproc > 1:
+        raise ConfigError("trainer.strategy: fmctl customize runs with ddp or one process (the final model is "
+                          "rebuilt unsharded under fsdp, without the customizations)")
 
 
 def lineage(pretrained: str | None) -> list[dict[str, Any]]:
