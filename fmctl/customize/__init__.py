@@ -79,14 +79,3 @@ def apply_all(model: Any, run: RunConfig, task: Any, data: Any, out: Any = None)
                       + (f" ({extra})" if extra else ""))
     return Customized(model=model, base=base, records=records, ctx=ctx)
 
-
-def unwrap_name(name: str) -> str:
-    """A parameter/module name without wrapper prefixes (peft, DDP, torch.compile)."""
-    for prefix in ("base_model.model.", "module.", "_orig_mod."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name
-
-
-def family(run: RunConfig) -> str:
-    return run.backbone.name

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmctl.config.schema import DistillOp
-from fmctl.errors import ConfigError, FmctlError
+from fmctl.errors import ConfigError
 
 
 class DistillLoss:
@@ -59,10 +59,7 @@ def teacher_labels(folder: Path) -> list[str]:
 def apply(model: Any, cfg: DistillOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
     from fmctl.models import pretrained
 
-    try:
-        folder = pretrained.resolve(cfg.teacher, "customize.distill.teacher")
-    except FmctlError:
-        raise
+    folder = pretrained.resolve(cfg.teacher, "customize.distill.teacher")
     if not isinstance(folder, Path) or not folder.is_dir():
         raise ConfigError(f"customize.distill.teacher: '{cfg.teacher}' is not a run folder or model folder")
     labels = teacher_labels(folder)
