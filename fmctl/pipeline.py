@@ -226,6 +226,8 @@ def _customize_report(custom: Any, model: Any, task: Any, data: Any, run: RunCon
                                           else None),
                   "customized": report.describe(model, task, data, run, folder.model_dir),
                   "customizations": custom.records, "measured_on": "cpu, fp32, validation split"}
+    if custom.records:  # what trained (after a merge every parameter of the saved model is plain again)
+        comparison["customized"]["params_trainable"] = custom.records[-1]["trainable_after"]
     if (folder.path / "adapter").is_dir():
         comparison["customized"]["adapter_size_bytes"] = sum(
             p.stat().st_size for p in (folder.path / "adapter").rglob("*") if p.is_file())

@@ -230,7 +230,11 @@ def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
     evaluated = pipeline.evaluate_run(run_dir, run, raw, console=_quiet())
     assert evaluated["loss"] == pytest.approx(result.metrics["val/loss"], abs=1e-6)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["customizations"][1]["trainable_after"] < manifest["customizations"][1]["trainable_before"] / 10
+    lora_step = manifest["customizations"][1]
+    assert lora_step["trainable_after"] < lora_step["trainable_before"] / 10
+    report = json.loads((run_dir / "customize_report.json").read_text())
+    assert report["customized"]["params_trainable"] == lora_step["trainable_after"]
+    assert report["customized"]["adapter_size_bytes"] < report["customized"]["size_bytes"] * 3  # adapter + its base
 
 
 def test_prune_and_distill_run_reports_what_model_holds(bert_base, tmp_path):
