@@ -19,6 +19,7 @@ Examples:
   fmctl pretrain recipe=bert_mlm data.prepared=prepared/ run_dir=runs/mlm
   fmctl finetune recipe=minilm_topics data.train=reviews.csv data.text_column=review
   fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
+  fmctl customize base=runs/bert_topics/2026-11-28_20-30-00 customize=[freeze,lora] customize.lora.r=4
   fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
   fmctl export runs/bert_topics/2026-11-28_20-30-00 --format onnx --quantize int8
   fmctl predict runs/bert_topics/2026-11-28_20-30-00/export/onnx-int8 --input new.csv --out preds.csv
@@ -61,6 +62,20 @@ def pretrain(ctx: typer.Context) -> None:
     from fmctl.launch import run_training_verb
 
     raise typer.Exit(run_training_verb("pretrain", list(ctx.args)))
+
+
+@app.command(context_settings=_PASS_THROUGH, short_help="Customise a trained model (freeze, LoRA, prune, ...) and train it.")
+def customize(ctx: typer.Context) -> None:
+    """Customise a model and train it: base=PATH customize=[op,op,...] [customize.OP.KEY=V ...] [key=value ...] [-m].
+
+    base is a pretrained folder or an earlier run folder (whose config is then the recipe).
+    Operations, applied in the order listed: freeze, lora, head, dropout, drop_layers,
+    prune, distill; their settings are customize.<op>.<key>=value (see conf/customize/).
+    Writes a run folder and RUN_DIR/customize_report.json comparing base and result.
+    """
+    from fmctl.launch import run_training_verb
+
+    raise typer.Exit(run_training_verb("customize", list(ctx.args)))
 
 
 @app.command("eval", context_settings=_PASS_THROUGH, short_help="Evaluate a run folder's model on test data.")

@@ -9,6 +9,7 @@ jobs in other processes too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -43,10 +44,14 @@ def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
                              f"or pass overwrite=true to replace them")
 
 
-DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm"}
+DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm", "customize": "customize_bert_lora"}
 
 
 def run_training_verb(verb: str, args: list[str]) -> int:
+    if verb == "customize":
+        from fmctl.config.compose import customize_invocation
+
+        args = customize_invocation(args)
     inv = parse_invocation(args, DEFAULT_RECIPES[verb])
     if inv.show_only:
         checked = preflight(inv, strict=False)
@@ -62,7 +67,8 @@ def run_training_verb(verb: str, args: list[str]) -> int:
     if inv.multirun:
         sweep_dir = Path(checked.run.run_dir) if checked.run.run_dir else default_run_dir(inv.recipe, "_sweep")
         check_run_dir_free(sweep_dir, checked.run.overwrite)
-        extra = [f"hydra.sweep.dir={_quote(sweep_dir)}", "hydra.sweep.subdir=${hydra.job.num}"]
+        extra = [f"hydra.sweep.dir={_quote(sweep_dir)}", "hydra.sweep.subdir=${hydra.job.num}",
+                 *_sweeper_direction(inv, checked.run)]
         _call_hydra(inv, extra + checked.overrides, _job_function(verb))
         return _print_sweep_summary(sweep_dir)
     run_dir = Path(checked.run.run_dir) if checked.run.run_dir else _resume_run_dir(checked.run, inv.recipe)
@@ -139,13 +145,14 @@ def _job_function(verb: str) -> Callable[[Any], Any]:
         cfg.run_dir = str(run_dir)
         cfg.overwrite = True  # Hydra made this job's folder; it is empty
         try:
-            return _run_job(verb, cfg, overrides=list(hc.overrides.task))
+            result = _run_job(verb, cfg, overrides=list(hc.overrides.task))
+            return _objective(run_dir, cfg, result)  # what a sweeper (Optuna) optimises
         except BaseException as exc:  # a failing job must not stop the sweep
             if isinstance(exc, KeyboardInterrupt):
                 raise
             _record_failure(run_dir, exc, list(hc.overrides.task))
             print(f"job {hc.job.num} failed: {_one_line(exc)}", file=sys.stderr)
-            return None
+            return None  # the Optuna sweeper records a trial without a number as failed and goes on
 
     return job
 
@@ -168,6 +175,40 @@ def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None) -> Any:
             raise
         print(f"error: {_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
         raise SystemExit(1)
+
+
+def objective_of(run: Any) -> tuple[str, str]:
+    """(metric, 'maximize'|'minimize'): the monitored metric and its direction."""
+    from fmctl.tasks import get_task
+
+    task = get_task(run.task)
+    monitor = run.trainer.monitor or f"val/{task.main_metric}"
+    mode = run.trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}" else
+                                        "min" if monitor.endswith("loss") or monitor.removeprefix("val/")
+                                        in getattr(task, "minimized", ()) else "max")
+    return monitor, "maximize" if mode == "max" else "minimize"
+
+
+def _objective(run_dir: Path, cfg: Any, result: Any) -> float | None:
+    """The monitored metric of a finished job, recorded in its manifest for the summary."""
+    from fmctl.checkpoint import RunFolder
+    from fmctl.config.validate import validate
+
+    metric, direction = objective_of(validate(cfg))
+    value = float(result.metrics.get(metric, float("nan"))) if result is not None else float("nan")
+    RunFolder(run_dir).update_manifest(objective={"metric": metric, "direction": direction, "value": value})
+    return None if math.isnan(value) else value
+
+
+def _sweeper_direction(inv: Invocation, run: Any) -> list[str]:
+    """hydra/sweeper=optuna without hydra.sweeper.direction: the direction of the metric
+    fmctl reports as the objective (trainer.monitor, else the task's main metric)."""
+    words = inv.hydra_flags + inv.overrides
+    if not any(w.lstrip("+").startswith("hydra/sweeper=optuna") for w in words):
+        return []
+    if any(w.lstrip("+").startswith("hydra.sweeper.direction=") for w in words):
+        return []
+    return [f"hydra.sweeper.direction={objective_of(run)[1]}"]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, float]
     fit: Any
+    report: dict[str, Any] | None = None   # fmctl customize's base-vs-customised comparison
 
 
 def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, console: Any = None) -> RunResult:
@@ -35,6 +36,25 @@ def finetune(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, c
 def pretrain(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, console: Any = None) -> RunResult:
     """Train a backbone on unlabelled data (MLM, CLM or MIM)."""
     return train("pretrain", run, raw_cfg, overrides, console)
+
+
+def customize(run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None, console: Any = None) -> RunResult:
+    """Apply the listed customizations to the base model, train with the shared loop, and
+    compare base and result (customize_report.json)."""
+    import dataclasses
+
+    from fmctl.errors import ConfigError
+
+    if not run.base:
+        raise ConfigError("base: required; the model to customise (base=RUN_DIR of an earlier run, or a "
+                          "save_pretrained / timm folder)")
+    run = dataclasses.replace(run, backbone=dataclasses.replace(run.backbone, pretrained=run.base))
+    if hasattr(raw_cfg, "_metadata"):
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(raw_cfg):
+            OmegaConf.update(raw_cfg, "backbone.pretrained", run.base, force_add=True)
+    return train("customize", run, raw_cfg, overrides, console)
 
 
 def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None = None,
@@ -76,6 +96,12 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
 
     seed_everything(run.trainer.seed)
     model = task.build_model(run, data)
+    custom = None
+    if verb == "customize":
+        from fmctl.customize import apply_all
+
+        custom = apply_all(model, run, task, data, out)
+        model = custom.model
     counts = parameter_counts(model)
     source = run.backbone.pretrained or f"random init, size {run.backbone.size}"
     out.print(f"model: {run.backbone.name} ({source}): {counts['total']:,} parameters"
@@ -93,7 +119,8 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
     folder = None
     if d.is_main:
         try:
-            folder = _open_run_folder(verb, run, raw_cfg, run_dir, checkpoint, data, counts, examples, overrides, out)
+            folder = _open_run_folder(verb, run, raw_cfg, run_dir, checkpoint, data, counts, examples, overrides, out,
+                                      custom.records if custom else [])
             failure = None
         except Exception as exc:  # the other ranks must hear of it rather than wait forever
             failure = exc
@@ -106,7 +133,7 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
             raise RunFolderError(f"rank 0 could not open the run folder: {message}")
 
     try:
-        result, metrics = _fit_and_save(model, task, data, run, folder, out, state, d)
+        result, metrics, comparison = _fit_and_save(model, task, data, run, folder, out, state, d, custom)
     except BaseException as exc:
         from fmctl.loop.fit import Preempted
 
@@ -120,13 +147,17 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
             folder.unlock()
     distributed.barrier(d)
     out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
+    if comparison is not None:
+        from fmctl.customize.report import table
+
+        out.print(table(comparison))
     out.print(f"run folder: {run_dir}")
-    return RunResult(run_dir, metrics, result)
+    return RunResult(run_dir, metrics, result, comparison)
 
 
 def _open_run_folder(verb: str, run: RunConfig, raw_cfg: Any, run_dir: Path, checkpoint: Path | None, data: Any,
                      counts: dict[str, int], examples: dict[str, int], overrides: list[str] | None,
-                     out: Any) -> RunFolder:
+                     out: Any, customizations: list[dict[str, Any]] | None = None) -> RunFolder:
     if checkpoint is not None:
         folder = RunFolder.reopen(run_dir)
         _warn_on_changes(folder, raw_cfg, data, out)
@@ -140,28 +171,32 @@ def _open_run_folder(verb: str, run: RunConfig, raw_cfg: Any, run_dir: Path, che
         status="running", fmctl_version=__version__, git_revision=_git_revision(), verb=verb,
         recipe=run.recipe, run_dir=str(folder.path), task=run.task.name, backbone=run.backbone.name,
         pretrained=run.backbone.pretrained, lineage=lineage(run.backbone.pretrained),
-        label_names=data.label_names, parameters=counts, customizations=[], data=data.sources,
+        label_names=data.label_names, parameters=counts, customizations=customizations or [], data=data.sources,
         overrides=overrides or [], examples=examples, started_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     out.print(f"run folder: {folder.path}")
     return folder
 
 
 def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, out: Any,
-                  state: Any, d: Any) -> tuple[Any, dict[str, float]]:
-    """Train, then (on rank 0) put the best weights in model/ and score the test split."""
+                  state: Any, d: Any, custom: Any = None) -> tuple[Any, dict[str, float], dict[str, Any] | None]:
+    """Train, then (on rank 0) put the best weights in model/ and score the test split;
+    customised models are finalised first (LoRA merged, pruning masks made permanent)."""
     from fmctl.loop.fit import evaluate, fit, make_loader
 
-    result = fit(model, task, data, run, folder, out, resume=state, dist=d)
+    result = fit(model, task, data, run, folder, out, resume=state, dist=d,
+                 loss_hook=custom.loss_hook() if custom is not None else None)
     metrics = dict(result.best_metrics)
     metrics.pop("epoch", None)
     if folder is None:
-        return result, metrics
+        return result, metrics, None
     if d.enabled and run.trainer.strategy == "fsdp":
         model = task.build_model(run, data)  # unsharded, to receive the gathered weights
     if result.best_step is not None:
         folder.load_weights("best", model)
     elif (folder.checkpoints_dir / "final").is_dir():
         folder.load_weights("final", model)
+    if custom is not None:
+        model = custom.finalize(model, folder.path)
     _save_model_atomically(task, model, data, folder)
     if data.test is not None and len(data.test):
         from fmctl.loop.precision import Precision
@@ -175,7 +210,30 @@ def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunF
                            stopped_early=result.stopped_early,
                            nonfinite_skipped=result.nonfinite_skipped, processes=run.trainer.nproc,
                            strategy=run.trainer.strategy, train_seconds=round(result.train_seconds, 2))
-    return result, metrics
+    comparison = None
+    if custom is not None:
+        comparison = _customize_report(custom, model, task, data, run, folder)
+    return result, metrics, comparison
+
+
+def _customize_report(custom: Any, model: Any, task: Any, data: Any, run: RunConfig,
+                      folder: RunFolder) -> dict[str, Any]:
+    from fmctl.customize import report
+    from fmctl.models import pretrained
+
+    base_weights = pretrained.resolve(run.base) if run.base else None
+    comparison = {"base": report.describe(custom.base, task, data, run, base_weights if isinstance(base_weights, Path)
+                                          else None),
+                  "customized": report.describe(model, task, data, run, folder.model_dir),
+                  "customizations": custom.records, "measured_on": "cpu, fp32, validation split"}
+    if custom.records:  # what trained (after a merge every parameter of the saved model is plain again)
+        comparison["customized"]["params_trainable"] = custom.records[-1]["trainable_after"]
+    if (folder.path / "adapter").is_dir():
+        comparison["customized"]["adapter_size_bytes"] = sum(
+            p.stat().st_size for p in (folder.path / "adapter").rglob("*") if p.is_file())
+    report.write(folder.path, comparison)
+    folder.update_manifest(customize_report="customize_report.json")
+    return comparison
 
 
 def _check_verb(verb: str, run: RunConfig) -> None:
@@ -186,8 +244,13 @@ def _check_verb(verb: str, run: RunConfig) -> None:
     if verb == "pretrain" and name not in PRETRAINING_TASKS:
         raise ConfigError(f"task: '{name}' is not a pretraining objective; fmctl pretrain runs task=mlm (bert), "
                           f"clm (gpt) or mim (vit); fine-tune with fmctl finetune")
-    if verb == "finetune" and name in PRETRAINING_TASKS:
+    if verb in ("finetune", "customize") and name in PRETRAINING_TASKS:
         raise ConfigError(f"task: '{name}' is a pretraining objective; run it with fmctl pretrain")
+    if verb != "customize" and run.customize:
+        raise ConfigError(f"customize: operations run with fmctl customize base=... (not fmctl {verb})")
+    if verb == "customize" and run.trainer.strategy == "fsdp" and run.trainer.nproc > 1:
+        raise ConfigError("trainer.strategy: fmctl customize runs with ddp or one process (the final model is "
+                          "rebuilt unsharded under fsdp, without the customizations)")
 
 
 def lineage(pretrained: str | None) -> list[dict[str, Any]]:
@@ -312,7 +375,13 @@ def evaluate_run(run_dir: Path, run: RunConfig, raw_cfg: Any = None, console: An
     dataset = getattr(data, split)
     if dataset is None or len(dataset) == 0:
         raise DataError(f"data.{split}: no examples to evaluate")
-    model = task.load_model(model_dir)
+    if (run_dir / "adapter").is_dir():  # LoRA kept as an adapter: the exact trained model
+        from fmctl.customize.lora import load_adapter_model
+
+        model = load_adapter_model(run_dir / "adapter", task)
+        out.print(f"model: {run_dir / 'adapter'} on its base")
+    else:
+        model = task.load_model(model_dir)
     device = pick_device(run.trainer.device)
     model.to(device)
     # 'auto' evaluates in fp32: evaluation is cheap and gives reference numbers.

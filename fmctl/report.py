@@ -45,8 +45,20 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
         rows.append({"job": int(job.name), "run_dir": str(job), "status": manifest.get("status", "unknown"),
                      "overrides": manifest.get("overrides", []), "metrics": manifest.get("metrics", {}),
-                     "error": manifest.get("error")})
+                     "error": manifest.get("error"), "objective": manifest.get("objective")})
+    _rank(rows)
     return rows
+
+
+def _rank(rows: list[dict[str, Any]]) -> None:
+    """rank 1 = the best completed job by its objective (the monitored metric)."""
+    import math
+
+    scored = [r for r in rows if r["status"] == "completed" and r.get("objective")
+              and isinstance(r["objective"].get("value"), (int, float)) and not math.isnan(r["objective"]["value"])]
+    maximize = bool(scored) and scored[0]["objective"]["direction"] == "maximize"
+    for rank, row in enumerate(sorted(scored, key=lambda r: r["objective"]["value"], reverse=maximize), 1):
+        row["rank"] = rank
 
 
 def swept_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -74,6 +86,19 @@ def print_sweep_summary(sweep_dir: Path) -> int:
         status = row["status"] if row["status"] != "failed" else f"failed: {row['error']}"
         table.add_row(str(row["job"]), " ".join(swept), status, *values)
     console().print(table)
+    ranked = sorted((r for r in rows if "rank" in r), key=lambda r: r["rank"])
+    if ranked:
+        objective = ranked[0]["objective"]
+        order = Table(title=f"trials by {objective['metric']} ({objective['direction']})", title_justify="left")
+        for column in ("rank", "job", objective["metric"], "swept"):
+            order.add_column(column, justify="left" if column == "swept" else "right")
+        for row in ranked:
+            order.add_row(str(row["rank"]), str(row["job"]), f"{row['objective']['value']:.4f}",
+                          " ".join(varied[rows.index(row)]))
+        console().print(order)
+        best = ranked[0]
+        console().print(f"best trial: job {best['job']} ({objective['metric']} {best['objective']['value']:.4f}) "
+                        f"{' '.join(varied[rows.index(best)])} -> {best['run_dir']}", soft_wrap=True)
     atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=2))
     failed = sum(r["status"] != "completed" for r in rows)
     if failed:

@@ -52,7 +52,29 @@ def build_files(root: Path) -> dict[str, Path]:
     files["one_label"] = write_reviews_csv(root / "one_label.csv", 20, seed=3, labels=("positive",))
     files.update(prepared_corpora(root))
     build_task_files(root, files)
+    files.update(customize_bases(root))
     return files
+
+
+def customize_bases(root: Path) -> dict[str, Path]:
+    """fmctl customize bases: a tiny one-block BERT for the reviews' labels, and a teacher
+    trained on other labels. Random weights, saved with save_pretrained."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fmctl.data.tokenizer_training import train_tokenizer
+
+    tokenizer = train_tokenizer(["great product", "awful refund", "the box arrived"] * 10, "wordpiece", 120,
+                                model_max_length=64)
+    out = {}
+    for name, labels in (("cz_base", ["negative", "positive"]), ("cz_teacher", ["a", "b", "c"])):
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, max_position_embeddings=64, num_labels=len(labels),
+                            id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+                            pad_token_id=tokenizer.pad_token_id)
+        BertForSequenceClassification(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        out[name] = root / name
+    return out
 
 
 def prepared_corpora(root: Path) -> dict[str, Path]:
@@ -118,6 +140,7 @@ REGRESSION = ["recipe=regression_csv", *TINY_TEXT, "data.text_column=review", "d
               "trainer.max_steps=2"]
 MULTILABEL = ["recipe=multilabel_csv", *TINY_TEXT, "data.label_column=topics", "trainer.max_steps=2"]
 TRANSLATION = ["recipe=translation_t5", *TINY_TEXT, "trainer.max_steps=2"]
+CUSTOMIZE = ["customize", *TEXT, "data.train={train}", "base={cz_base}", "data.max_length=32"]
 
 # (case id, arguments, text the one-line message must contain). {name} is a file from build_files;
 # arguments start with the verb when it is not finetune.
@@ -180,6 +203,13 @@ CASES = [
     ("numeric label column holding text", [*REGRESSION, "data.train={text_score_csv}"], "text_score.csv:3: label 'high' in column 'score' is not a number"),
     ("built-in data for another task", [*REGRESSION, "data=topics"], "data.builtin: 'topics' does not fit task 'regression'"),
     ("label list with an unknown label", [*MULTILABEL, "data.train={topics}", "data.test={unknown_topic_csv}"], "unknown_topic.csv:3: label 'weather' never appears in the training data"),
+    ("customize freeze glob that matches nothing", [*CUSTOMIZE, "customize=[freeze]", "customize.freeze.params=[encoder.nothing.*]"], "customize.freeze.params: 'encoder.nothing.*' matches no parameter; names look like bert.embeddings"),
+    ("customize drop_layers beyond the model", [*CUSTOMIZE, "customize=[drop_layers]", "customize.drop_layers.bottom=5"], "customize.drop_layers.bottom: asks for 5 layers but the model has only 1"),
+    ("customize LoRA target that matches no module", [*CUSTOMIZE, "customize=[lora]", "customize.lora.target_modules=[qeury]"], "customize.lora.target_modules: 'qeury' matches no module; linear modules here are named classifier, dense, key, query, value"),
+    ("customize distillation from a teacher with other labels", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_teacher}"], "customize.distill.teacher: its labels [a, b, c] differ from the student's [negative, positive]"),
+    ("customize sparsity outside [0, 1)", [*CUSTOMIZE, "customize=[prune]", "customize.prune.sparsity=1.0"], "customize.prune.sparsity: must be < 1.0, got 1.0"),
+    ("customize without a base", ["customize", *TEXT, "data.train={train}", "customize=[head]"], "base: required"),
+    ("customize with an unknown operation", [*CUSTOMIZE, "customize=[lorra]"], "customize: unknown option 'lorra' (did you mean 'lora'?)"),
 ]
 
 
@@ -224,7 +254,7 @@ def test_bad_input_gives_one_actionable_line(case, args, expected, files, existi
         args += [f"run_dir={existing_run}", "overwrite=true"]  # even when allowed to replace it, it stays
     elif not any(a.startswith("run_dir=") for a in args):
         args += [f"run_dir={existing_run}"]
-    verb = args.pop(0) if args[0] in ("pretrain", "finetune") else "finetune"
+    verb = args.pop(0) if args[0] in ("pretrain", "finetune", "customize") else "finetune"
     code, out, err = call_main([verb, *args])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0, out + err

@@ -28,7 +28,7 @@ _HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p"}
 _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 _BLOCKED_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
 # Top-level keys that recipes do not spell out; always set with ++ so they need not exist.
-RUN_KEYS = ("recipe", "run_dir", "overwrite")
+RUN_KEYS = ("recipe", "run_dir", "overwrite", "base")
 
 
 # torchrun settings given as flags: fmctl finetune --nproc 4 --nnodes 2 --node-rank 0 --rdzv-endpoint h:29500
@@ -148,7 +148,7 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
     parser = OverridesParser.create()
     groups = paths.config_groups()
     group_ovs, dotted, passthrough = [], [], []
-    for text in [*inv.overrides, *extra]:
+    for text in _expand_inline_ops([*inv.overrides, *extra], parser):
         try:
             ov = parser.parse_overrides([text])[0]
         except Exception as exc:
@@ -165,15 +165,22 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
             dotted.append((text, ov))
 
     compose_ovs = [searchpath_override()]
-    for text, ov in group_ovs:
+    for i, (text, ov) in enumerate(group_ovs):
         options = paths.group_options(ov.key_or_group)
         choices = _values(ov) if not ov.is_delete() else []
-        bad = [c for c in choices if str(c) not in options]
+        # customize=[freeze,lora] selects several options of one group (Hydra's multi-select).
+        flat = [c for choice in choices for c in (choice if isinstance(choice, list) else [choice])]
+        bad = [c for c in flat if str(c) not in options]
         for c in bad:
             problems.append(f"{ov.key_or_group}: unknown option '{c}'{did_you_mean(str(c), options)}; "
                             f"available: {', '.join(options)}")
+        if not text.startswith(("+", "~")) and not _recipe_lists_group(inv.recipe_path, ov.key_or_group):
+            # A recipe that does not list the group (customize=[...] on a finetune recipe, sched=cosine
+            # on a run's saved config.yaml) still takes the option: appended, it overrides the body.
+            text = "+" + text
+            group_ovs[i] = (text, ov)
         if not bad:
-            compose_ovs.append(text if not ov.is_sweep_override() else f"{ov.key_or_group}={choices[0]}")
+            compose_ovs.append(text if not ov.is_sweep_override() else f"{text.split('=', 1)[0]}={_show(choices[0])}")
 
     cfg = None
     try:
@@ -214,6 +221,60 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
 
 
 _ABSENT = object()
+
+
+def _expand_inline_ops(texts: list[str], parser: Any) -> list[str]:
+    """customize=[freeze,{op:prune,sparsity:0.3}] -> customize=[freeze,prune] plus
+    customize.prune.sparsity=0.3: settings written inline in the list of operations."""
+    out = []
+    for text in texts:
+        try:
+            ov = parser.parse_overrides([text])[0]
+        except Exception:
+            out.append(text)  # reported by the caller
+            continue
+        value = None if ov.is_sweep_override() or ov.is_delete() else ov.value()
+        if ov.key_or_group != "customize" or not isinstance(value, list) or not any(isinstance(v, dict) for v in value):
+            out.append(text)
+            continue
+        names, settings = [], []
+        for item in value:
+            if isinstance(item, dict):
+                name = str(item.get("op", "?"))
+                settings += [f"customize.{name}.{k}={_hydra_value(v)}" for k, v in item.items() if k != "op"]
+            else:
+                name = str(item)
+            names.append(name)
+        prefix = text[:len(text) - len(text.lstrip("+"))]
+        out += [f"{prefix}customize=[{','.join(names)}]", *settings]
+    return out
+
+
+def _hydra_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
+
+
+def _show(choice: Any) -> str:
+    return f"[{','.join(map(str, choice))}]" if isinstance(choice, list) else str(choice)
+
+
+def _recipe_lists_group(path: Path, group: str) -> bool:
+    from omegaconf import OmegaConf
+
+    try:
+        defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
+    except Exception:  # a broken recipe is reported by compose itself
+        return True
+    return any(isinstance(d, dict) and any(str(k).lstrip("+").split("@")[0].replace("optional ", "").strip() == group
+                                            for k in d) for d in defaults)
 
 
 def _values(ov: Any) -> list[Any]:
@@ -301,3 +362,32 @@ def schema_from_overrides(schema: type, args: list[str]) -> Any:
     if problems:
         raise ConfigError(problems)
     return validate_schema(schema, cfg)
+
+
+def customize_invocation(args: list[str]) -> list[str]:
+    """`fmctl customize base=RUN_DIR ...` without recipe=: the base run's own config (its
+    data, task, backbone and trainer settings) is the recipe, minus what belonged to that
+    run's customization; base= and overrides apply on top."""
+    if any(a.startswith("recipe=") for a in args):
+        return args
+    base = next((a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("base=")), None)
+    if not base:
+        return args
+    config_file = Path(base).expanduser() / "config.yaml"
+    if not config_file.is_file():
+        return args
+    import atexit
+    import shutil
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(config_file))
+    for key in ("customize", "base", "report", "run_dir", "overwrite", "defaults"):
+        cfg.pop(key, None)
+    folder = Path(tempfile.mkdtemp(prefix="fmctl-base-recipe-"))
+    atexit.register(shutil.rmtree, folder, True)
+    recipe = folder / "config.yaml"
+    recipe.write_text(f"# the config of base run {base}\n" + OmegaConf.to_yaml({"defaults": [{"customize": []}, "_self_"],
+                                                                                 **cfg}), encoding="utf-8")
+    return [f"recipe={recipe}", *args]

@@ -232,6 +232,11 @@ class OptimConfig:
     eps: float = _bounded(1e-8, gt=0.0)
     # null: use the fused AdamW kernel wherever torch has one for the device.
     fused: Optional[bool] = None
+    # Layer-wise learning-rate decay: the head keeps optim.lr, block i from the top gets
+    # lr x layer_decay^i, the embeddings the smallest; null (or 1.0) turns it off.
+    layer_decay: Optional[float] = _bounded(None, gt=0.0, le=1.0)
+    # The task head's learning rate is optim.lr x head_lr_mult (on top of layer_decay).
+    head_lr_mult: float = _bounded(1.0, gt=0.0)
 
 
 @dataclass
@@ -242,6 +247,13 @@ class SchedConfig:
     warmup_ratio: float = _bounded(0.06, ge=0.0, lt=1.0)
     # Final learning rate as a fraction of optim.lr (linear and cosine).
     min_lr_ratio: float = _bounded(0.0, ge=0.0, le=1.0)
+
+
+@dataclass
+class EmaConfig:
+    # Exponential moving average of the trainable parameters, updated after every optimizer
+    # step; evaluation, the best checkpoint and model/ use the averaged weights. null: off.
+    decay: Optional[float] = _bounded(None, gt=0.0, lt=1.0)
 
 
 @dataclass
@@ -288,6 +300,15 @@ class TrainerConfig:
     # Fused Triton kernels (LM-head linear+cross-entropy, LayerNorm, bias+GELU): auto uses
     # them on CUDA when triton is installed; torch never; triton insists.
     kernels: Literal["auto", "triton", "torch"] = "auto"
+    ema: EmaConfig = field(default_factory=EmaConfig)
+
+
+@dataclass
+class ReportConfig:
+    # fmctl customize's base-vs-customised table: CPU latency at batch 1 and 32 (median
+    # of `repeats` timed calls after a warm-up) can be turned off to save time.
+    latency: bool = True
+    repeats: int = _bounded(5, ge=1)
 
 
 @dataclass
@@ -305,6 +326,90 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # fmctl customize: the model to start from (a save_pretrained/timm folder or an fmctl
+    # run folder), the ordered operations (conf/customize/, customize=[freeze,lora]) and
+    # the comparison report.
+    base: Optional[str] = None
+    customize: list = field(default_factory=list)   # CustomizeOp instances, in order
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+# ---- `fmctl customize`: operations over the model, applied in the order listed ----
+
+@dataclass
+class FreezeOp:
+    # Parameter-name globs (fnmatch), e.g. 'bert.encoder.layer.0.*' or '*LayerNorm*'.
+    params: list[str] = field(default_factory=list)
+    embeddings: bool = False
+    # Freeze the bottom k transformer blocks (the backbone's named layer groups).
+    bottom: int = _bounded(0, ge=0)
+
+
+@dataclass
+class LoraOp:
+    r: int = _bounded(8, ge=1)
+    alpha: float = _bounded(16.0, gt=0.0)
+    dropout: float = _bounded(0.05, ge=0.0, lt=1.0)
+    # null: the family's attention projections (bert: query/key/value, gpt: c_attn and
+    # attn.c_proj, vit: qkv and attn.proj). Names match module-name suffixes (peft's rule).
+    target_modules: Optional[list[str]] = None
+    # true: model/ holds the merged weights only; false: also adapter/ (peft layout + head)
+    # that fmctl eval loads on top of its base for exactly the trained predictions.
+    merge: bool = True
+
+
+@dataclass
+class HeadOp:
+    reinit: bool = True
+    # Linear layers in the new head: 1 keeps a single linear layer; 2+ is an MLP.
+    layers: int = _bounded(1, ge=1)
+    hidden: Optional[int] = _bounded(None, ge=1)     # null: the backbone's width
+    activation: Literal["gelu", "relu", "tanh", "silu"] = "gelu"
+    dropout: float = _bounded(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass
+class DropoutOp:
+    hidden: Optional[float] = _bounded(None, ge=0.0, lt=1.0)
+    attention: Optional[float] = _bounded(None, ge=0.0, lt=1.0)
+
+
+@dataclass
+class DropLayersOp:
+    # The block indices to keep, else the bottom k blocks, else every k-th block (0, k, 2k, ...).
+    keep: Optional[list[int]] = None
+    every: Optional[int] = _bounded(None, ge=1)
+    bottom: Optional[int] = _bounded(None, ge=1)
+
+
+@dataclass
+class PruneOp:
+    # Fraction of the transformer blocks' weight matrices set to zero by magnitude; the
+    # masks hold during training and are made permanent in model/.
+    sparsity: float = _bounded(0.5, ge=0.0, lt=1.0)
+    scope: Literal["global", "layer"] = "global"
+    # Fraction of attention heads per block removed (zeroed, masks kept) by importance
+    # (the L2 norm of the head's query/key/value/output weights).
+    heads: float = _bounded(0.0, ge=0.0, lt=1.0)
+
+
+@dataclass
+class DistillOp:
+    # The teacher: an fmctl run folder (or its model/) with the same labels.
+    teacher: Optional[str] = None
+    # loss = (1 - alpha) * task loss + alpha * T^2 * KL(teacher_T || student_T)
+    alpha: float = _bounded(0.5, ge=0.0, le=1.0)
+    temperature: float = _bounded(2.0, gt=0.0)
+
+
+CUSTOMIZE_OPS = {"freeze": FreezeOp, "lora": LoraOp, "head": HeadOp, "dropout": DropoutOp,
+                 "drop_layers": DropLayersOp, "prune": PruneOp, "distill": DistillOp}
+
+
+@dataclass
+class CustomizeStep:
+    op: str
+    cfg: object
 
 
 # ---- `fmctl data prepare`: raw corpus -> cleaned, deduplicated, tokenised shards ----

@@ -15,6 +15,8 @@ from typing import Any, Literal, Union
 from fmctl._suggest import did_you_mean, one_of
 from fmctl.config.schema import (
     BACKBONE_SCHEMAS,
+    CUSTOMIZE_OPS,
+    CustomizeStep,
     TASK_BACKBONES,
     TASK_SCHEMAS,
     RunConfig,
@@ -95,6 +97,9 @@ def _build(schema: type, node: Any, path: str, problems: list[str]) -> Any:
         if path == "" and name in _GROUPS_WITH_NAMED_SCHEMA:
             kwargs[name] = _build_named(name, value, problems)
             continue
+        if path == "" and name == "customize":
+            kwargs[name] = build_customize(value, problems)
+            continue
         if dataclasses.is_dataclass(hints[name]):
             kwargs[name] = _build(hints[name], value, dotted + ".", problems)
             continue
@@ -122,6 +127,37 @@ def _build_named(group: str, node: Any, problems: list[str]) -> Any:
                         f"choose one of {one_of(schemas)}")
         return default_schema()
     return _build(schemas[name], node, f"{group}.", problems)
+
+
+def build_customize(node: Any, problems: list[str]) -> list[CustomizeStep]:
+    """The ordered operations: a mapping op -> settings (what `customize=[freeze,lora]`
+    composes from conf/customize/, keys in the listed order) or a list whose items are op
+    names or mappings with an `op` key (`customize=[freeze,{op:prune,sparsity:0.5}]`)."""
+    if node is None:
+        return []
+    if isinstance(node, Mapping):
+        items = [(name, settings, f"customize.{name}") for name, settings in node.items()]
+    elif isinstance(node, (list, tuple)):
+        items = []
+        for i, item in enumerate(node):
+            if isinstance(item, str):
+                items.append((item, {}, f"customize[{i}]"))
+            elif isinstance(item, Mapping):
+                settings = {k: v for k, v in item.items() if k != "op"}
+                items.append((item.get("op", MISSING), settings, f"customize[{i}]"))
+            else:
+                problems.append(f"customize[{i}]: expected an operation name or a mapping with 'op', got {_show(item)}")
+    else:
+        problems.append(f"customize: expected a list of operations, got {_show(node)}")
+        return []
+    steps = []
+    for name, settings, key in items:
+        if name is MISSING or name not in CUSTOMIZE_OPS:
+            shown = "missing" if name is MISSING else f"unknown operation {_show(name)}{did_you_mean(str(name), CUSTOMIZE_OPS)}"
+            problems.append(f"{key}{'.op' if name is MISSING else ''}: {shown}; choose from {one_of(CUSTOMIZE_OPS)}")
+            continue
+        steps.append(CustomizeStep(name, _build(CUSTOMIZE_OPS[name], settings or {}, f"{key}.", problems)))
+    return steps
 
 
 def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> tuple[bool, Any]:
@@ -226,6 +262,40 @@ def check_semantics(run: RunConfig) -> list[str]:
                         "overwriting would delete it)")
     if run.trainer.monitor_mode is not None and run.trainer.monitor is None:
         problems.append("trainer.monitor_mode: set trainer.monitor too (e.g. trainer.monitor=val/loss)")
+    if run.trainer.ema.decay is not None and run.trainer.strategy == "fsdp" and run.trainer.nproc > 1:
+        problems.append("trainer.ema.decay: not supported with trainer.strategy=fsdp (the averaged weights would be "
+                        "sharded); use ddp or one process")
+    problems.extend(_check_customize(run))
+    return problems
+
+
+def _check_customize(run: RunConfig) -> list[str]:
+    problems = []
+    names = [step.op for step in run.customize]
+    for i, step in enumerate(run.customize):
+        key = f"customize.{step.op}"
+        if names.count(step.op) > 1:
+            problems.append(f"{key}: listed {names.count(step.op)} times; list each operation once")
+            break
+        cfg = step.cfg
+        if step.op == "drop_layers":
+            if all(getattr(cfg, k) is None for k in ("keep", "every", "bottom")):
+                problems.append(f"{key}: set keep=[i,j,...], bottom=K or every=K")
+            if cfg.keep is not None and (not cfg.keep or min(cfg.keep) < 0 or len(set(cfg.keep)) != len(cfg.keep)):
+                problems.append(f"{key}.keep: needs distinct block indices >= 0, got {cfg.keep}")
+        if step.op == "distill" and not cfg.teacher:
+            problems.append(f"{key}.teacher: required; the run folder of a model trained on the same labels")
+        if step.op == "freeze" and not (cfg.params or cfg.embeddings or cfg.bottom):
+            problems.append(f"{key}: nothing to freeze; set params=[glob,...], embeddings=true or bottom=K")
+    if "lora" in names and "prune" in names:
+        problems.append("customize: lora and prune cannot be combined (merging the adapter would fill the pruned "
+                        "weights back in); prune in one run, then customize that run with lora")
+    if names and run.task.name not in ("text_classification", "image_classification", "token_classification",
+                                       "regression", "multilabel_classification"):
+        problems.append(f"customize: task '{run.task.name}' is not supported; customize classification, "
+                        f"token classification or regression runs")
+    if "distill" in names and run.task.name not in ("text_classification", "image_classification"):
+        problems.append(f"customize.distill: needs a classification task, got '{run.task.name}'")
     return problems
 
 

@@ -123,9 +123,11 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
 
 
 def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any,
-        resume: dict[str, Any] | None = None, dist: Dist | None = None) -> FitResult:
+        resume: dict[str, Any] | None = None, dist: Dist | None = None, loss_hook: Any = None) -> FitResult:
     """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state).
-    Under torchrun every rank calls fit; only rank 0 has a `folder` to write."""
+    Under torchrun every rank calls fit; only rank 0 has a `folder` to write.
+    `loss_hook(loss, outputs, batch) -> loss` adds to the training loss (distillation); it
+    runs under the same autocast as the forward pass. Evaluation reports the task's loss."""
     import torch
 
     trainer = run.trainer
@@ -170,6 +172,11 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     optimizer = build_optimizer(model, run.optim, device)
     scheduler = build_scheduler(optimizer, run.sched, total_steps)
     scaler = precision.scaler()
+    ema = None
+    if trainer.ema.decay is not None:
+        from fmctl.loop.ema import EMA
+
+        ema = EMA(model, trainer.ema.decay)
 
     progress = Progress()
     if resume is not None:
@@ -189,6 +196,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
             scaler.load_state_dict(resume["scaler"])
         progress = Progress.from_dict(resume["progress"])
         restore_rng(resume["rng"])
+        if ema is not None and resume.get("ema"):
+            ema.load_state_dict(resume["ema"])
 
     monitor = trainer.monitor or f"val/{task.main_metric}"
     lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in getattr(task, "minimized", ())
@@ -226,6 +235,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                  "world_size": d.world_size, "strategy": trainer.strategy if d.enabled else "single"}
         if not sharded:  # FSDP keeps the optimizer in the sharded dcp/ folder
             state["optimizer"] = optimizer.state_dict()
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         return state
 
     def save_state() -> str | None:
@@ -247,10 +258,18 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         return path
 
     def do_eval() -> bool:
-        """Evaluate, track the best model; True when early stopping says stop."""
+        """Evaluate (with the averaged weights under EMA), track the best model, write the
+        training state; True when early stopping says stop."""
         progress.last_eval_step = progress.step
         if eval_loader is None:
             return False
+        with ema.applied(model) if ema is not None else contextlib.nullcontext():
+            stop_now = score_and_track()
+        if trainer.checkpoint_every is None:
+            save_state()
+        return stop_now
+
+    def score_and_track() -> bool:
         # Every rank scores the whole validation set (identical numbers, so identical
         # best-model and early-stopping decisions without another collective).
         scored = evaluate(model, task, eval_loader, device, precision, forward=net if d.enabled else None)
@@ -280,8 +299,6 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 folder.save_checkpoint("best", model, None, info)
         else:
             progress.stale_evals += 1
-        if trainer.checkpoint_every is None:
-            save_state()
         return trainer.early_stopping_patience is not None and progress.stale_evals >= trainer.early_stopping_patience
 
     def apply_step(step_loss: Any) -> bool:
@@ -312,6 +329,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
             scaler.update()
         else:
             optimizer.step()
+        if ema is not None:
+            ema.update(model)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return True
@@ -366,6 +385,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     with precision.autocast():
                         outputs = net(batch)
                         loss = task.loss(outputs, batch)
+                        if loss_hook is not None:
+                            loss = loss_hook(loss, outputs, batch)
                     if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
                         loss = loss * float("nan")
                     scaled = loss / trainer.grad_accum
@@ -439,6 +460,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     window.update(samples=0, tokens=0, start=time.perf_counter())
     if progress.last_eval_step != progress.step:
         do_eval()
+    if ema is not None:
+        ema.copy_to(model)  # model/ gets the averaged weights when no best checkpoint is kept
     if sharded and progress.best_step is None:  # model/ needs unsharded weights
         from fmctl.loop.sharded import save_full_weights
 

@@ -1,15 +1,53 @@
 """AdamW with parameter groups: weight decay only where it regularises (matrices), not
-on biases, norms and position/class embeddings."""
+on biases, norms and position/class embeddings; optionally layer-wise learning-rate decay
+over the backbone's named layer groups and a separate head learning rate."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fmctl.config.schema import OptimConfig
-from fmctl.models.groups import no_weight_decay
+from fmctl.models.groups import layer_groups, no_weight_decay
 
 
-def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+def lr_scales(model: Any, layer_decay: float | None, head_lr_mult: float) -> dict[str, float]:
+    """Parameter name -> multiplier of optim.lr. With n blocks, block i gets
+    layer_decay^(n - i), the embeddings layer_decay^(n + 1), the final norm and the head 1
+    (times head_lr_mult for the head)."""
+    groups = layer_groups(model)
+    blocks = sum(1 for g in groups if g.startswith("blocks."))
+    decay = layer_decay or 1.0
+    scales = {}
+    for group, names in groups.items():
+        if group == "embeddings":
+            depth = 0
+        elif group.startswith("blocks."):
+            depth = int(group.split(".")[1]) + 1
+        else:
+            depth = blocks + 1
+        scale = decay ** (blocks + 1 - depth) * (head_lr_mult if group == "head" else 1.0)
+        for name in names:
+            scales[name] = scale
+    return scales
+
+
+def parameter_groups(model: Any, weight_decay: float, lr: float | None = None, layer_decay: float | None = None,
+                     head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
     exempt = no_weight_decay(model)
+    if (layer_decay not in (None, 1.0) or head_lr_mult != 1.0) and lr is not None:
+        scales = lr_scales(model, layer_decay, head_lr_mult)
+        by_key: dict[tuple[bool, float], dict[str, Any]] = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            decays = name not in exempt
+            scale = scales.get(name, 1.0)
+            group = by_key.setdefault((decays, scale), {
+                "params": [], "weight_decay": weight_decay if decays else 0.0, "lr": lr * scale,
+                "group": f"{'decay' if decays else 'no_decay'}@{scale:.4g}"})
+            group["params"].append(param)
+        # The group at optim.lr first: the loop logs the first group's learning rate.
+        return sorted(by_key.values(), key=lambda g: abs(math.log(g["lr"] / lr)))
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -25,5 +63,6 @@ def build_optimizer(model: Any, cfg: OptimConfig, device_type: str) -> Any:
     fused = cfg.fused
     if fused is None:  # the fused kernel exists for CPU and CUDA in the torch versions we support
         fused = device_type in ("cpu", "cuda")
-    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+    groups = parameter_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay, cfg.head_lr_mult)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
                              eps=cfg.eps, fused=fused)

@@ -53,6 +53,9 @@ def layer_groups(model: Any) -> dict[str, list[str]]:
 
 
 def _is_head(name: str) -> bool:
+    for wrapper in ("base_model.model.", "module.", "_orig_mod."):  # peft, DDP, torch.compile
+        if name.startswith(wrapper):
+            name = name[len(wrapper):]
     parts = name.split(".")
     for marker in _HEAD_MARKERS:
         stem = marker.rstrip(".")

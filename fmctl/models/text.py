@@ -124,6 +124,14 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
         except (OSError, ValueError) as exc:
             raise ModelError(f"backbone.pretrained: cannot load weights from '{where}' "
                              f"({' '.join(str(exc).split())[:200]})") from None
+        spec = getattr(model.config, "fmctl_head", None)
+        if spec:  # an MLP head from `fmctl customize`: keep it when the labels still fit, else a fresh linear head
+            if spec["out_features"] == getattr(model.config, "num_labels", None) and isinstance(where, Path):
+                from fmctl.customize.head import restore_head
+
+                restore_head(model, spec, where)
+            else:
+                del model.config.fmctl_head
     else:
         config = _fresh_config(cfg, tokenizer)
         for key, value in updates.items():
@@ -180,6 +188,11 @@ def load_for_inference(folder: Path, head: str = "sequence_classification") -> t
 
     _quiet_transformers()
     model = getattr(transformers, HEADS[head]).from_pretrained(str(folder), dtype=torch.float32)
+    spec = getattr(model.config, "fmctl_head", None)
+    if spec:  # an MLP head written by `fmctl customize` (customize.head.layers >= 2)
+        from fmctl.customize.head import restore_head
+
+        restore_head(model, spec, folder)
     if head == "sequence_classification":  # exact, and faster for eval, export and predict
         from fmctl.models.cls_only import use_cls_only_last_layer
 

@@ -47,6 +47,9 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
     import timm
 
     try:
+        if isinstance(where, Path) and where.is_dir() and (where / "config.json").is_file() and \
+                "fmctl_head" in (where / "config.json").read_text(encoding="utf-8"):
+            return _with_mlp_head(where, common)
         if isinstance(where, Path) and where.is_dir():
             return timm.create_model(f"local-dir:{where}", pretrained=True, **common)
         if isinstance(where, Path):
@@ -65,6 +68,22 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
             raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
         raise ModelError(f"backbone.pretrained: cannot load '{where}' with timm "
                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+def _with_mlp_head(where: Path, common: dict[str, Any]) -> Any:
+    """A run whose head `fmctl customize` replaced by an MLP: rebuilt with it when the
+    class count still fits (the drop rates of this run applied)."""
+    import json
+
+    config = json.loads((where / "config.json").read_text(encoding="utf-8"))
+    if config["fmctl_head"]["out_features"] != common["num_classes"]:
+        raise ModelError(f"backbone.pretrained: '{where}' has an MLP head for {config['fmctl_head']['out_features']} "
+                         f"classes, the data has {common['num_classes']}; start from its base run instead")
+    model = load_for_inference(where)
+    for module in model.modules():
+        if type(module).__name__ == "DropPath" and hasattr(module, "drop_prob"):
+            module.drop_prob = common["drop_path_rate"]
+    return model
 
 
 def preprocessing(model: Any) -> dict[str, Any]:
@@ -90,11 +109,26 @@ def _describe_fresh(model: Any, cfg: VisionBackboneConfig) -> Any:
 def save(model: Any, folder: Path, label_names: list[str]) -> None:
     from timm.models._hub import save_for_hf
 
-    save_for_hf(model, str(folder), safe_serialization=True,
-                model_config={"label_names": list(label_names)})
+    extra: dict[str, Any] = {"label_names": list(label_names)}
+    if getattr(model, "fmctl_head", None):  # an MLP head written by `fmctl customize`
+        extra["fmctl_head"] = model.fmctl_head
+    save_for_hf(model, str(folder), safe_serialization=True, model_config=extra)
 
 
 def load_for_inference(folder: Path) -> Any:
+    import json
+
     import timm
 
-    return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    if not config.get("fmctl_head"):
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    from safetensors.torch import load_model
+
+    from fmctl.customize.head import restore_head
+
+    model = timm.create_model(config["architecture"], pretrained=False, **config.get("model_args", {}))
+    model.pretrained_cfg = {**model.pretrained_cfg, **config.get("pretrained_cfg", {})}
+    restore_head(model, config["fmctl_head"])
+    load_model(model, str(Path(folder) / "model.safetensors"))
+    return model

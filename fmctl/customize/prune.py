@@ -1,0 +1,148 @@
+"""prune: magnitude pruning of the transformer blocks' weight matrices (unstructured,
+global or per layer, to a target sparsity) and removal of attention heads by importance.
+
+Masks are torch.nn.utils.prune masks: they hold through training (pruned weights stay
+zero, their gradients are masked) and live in checkpoints, so a resumed run keeps them.
+Before model/ is written they are made permanent (prune.remove), so model/ is a plain
+model whose zeros are really there. Heads are removed by zeroing their query/key/value
+rows and output-projection columns (masks kept the same way): the shapes stay, so
+transformers and timm reload model/ without fmctl; the parameter count does not shrink.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fmctl.config.schema import PruneOp
+from fmctl.errors import ConfigError
+from fmctl.models.groups import find_blocks
+
+# Per family: (attribute path, parameter, axis of the head slices, offsets of q/k/v parts).
+# Offsets are in units of the hidden size; the projection after attention is sliced on its input.
+_HEAD_LAYOUT = {
+    "bert": [("attention.self.query", 0, [0]), ("attention.self.key", 0, [0]), ("attention.self.value", 0, [0]),
+             ("attention.output.dense", 1, [0])],
+    "gpt": [("attn.c_attn", 1, [0, 1, 2]), ("attn.c_proj", 0, [0])],        # Conv1D: weight is (in, out)
+    "vit": [("attn.qkv", 0, [0, 1, 2]), ("attn.proj", 1, [0])],
+}
+_HEAD_COUNT = {"bert": "attention.self.num_attention_heads", "gpt": "attn.num_heads", "vit": "attn.num_heads"}
+
+
+def prunable(model: Any) -> list[tuple[str, Any]]:
+    """(name, module) of every linear layer (GPT-2's Conv1D too) inside the transformer blocks."""
+    import torch.nn as nn
+
+    blocks = find_blocks(model)
+    return [(n, m) for n, m in model.named_modules()
+            if blocks and n.startswith(blocks + ".") and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")]
+
+
+def unstructured_masks(weights: list[Any], sparsity: float, scope: str) -> list[Any]:
+    """Keep-masks zeroing the smallest-magnitude fraction `sparsity`, over all tensors
+    together (global) or tensor by tensor (layer)."""
+    import torch
+
+    if scope == "layer":
+        return [_smallest_off(w.detach().abs().flatten(), sparsity).view_as(w) for w in weights]
+    flat = torch.cat([w.detach().abs().flatten() for w in weights])
+    keep = _smallest_off(flat, sparsity)
+    masks, start = [], 0
+    for w in weights:
+        masks.append(keep[start:start + w.numel()].view_as(w))
+        start += w.numel()
+    return masks
+
+
+def _smallest_off(values: Any, fraction: float) -> Any:
+    import torch
+
+    keep = torch.ones_like(values)
+    k = int(round(fraction * values.numel()))
+    if k:
+        keep[torch.topk(values, k, largest=False).indices] = 0
+    return keep
+
+
+def head_masks(model: Any, fraction: float, family: str) -> tuple[dict[tuple[int, str], Any], int]:
+    """Keep-masks for (id(module), param) that zero the least important heads of every
+    block; importance is the L2 norm of the head's slices of q/k/v and output weights."""
+    import torch
+
+    if family not in _HEAD_LAYOUT:
+        raise ConfigError(f"customize.prune.heads: head removal supports bert, gpt and vit backbones, not '{family}'")
+    blocks = model.get_submodule(find_blocks(model))
+    masks: dict[tuple[int, str], Any] = {}
+    removed = 0
+    for block in blocks:
+        try:
+            heads = int(_attr(block, _HEAD_COUNT[family]))
+            parts = [(_attr(block, path), axis, offsets) for path, axis, offsets in _HEAD_LAYOUT[family]]
+        except AttributeError:
+            raise ConfigError(f"customize.prune.heads: cannot find the attention projections of a {family} block") from None
+        hidden = parts[-1][0].weight.shape[0]  # the output projection is hidden x hidden
+        size = hidden // heads
+        score = torch.zeros(heads)
+        for module, axis, offsets in parts:
+            w = module.weight.detach()
+            for h in range(heads):
+                for off in offsets:
+                    score[h] += w.narrow(axis, off * hidden + h * size, size).pow(2).sum()
+        n = min(heads - 1, int(round(fraction * heads)))
+        if n == 0:
+            continue
+        removed += n
+        drop = torch.topk(score, n, largest=False).indices.tolist()
+        for index, (module, axis, offsets) in enumerate(parts):
+            # q/k/v biases are per head too; the output projection's bias is not.
+            names = ("weight", "bias") if index < len(parts) - 1 else ("weight",)
+            for pname in names:
+                param = getattr(module, pname, None)
+                if param is None:
+                    continue
+                mask = masks.setdefault((id(module), pname), torch.ones_like(param))
+                dim = axis if pname == "weight" else 0
+                for h in drop:
+                    for off in offsets:
+                        mask.narrow(dim, off * hidden + h * size, size).zero_()
+    return masks, removed
+
+
+def _attr(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
+    import torch.nn.utils.prune as P
+
+    modules = prunable(model)
+    if not modules:
+        raise ConfigError("customize.prune: no linear layers inside transformer blocks to prune")
+    masks: dict[tuple[int, str], Any] = {}
+    if cfg.sparsity > 0:
+        for (_, module), mask in zip(modules, unstructured_masks([m.weight for _, m in modules], cfg.sparsity,
+                                                                  cfg.scope)):
+            masks[(id(module), "weight")] = mask
+    removed = 0
+    if cfg.heads > 0:
+        heads, removed = head_masks(model, cfg.heads, ctx.run.backbone.name)
+        for key, mask in heads.items():
+            masks[key] = masks[key] * mask if key in masks else mask
+    by_id = {id(m): m for _, m in modules}
+    pruned = []
+    for (module_id, pname), mask in masks.items():
+        module = by_id[module_id]
+        P.custom_from_mask(module, pname, mask.to(getattr(module, pname).device))
+        pruned.append((module, pname))
+
+    def finalize(trained: Any, run_dir: Any) -> Any:
+        for module, pname in pruned:
+            if P.is_pruned(module) and hasattr(module, pname + "_mask"):
+                P.remove(module, pname)
+        return trained
+
+    ctx.finalizers.append(finalize)
+    zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in pruned if p == "weight")
+    total = sum(m.weight.numel() for _, m in modules)
+    return model, {"sparsity": round(zeros / total, 6) if total else 0.0, "scope": cfg.scope,
+                   "heads_removed": removed}
