@@ -116,6 +116,8 @@ def test_mlp_head_and_every_other_block_on_vit(vit_base, tmp_path):
     # the reloaded model gives the validation accuracy training reported for it
     exported = export_run(run_dir, ExportOptions(fmt="hf"), log=lambda _line: None)
     assert exported.manifest["parity"]["max_abs_diff"] < 1e-5
+    weights = export_run(run_dir, ExportOptions(fmt="safetensors"), log=lambda _line: None)
+    assert weights.manifest["parity"]["max_abs_diff"] < 1e-5  # rebuilt as the manifest says, MLP head included
     # customising that run again starts from its MLP head, not from a fresh linear one
     again = customize(run_dir, ["customize=[dropout]", "customize.dropout.hidden=0.0", *QUICK,
                                 "report.latency=false"], tmp_path / "again")

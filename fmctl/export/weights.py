@@ -19,13 +19,19 @@ def architecture(model_dir: Path, auto_class: str = "AutoModelForSequenceClassif
         # The overlay must carry num_classes: without it timm drops the trained head,
         # because the architecture's default checkpoint has a different class count.
         overlay = {**config.get("pretrained_cfg", {}), "num_classes": config["model_args"].get("num_classes")}
-        return {"library": "timm", "architecture": config["architecture"], "model_args": config["model_args"],
+        arch = {"library": "timm", "architecture": config["architecture"], "model_args": config["model_args"],
                 "pretrained_cfg_overlay": overlay,
                 "load": "timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay="
                         "{**pretrained_cfg_overlay, 'file': 'model.safetensors'}, **model_args)"}
-    return {"library": "transformers", "config": config, "auto_class": auto_class,
-            "load": f"{auto_class}.from_config(AutoConfig.for_model(**config)); "
-                    "model.load_state_dict(safetensors.torch.load_file('model.safetensors'))"}
+    else:
+        arch = {"library": "transformers", "config": config, "auto_class": auto_class,
+                "load": f"{auto_class}.from_config(AutoConfig.for_model(**config)); "
+                        "model.load_state_dict(safetensors.torch.load_file('model.safetensors'))"}
+    if config.get("fmctl_head"):  # an MLP head from `fmctl customize`: not an architecture the libraries know
+        arch["head"] = config["fmctl_head"]
+        arch["load"] = ("the model as above, then fmctl.customize.head.restore_head(model, head) before "
+                        "loading the weights (the head is an MLP of torch.nn layers described by 'head')")
+    return arch
 
 
 def save_safetensors(model: Any, path: Path, metadata: dict[str, str]) -> dict[str, Any]:
@@ -40,6 +46,15 @@ def rebuild_from_safetensors(arch: dict[str, Any], path: Path) -> Any:
     if arch["library"] == "timm":
         import timm
 
+        if arch.get("head"):
+            from safetensors.torch import load_model
+
+            from fmctl.customize.head import restore_head
+
+            model = restore_head(timm.create_model(arch["architecture"], pretrained=False, **arch["model_args"]),
+                                 arch["head"])
+            load_model(model, str(path))
+            return model.eval()
         overlay = {**arch["pretrained_cfg_overlay"], "file": str(path)}
         return timm.create_model(arch["architecture"], pretrained=True, pretrained_cfg_overlay=overlay,
                                  **arch["model_args"]).eval()
@@ -49,5 +64,9 @@ def rebuild_from_safetensors(arch: dict[str, Any], path: Path) -> Any:
     config = dict(arch["config"])
     auto = getattr(transformers, arch.get("auto_class", "AutoModelForSequenceClassification"))
     model = auto.from_config(transformers.AutoConfig.for_model(**config))
+    if arch.get("head"):
+        from fmctl.customize.head import restore_head
+
+        restore_head(model, arch["head"])
     load_model(model, str(path))
     return model.eval()
