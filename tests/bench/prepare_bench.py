@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import write_section  # noqa: E402
+
 FMCTL = [sys.executable, "-m", "fmctl"]
 
 
@@ -133,5 +136,8 @@ if __name__ == "__main__":
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     work = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("runs/bench/prepare")
     work.mkdir(parents=True, exist_ok=True)
-    for name, value in main(size, work):
+    rows = main(size, work)
+    for name, value in rows:
         print(f"{name:45s} {value}")
+    write_section("prepare_bench", rows, "python tests/bench/prepare_bench.py " + " ".join(sys.argv[1:]),
+                  "wall time, both cores (fmctl's defaults)")

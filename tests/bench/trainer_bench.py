@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import write_section  # noqa: E402
+
 SHAPE = {"hidden_size": 512, "num_layers": 4, "num_heads": 8}
 BATCH = 32
 MAX_LENGTH = 128
@@ -281,34 +284,14 @@ def ablate(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
             for name in ABLATIONS]
 
 
-def write_section(rows: list[tuple[str, str]], command: str, marker: str = "trainer_bench") -> None:
-    """Replaces this benchmark's section of BENCHMARKS.md (between its markers)."""
-    import platform
-
-    import torch
-    import transformers
-
-    path = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    body = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, one thread per process, process CPU time; "
-            f"reproduce with `{command}`.", "", "| measure | result |", "|---|---|"]
-    body += [f"| {name} | {value} |" for name, value in rows]
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
-    if start not in text:
-        text += f"\n{start}\n{end}\n"
-    head, rest = text.split(start, 1)
-    path.write_text(head + start + "\n" + "\n".join(body) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
-
-
 if __name__ == "__main__" and "--ablate" in sys.argv:
     args = [a for a in sys.argv[1:] if a != "--ablate"]
     rows = ablate(int(args[0]) if args else 30, int(args[1]) if len(args) > 1 else 3,
                   Path(args[2]) if len(args) > 2 else Path("runs/bench/trainer"))
     for name, value in rows:
         print(f"{name:40s} {value}")
-    write_section(rows, "python tests/bench/trainer_bench.py --ablate " + " ".join(args), marker="trainer_ablate")
+    write_section("trainer_ablate", rows, "python tests/bench/trainer_bench.py --ablate " + " ".join(args),
+                  "one thread per process, process CPU time")
 elif __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -318,4 +301,5 @@ elif __name__ == "__main__":
     rows.append(("fmctl --help wall time", f"{help_time():.2f} s (target <= 0.3 s)"))
     for name, value in rows:
         print(f"{name:32s} {value}")
-    write_section(rows, "python tests/bench/trainer_bench.py " + " ".join(sys.argv[1:]))
+    write_section("trainer_bench", rows, "python tests/bench/trainer_bench.py " + " ".join(sys.argv[1:]),
+                  "one thread per process, process CPU time")
