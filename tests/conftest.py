@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The suite has no GPU: Triton kernels run in its interpreter. It must be set before anything
+# imports triton, and peft (test_customize) imports it on the way in.
+os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 
 from tests.helpers import write_reviews_csv, write_shapes_folder

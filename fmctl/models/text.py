@@ -75,6 +75,15 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
     return tokenizer
 
 
+def attention_kernel(name: str) -> str:
+    """transformers' attn_implementation for backbone.attention ('auto' chooses by device)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
 def build_sequence_classifier(cfg: TextBackboneConfig, tokenizer: Any, label_names: list[str],
                               problem_type: str | None = None) -> Any:
     """AutoModelForSequenceClassification; problem_type 'regression' or
@@ -118,7 +127,7 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
         _check_family(cfg.name, config.model_type, where)
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id
-        config._attn_implementation = cfg.attention
+        config._attn_implementation = attention_kernel(cfg.attention)
         try:
             model = auto.from_pretrained(str(where), config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
         except (OSError, ValueError) as exc:
@@ -136,7 +145,7 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
         config = _fresh_config(cfg, tokenizer)
         for key, value in updates.items():
             setattr(config, key, value)
-        model = auto.from_config(config, attn_implementation=cfg.attention)
+        model = auto.from_config(config, attn_implementation=attention_kernel(cfg.attention))
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
         if not grow_vocab:
@@ -223,11 +232,11 @@ def build_language_model(cfg: TextBackboneConfig, tokenizer: Any, causal: bool) 
             if own.get_vocab() != tokenizer.get_vocab():
                 raise ModelError(f"data.prepared: the corpus was tokenised with a different tokenizer than "
                                  f"backbone.pretrained uses; prepare it with tokenizer.path={where}")
-        config._attn_implementation = cfg.attention
+        config._attn_implementation = attention_kernel(cfg.attention)
         model = auto.from_pretrained(str(where), config=config, dtype=torch.float32)
     else:
         config = _fresh_config(cfg, tokenizer)
-        model = auto.from_config(config, attn_implementation=cfg.attention)
+        model = auto.from_config(config, attn_implementation=attention_kernel(cfg.attention))
     vocab = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
         raise ModelError(f"data.prepared: its tokenizer has {len(tokenizer)} tokens but the model's embedding "

@@ -68,6 +68,7 @@ if contender in ("clm", "mlm", "vit"):
         args = [f"recipe={recipe}", f"data.prepared={work / ('prepared_' + contender)}", "backbone.hidden_size=512",
                 f"backbone.num_layers={layers}", "backbone.num_heads=8", f"data.max_length={max_length}",
                 f"trainer.batch_size={batch}", "trainer.checkpoint_every=null", *common]
+    args += sys.argv[7:]
     run = validate(preflight(parse_invocation(args)).config)
     seed_everything(0)
     task = get_task(run.task); data = task.prepare(run); model = task.build_model(run, data)
