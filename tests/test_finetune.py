@@ -140,8 +140,13 @@ def test_early_stopping_checkpoints_and_subsets(reviews, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains_on_cpu(reviews, tmp_path, precision):
+def test_mixed_precision_trains_on_cpu(reviews, bert_run, tmp_path, precision):
     overrides = [o for o in text_overrides(reviews) if not o.startswith("trainer.precision")]
     result = finetune("text_csv", overrides + [f"trainer.precision={precision}"], tmp_path / "run")
     assert result.fit.precision == precision
     assert_learned(result, chance=0.5)
+    # the same run in fp32 (bert_run): the loss curves stay together, step for step
+    fp32, mixed = losses(bert_run.run_dir), losses(result.run_dir)
+    gaps = [abs(a - b) for a, b in zip(fp32, mixed)]
+    assert len(mixed) == len(fp32) and max(gaps) < 0.1 and sum(gaps) / len(gaps) < 0.02, (fp32, mixed)
+    assert abs(result.metrics["val/accuracy"] - bert_run.metrics["val/accuracy"]) <= 0.1
