@@ -15,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_md import write_section  # noqa: E402
+
 COMMON = ["recipe=bert_topics", "backbone.size=mini", "trainer.max_steps=60", "trainer.log_every=5",
           "trainer.eval_every=1000", "trainer.progress=off", "trainer.precision=fp32"]
 
@@ -46,5 +49,8 @@ def main(work: Path) -> list[tuple[str, str]]:
 if __name__ == "__main__":
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/bench/distributed")
     work.mkdir(parents=True, exist_ok=True)
-    for name, value in main(work):
+    rows = main(work)
+    for name, value in rows:
         print(f"{name:40s} {value}")
+    write_section("distributed_bench", rows, "python tests/bench/distributed_bench.py " + " ".join(sys.argv[1:]),
+                  "wall time per step, fp32, torch's default threads per process")
