@@ -263,7 +263,7 @@ def help_time() -> float:
 ABLATIONS = {
     "length-grouped batches": "data.group_by_length=false",
     "[CLS]-only last block": "backbone.cls_only_last_layer=false",
-    "SDPA attention (vs eager)": "backbone.attention=eager",
+    "eager attention on CPU (vs SDPA)": "backbone.attention=sdpa",
     "fused AdamW": "optim.fused=false",
     "bf16 autocast": "trainer.precision=fp32",
 }
