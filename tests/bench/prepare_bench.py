@@ -17,6 +17,7 @@ import gzip
 import json
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def timed_child(args: list[str]) -> tuple[float, float, str]:
 
 
 BASELINE = r'''
-import gzip, sys, pathlib
+import gzip, resource, sys, pathlib
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained(sys.argv[1])
 n = 0
@@ -84,7 +85,7 @@ for path in sorted(pathlib.Path(sys.argv[2]).iterdir()):
     with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             n += len(tok(line)["input_ids"])
-print(n)
+print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 '''
 
 
@@ -95,10 +96,13 @@ def main(size_mb: int, work: Path) -> list[tuple[str, str]]:
     input_mb = sum(p.stat().st_size for p in corpus.iterdir()) / 1e6
     raw_mb = size_mb
     prepared = work / "prepared"
+    shutil.rmtree(prepared, ignore_errors=True)  # an up-to-date folder would be reused, not timed
     wall, rss, _ = timed_child([*FMCTL, "data", "prepare", f"input={corpus}", f"out={prepared}", "overwrite=true",
                                 "tokenizer.kind=wordpiece", "tokenizer.vocab_size=8000"])
     report = json.loads((prepared / "report.json").read_text())
-    base_wall, base_rss, _ = timed_child([sys.executable, "-c", BASELINE, str(prepared / "tokenizer"), str(corpus)])
+    # RUSAGE_CHILDREN keeps the largest child so far, so the baseline reports its own peak.
+    base_wall, _, out = timed_child([sys.executable, "-c", BASELINE, str(prepared / "tokenizer"), str(corpus)])
+    base_rss = float(out.split()[-1])
     rows = [("corpus", f"{raw_mb} MB of text ({input_mb:.0f} MB on disk, half gzip'd), {report['documents_in']:,} documents"),
             ("fmctl data prepare", f"{wall:.0f} s, {raw_mb / wall:.2f} MB/s, peak RSS {rss:.0f} MB "
                                    f"(clean+dedup {report['clean_dedup_s']:.0f} s, tokenizer {report['tokenizer_s']:.0f} s, "
