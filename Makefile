@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) tests/bench/trainer_bench.py
 	$(PY) tests/bench/trainer_bench.py --ablate
+	$(PY) tests/bench/trainer_bench.py --accuracy
 	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py
