@@ -75,7 +75,7 @@ class TextBackboneConfig:
     vocab_size: int = _bounded(8000, ge=100)
     max_positions: int = _bounded(512, ge=16)
     dropout: float = _bounded(0.1, ge=0.0, lt=1.0)
-    # auto: eager on a CPU-only machine (in bf16 it measured 1.10x SDPA fine-tuning BERT and
+    # auto: eager on a CPU-only machine (in bf16 it measured 1.10-1.17x SDPA fine-tuning BERT and
     # 1.12-1.16x pretraining GPT/BERT, equal in fp32; BENCHMARKS.md), sdpa where CUDA is visible.
     attention: Literal["auto", "sdpa", "eager"] = "auto"
     # Sequence-level heads on BERT read only [CLS]: run the last block for that position
