@@ -60,6 +60,9 @@ class DataConfig:
     prepared: Optional[str] = None
     # Re-hash every shard before training (a corrupt byte is found before step 1).
     verify_shards: bool = True
+    # Packed pretraining rows hold several documents. false: they attend to each other across
+    # the separator (GPT-2/BERT style); true: attention and positions stay within a document.
+    document_mask: bool = False
 
 
 @dataclass

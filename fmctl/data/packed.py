@@ -92,6 +92,20 @@ class MaskedBlocks:
         return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels)}
 
 
+class DocumentCollate:
+    """stack_blocks plus each token's document number (for `data.document_mask=true`)."""
+
+    def __init__(self, separator_id: int):
+        self.separator_id = separator_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        from fmctl.models.document_mask import document_ids
+
+        batch = stack_blocks(items)
+        batch["document_ids"] = document_ids(batch["input_ids"], self.separator_id)
+        return batch
+
+
 def stack_blocks(items: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 

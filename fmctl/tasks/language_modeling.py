@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmctl.config.schema import CLMTaskConfig, MLMTaskConfig, RunConfig
-from fmctl.data.packed import CausalBlocks, MaskedBlocks, PackedBlocks, stack_blocks
+from fmctl.data.packed import CausalBlocks, DocumentCollate, MaskedBlocks, PackedBlocks, stack_blocks
 from fmctl.errors import DataError
 from fmctl.tasks.base import PreparedData
 
@@ -26,6 +26,19 @@ def _prepare_blocks(run: RunConfig, block: int) -> tuple[dict[str, Any], Any, di
         raise DataError(f"data.prepared: '{folder}' holds {sum(len(s.tokens) for s in shards['train'])} training "
                         f"tokens, fewer than one block of data.max_length={run.data.max_length}")
     return meta, tokenizer, blocks
+
+
+def _collate(run: RunConfig, meta: dict[str, Any]) -> Any:
+    return DocumentCollate(int(meta["separator_id"])) if run.data.document_mask else stack_blocks
+
+
+def _attention(model: Any, batch: dict[str, Any], causal: bool) -> dict[str, Any]:
+    """The attention mask (and positions) for this batch: the whole row, or each document."""
+    if "document_ids" in batch:
+        from fmctl.models.document_mask import attention_inputs
+
+        return attention_inputs(model, batch["document_ids"], causal)
+    return {} if causal else {"attention_mask": batch["attention_mask"]}
 
 
 class FusedLoss:
@@ -154,13 +167,14 @@ class MaskedLM(_LanguageModeling):
                                         run.trainer.seed + (0 if split == "train" else 7919))
                     for split in ("train", "validation")}
         return PreparedData(train=datasets["train"], validation=datasets["validation"] or None, test=None,
-                            collate=stack_blocks, label_names=[], preprocessor=tokenizer,
+                            collate=_collate(run, meta), label_names=[], preprocessor=tokenizer,
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
                                                   "fingerprint": meta["fingerprint"]}},
                             rows={"validation": []})
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
-        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = model.base_model(input_ids=batch["input_ids"],
+                                  **_attention(model, batch, causal=False)).last_hidden_state
         chosen = batch["labels"] != -100
         head = getattr(model, "cls", None) or getattr(model, "lm_head")
         predictions = getattr(head, "predictions", None)  # BERT: transform, then the vocabulary decoder
@@ -183,7 +197,7 @@ class CausalLM(_LanguageModeling):
                 splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
         meta, tokenizer, blocks = _prepare_blocks(run, run.data.max_length)
         return PreparedData(train=CausalBlocks(blocks["train"]), validation=CausalBlocks(blocks["validation"]) or None,
-                            test=None, collate=stack_blocks, label_names=[], preprocessor=tokenizer,
+                            test=None, collate=_collate(run, meta), label_names=[], preprocessor=tokenizer,
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
                                                   "fingerprint": meta["fingerprint"]}},
                             rows={"validation": []})
@@ -193,9 +207,9 @@ class CausalLM(_LanguageModeling):
         if self.fused_loss and model.training:
             from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
 
-            hidden = model.base_model(input_ids=ids).last_hidden_state[:, :-1]
+            hidden = model.base_model(input_ids=ids, **_attention(model, batch, causal=True)).last_hidden_state[:, :-1]
             head = model.get_output_embeddings()
             return FusedLoss(fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
                                                         ids[:, 1:].reshape(-1), bias=head.bias))
-        logits = model(input_ids=ids).logits
+        logits = model(input_ids=ids, **_attention(model, batch, causal=True)).logits
         return logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
