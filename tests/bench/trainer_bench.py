@@ -310,22 +310,23 @@ def accuracy(steps: int, seeds: int, work: Path) -> list[tuple[str, str]]:
                                                     f"validation rows, 10% of labels flipped")]
 
 
-if __name__ == "__main__" and "--accuracy" in sys.argv:
-    args = [a for a in sys.argv[1:] if a != "--accuracy"]
-    rows = accuracy(int(args[0]) if args else 250, int(args[1]) if len(args) > 1 else 3,
-                    Path(args[2]) if len(args) > 2 else Path("runs/bench/trainer_noisy"))
+MODES = {"--accuracy": (accuracy, 250, 3, "trainer_accuracy", "runs/bench/trainer_noisy", "one thread per process"),
+         "--ablate": (ablate, 30, 3, "trainer_ablate", "runs/bench/trainer", "one thread per process, process CPU time")}
+
+
+def run_mode(flag: str) -> None:
+    """`--accuracy` / `--ablate` [STEPS] [ROUNDS or SEEDS] [WORK_DIR]: print, then write the section."""
+    function, steps, repeats, marker, work, how = MODES[flag]
+    args = [a for a in sys.argv[1:] if a != flag]
+    rows = function(int(args[0]) if args else steps, int(args[1]) if len(args) > 1 else repeats,
+                    Path(args[2]) if len(args) > 2 else Path(work))
     for name, value in rows:
         print(f"{name:40s} {value}")
-    write_section("trainer_accuracy", rows, "python tests/bench/trainer_bench.py --accuracy " + " ".join(args),
-                  "one thread per process")
-elif __name__ == "__main__" and "--ablate" in sys.argv:
-    args = [a for a in sys.argv[1:] if a != "--ablate"]
-    rows = ablate(int(args[0]) if args else 30, int(args[1]) if len(args) > 1 else 3,
-                  Path(args[2]) if len(args) > 2 else Path("runs/bench/trainer"))
-    for name, value in rows:
-        print(f"{name:40s} {value}")
-    write_section("trainer_ablate", rows, "python tests/bench/trainer_bench.py --ablate " + " ".join(args),
-                  "one thread per process, process CPU time")
+    write_section(marker, rows, f"python tests/bench/trainer_bench.py {flag} " + " ".join(args), how)
+
+
+if __name__ == "__main__" and set(MODES) & set(sys.argv):
+    run_mode(next(flag for flag in MODES if flag in sys.argv))
 elif __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
