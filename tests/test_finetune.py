@@ -150,3 +150,38 @@ def test_mixed_precision_trains_on_cpu(reviews, bert_run, tmp_path, precision):
     gaps = [abs(a - b) for a, b in zip(fp32, mixed)]
     assert len(mixed) == len(fp32) and max(gaps) < 0.1 and sum(gaps) / len(gaps) < 0.02, (fp32, mixed)
     assert abs(result.metrics["val/accuracy"] - bert_run.metrics["val/accuracy"]) <= 0.1
+
+
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_gradient_checkpointing_recomputes_blocks_and_changes_no_number(family, reviews, shapes, tmp_path):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fmctl.loop.fit import enable_gradient_checkpointing
+    from fmctl.models.groups import find_blocks
+
+    if family == "bert":
+        model = BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
+                                                         num_attention_heads=2, intermediate_size=64))
+        inputs = {"input_ids": torch.randint(0, 60, (4, 10))}
+        overrides, recipe = text_overrides(reviews), "text_csv"
+    else:
+        import timm
+
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, num_classes=3)
+        inputs = {"x": torch.randn(4, 3, 16, 16)}
+        overrides = [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=8", "trainer.eval_every=8"]
+        recipe = "image_folder"
+    calls = []  # a linear layer inside the first block: transformers checkpoints forward, not the hooks around it
+    first_linear = next(m for m in model.get_submodule(find_blocks(model))[0].modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda *_: calls.append(1))
+    model.train()
+    enable_gradient_checkpointing(model)
+    out = model(**inputs)
+    (out.logits if hasattr(out, "logits") else out).float().sum().backward()
+    assert len(calls) == 2  # forward, then again in backward
+    # the same run with and without it: same numbers (dropout off, so nothing random moves)
+    runs = [finetune(recipe, [*overrides, "backbone.dropout=0", f"trainer.gradient_checkpointing={flag}",
+                              *(["backbone.drop_path=0"] if family == "vit" else [])], tmp_path / flag)
+            for flag in ("false", "true")]
+    assert runs[1].metrics["val/loss"] == pytest.approx(runs[0].metrics["val/loss"], rel=1e-5)

@@ -305,6 +305,9 @@ class TrainerConfig:
     # Fused Triton kernels (LM-head linear+cross-entropy, LayerNorm, bias+GELU): auto uses
     # them on CUDA when triton is installed; torch never; triton insists.
     kernels: Literal["auto", "triton", "torch"] = "auto"
+    # Recompute each transformer block's activations in the backward pass instead of
+    # keeping them: less memory for a longer step (BENCHMARKS.md has both).
+    gradient_checkpointing: bool = False
     ema: EmaConfig = field(default_factory=EmaConfig)
 
 

@@ -81,6 +81,22 @@ def make_loader(dataset: Any, batch_size: int, collate: Any, sampler: Any = None
                       worker_init_fn=ignore_signals_in_worker if num_workers else None)
 
 
+def enable_gradient_checkpointing(model: Any) -> None:
+    """transformers' per-layer checkpointing (non-reentrant, so frozen inputs and LoRA work)
+    or timm's; a model with neither is an error rather than a silent no-op."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 (the older name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    else:
+        from fmctl.errors import ConfigError
+
+        raise ConfigError(f"trainer.gradient_checkpointing: {type(model).__name__} supports no activation "
+                          f"checkpointing; set trainer.gradient_checkpointing=false")
+
+
 def move(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -138,6 +154,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         torch.set_num_threads(trainer.num_threads)
     model.to(device)
     model.train()
+    if trainer.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     from fmctl.kernels import choose
 
     kernels = choose(trainer.kernels, device)

@@ -18,6 +18,7 @@ once per contender, the validation accuracy fmctl and hf_best reach in ACCURACY_
 The table is printed and written to BENCHMARKS.md (between this benchmark's markers).
 Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY_STEPS (default 0)]
        python tests/bench/trainer_bench.py --accuracy [STEPS] [SEEDS] [WORK_DIR]   (10% noisy labels)
+       python tests/bench/trainer_bench.py --checkpointing [STEPS] [ROUNDS] [WORK_DIR]   (memory vs speed)
        python tests/bench/trainer_bench.py --ablate [STEPS] [ROUNDS] [WORK_DIR]
          (fmctl's default against itself with one choice undone: what each choice is worth)
 """
@@ -310,7 +311,26 @@ def accuracy(steps: int, seeds: int, work: Path) -> list[tuple[str, str]]:
                                                     f"validation rows, 10% of labels flipped")]
 
 
-MODES = {"--accuracy": (accuracy, 250, 3, "trainer_accuracy", "runs/bench/trainer_noisy", "one thread per process"),
+def checkpointing(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    """GPT pretraining (6 x 512, 128-token rows, batch 32) with and without activation
+    checkpointing: peak memory of the process against tokens per CPU-second."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "tokenizer").exists():
+        make_data(work)
+    prepare_pretraining(work)
+    runs: dict[str, list[dict]] = {"false": [], "true": []}
+    for _ in range(rounds):
+        for flag in runs:
+            runs[flag].append(run("clm", work, steps, [f"trainer.gradient_checkpointing={flag}"]))
+    rss = {f: statistics.median(r["peak_rss_mb"] for r in rs) for f, rs in runs.items()}
+    rate = {f: statistics.median(r["real_tokens"] / r["cpu_seconds"] for r in rs) for f, rs in runs.items()}
+    return [("peak RSS, GPT clm 6 x 512", f"{rss['false']:.0f} MB without, {rss['true']:.0f} MB with checkpointing"),
+            ("speed with checkpointing", f"{rate['true'] / rate['false']:.2f}x of without")]
+
+
+MODES = {"--checkpointing": (checkpointing, 20, 2, "trainer_checkpointing", "runs/bench/trainer",
+                             "one thread per process, process CPU time"),
+"--accuracy": (accuracy, 250, 3, "trainer_accuracy", "runs/bench/trainer_noisy", "one thread per process"),
          "--ablate": (ablate, 30, 3, "trainer_ablate", "runs/bench/trainer", "one thread per process, process CPU time")}
 
 
