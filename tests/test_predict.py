@@ -92,6 +92,18 @@ def test_rows_missing_the_text_field_are_reported_and_the_rest_predicted(tiny_on
     assert "predicted 2 of 5 rows (3 errors)" in err
 
 
+def test_an_id_column_is_carried_into_the_output(tiny_onnx_exports, tmp_path):
+    source = tmp_path / "with_ids.csv"
+    source.write_text("Id,Review Text\nr-7,great loved it\nr-9,terrible broken\n", encoding="utf-8")
+    code, _, err = call_main(["predict", str(tiny_onnx_exports["bert"].folder), "--input", str(source),
+                              "--out", str(tmp_path / "out.csv")])
+    assert code == 0, err
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
+    assert [(r["row"], r["id"]) for r in rows] == [("1", "r-7"), ("2", "r-9")] and all(r["label"] for r in rows)
+
+
 def test_light_text_encoder_matches_fmctl_tokenization_for_pairs(tiny_bert_run, tiny_onnx_exports):
     """The torch-free encoder and fmctl's own (transformers + collator) give identical ids,
     also for sentence pairs and texts longer than max_length."""

@@ -64,7 +64,8 @@ def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str =
             raise DataError(f"{path}: empty file; expected a header row with a '{text_column}' column")
         reader.fieldnames = header
         mapping = _columns(path, header, wanted)
-        return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num), raw), progress
+        ident = _id_column(header, mapping)
+        return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num, ident), raw), progress
     if fmt == "jsonl":
         return _guard(path, _jsonl(path, handle, wanted), raw), progress
     if fmt == "txt":
@@ -80,13 +81,28 @@ def _text(stream: Any, path: Path) -> Any:
     return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
 
 
-def _rows_from_dicts(path: Path, records: Any, mapping: dict[str, str], line: Callable[[], int]) -> Iterator[Item]:
+def _rows_from_dicts(path: Path, records: Any, mapping: dict[str, str], line: Callable[[], int],
+                     ident: str | None = None) -> Iterator[Item]:
     for row, record in enumerate(records, 1):
         where = f"{path}:{line()}"
         if None in record:
             yield Item(row, where, error=f"{where}: more fields than the header has; check quoting")
             continue
-        yield _item(row, where, {role: record.get(key) for role, key in mapping.items()}, mapping)
+        yield _with_id(_item(row, where, {role: record.get(key) for role, key in mapping.items()}, mapping),
+                       record, ident)
+
+
+def _id_column(available: list[str], mapping: dict[str, Any]) -> str | None:
+    """An input's `id` column (any case), carried into the output so results join back to
+    their rows; None when there is none or it is one of the model's own inputs."""
+    found = next((a for a in available if str(a).strip().lower() == "id"), None)
+    return None if found is None or found in mapping.values() else found
+
+
+def _with_id(item: Item, record: dict[str, Any], ident: str | None) -> Item:
+    if ident is not None:
+        item.fields = {"id": record.get(ident), **item.fields}
+    return item
 
 
 def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str]) -> Item:
@@ -130,8 +146,9 @@ def _jsonl(path: Path, handle: Any, wanted: dict[str, str]) -> Iterator[Item]:
             yield Item(row, where, error=f"{where}: expected a JSON object")
             continue
         mapping = _lenient_mapping(list(record), wanted)
-        yield _item(row, where, {role: record.get(key) if key else None for role, key in mapping.items()},
-                    {role: wanted[role] for role in mapping})
+        item = _item(row, where, {role: record.get(key) if key else None for role, key in mapping.items()},
+                     {role: wanted[role] for role in mapping})
+        yield _with_id(item, record, _id_column(list(record), mapping))
 
 
 def _lenient_mapping(available: list[str], wanted: dict[str, str]) -> dict[str, str | None]:
@@ -159,11 +176,13 @@ def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({' '.join(str(exc).split())[:200]})") from None
     mapping = _columns(path, source.schema_arrow.names, wanted)
+    ident = _id_column(source.schema_arrow.names, mapping)
     row = 0
-    for batch in source.iter_batches(batch_size=1024, columns=list(mapping.values())):
+    for batch in source.iter_batches(batch_size=1024, columns=list(mapping.values()) + ([ident] if ident else [])):
         for record in batch.to_pylist():
             row += 1
-            yield _item(row, f"{path}:row {row}", {role: record.get(key) for role, key in mapping.items()}, mapping)
+            item = _item(row, f"{path}:row {row}", {role: record.get(key) for role, key in mapping.items()}, mapping)
+            yield _with_id(item, record, ident)
 
 
 def _guard(path: Path, items: Iterator[Item], raw: Any) -> Iterator[Item]:

@@ -26,14 +26,22 @@ class Writer:
             for name in columns or ["label", "probabilities"]:
                 fields += [f"prob_{n}" for n in label_names] if name == "probabilities" else [name]
             self.columns = ["row", *id_fields, *fields, "error"]
-            self.csv = csv.DictWriter(self.handle, self.columns, delimiter="\t" if suffix == ".tsv" else ",",
-                                      extrasaction="ignore")
-            self.csv.writeheader()
+            self.delimiter = "\t" if suffix == ".tsv" else ","
+            self.csv: Any = None
+
+    def _header(self, first: dict[str, Any] | None) -> None:
+        """Written with the first record: an input's id column, if it has one, comes after row."""
+        if first is not None and "id" in first:
+            self.columns.insert(1, "id")
+        self.csv = csv.DictWriter(self.handle, self.columns, delimiter=self.delimiter, extrasaction="ignore")
+        self.csv.writeheader()
 
     def write(self, record: dict[str, Any]) -> None:
         if self.kind == "jsonl":
             self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return
+        if self.csv is None:
+            self._header(record)
         flat = {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
                 for k, v in record.items() if k != "probabilities"}
         for name, p in (record.get("probabilities") or {}).items():
@@ -41,6 +49,8 @@ class Writer:
         self.csv.writerow(flat)
 
     def close(self) -> None:
+        if self.kind == "csv" and self.csv is None:
+            self._header(None)
         if self.out:
             self.handle.close()
         else:
