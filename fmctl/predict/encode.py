@@ -197,8 +197,7 @@ class LightWordEncoder:
     def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
         from fmctl.data.alignment import first_pieces
 
-        words, errors = _split_words(values)
-        kept = [w for i, w in enumerate(words) if i not in errors]
+        kept, errors = _split_words(values)
         if not kept:
             return {}, errors, []
         encodings = self.tokenizer.encode_batch(kept, is_pretokenized=True, add_special_tokens=True)
@@ -219,8 +218,7 @@ class ReferenceWordEncoder:
     def __call__(self, values: list[dict[str, Any]]) -> EncodedWithMeta:
         from fmctl.data.alignment import first_pieces
 
-        words, errors = _split_words(values)
-        kept = [w for i, w in enumerate(words) if i not in errors]
+        kept, errors = _split_words(values)
         if not kept:
             return {}, errors, []
         encoded = self.tokenizer(kept, is_split_into_words=True, truncation=True, max_length=self.max_length)
@@ -231,9 +229,10 @@ class ReferenceWordEncoder:
 
 
 def _split_words(values: list[dict[str, Any]]) -> tuple[list[list[str]], dict[int, str]]:
+    """The word lists to encode (rows with words), and an error for each empty row."""
     words = [_words(v["text"]) for v in values]
     errors = {i: "no words to tag (the text is empty)" for i, w in enumerate(words) if not w}
-    return words, errors
+    return [w for i, w in enumerate(words) if i not in errors], errors
 
 
 class LightQAEncoder:
