@@ -15,18 +15,19 @@ class EMA:
     def __init__(self, model: Any, decay: float):
         self.decay = decay
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for p in self._params(model)]
+        self.params = self._params(model)  # the trained tensors, looked up once, not every step
+        self.shadow = [p.detach().clone() for p in self.params]
         self.updates = 0
 
     def _params(self, model: Any) -> list[Any]:
         params = dict(model.named_parameters())
         return [params[n] for n in self.names]
 
-    def update(self, model: Any) -> None:
+    def update(self) -> None:
         import torch
 
         with torch.no_grad():
-            torch._foreach_lerp_(self.shadow, [p.detach() for p in self._params(model)], 1.0 - self.decay)
+            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
         self.updates += 1
 
     def copy_to(self, model: Any) -> None:

@@ -348,7 +348,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         else:
             optimizer.step()
         if ema is not None:
-            ema.update(model)
+            ema.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return True
