@@ -207,7 +207,7 @@ def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunF
     folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
                            model_step=result.best_step if result.best_step is not None else result.steps,
                            precision=result.precision, device=result.device, kernels=result.kernels,
-                           stopped_early=result.stopped_early,
+                           dropout_masks=result.dropout_masks, stopped_early=result.stopped_early,
                            nonfinite_skipped=result.nonfinite_skipped, processes=run.trainer.nproc,
                            strategy=run.trainer.strategy, train_seconds=round(result.train_seconds, 2))
     comparison = None

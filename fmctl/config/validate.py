@@ -257,6 +257,9 @@ def check_semantics(run: RunConfig) -> list[str]:
         problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
                         f"({run.backbone.max_positions})")
     problems.extend(_check_task_lengths(run))
+    if run.trainer.dropout_masks == "packed" and run.trainer.gradient_checkpointing:
+        problems.append("trainer.dropout_masks: 'packed' masks are not redrawn when gradient checkpointing "
+                        "recomputes a block; use trainer.dropout_masks=auto (torch's masks under checkpointing)")
     if run.trainer.resume is not None and run.overwrite:
         problems.append("overwrite: cannot be combined with trainer.resume (resuming continues the run folder; "
                         "overwriting would delete it)")

@@ -23,6 +23,7 @@ from fmctl.config.schema import RunConfig
 from fmctl.errors import FmctlError
 from fmctl.loop import distributed
 from fmctl.loop.distributed import Dist
+from fmctl.loop.dropout_masks import dropout_masks, resolve_dropout_masks
 from fmctl.loop.faults import Faults
 from fmctl.loop.optim import build_optimizer
 from fmctl.loop.precision import Precision, pick_device, resolve_precision
@@ -53,6 +54,7 @@ class FitResult:
     precision: str
     device: str
     kernels: str = "torch"
+    dropout_masks: str = "torch"
     stopped_early: bool = False
     nonfinite_skipped: int = 0
     train_seconds: float = 0.0
@@ -165,6 +167,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         patched = patch_kernels(model)
         if hasattr(task, "fused_loss"):
             task.fused_loss = True
+    masks_name = resolve_dropout_masks(trainer.dropout_masks, device, trainer.gradient_checkpointing)
+    masks = dropout_masks(masks_name)
     net = distributed.wrap(TaskForward(model, task), model, trainer.strategy, d, device)
     ddp = d.enabled and trainer.strategy == "ddp"
     sharded = d.enabled and trainer.strategy == "fsdp"
@@ -227,6 +231,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     f"×{trainer.grad_accum}, precision {precision.name}, device {device}, kernels {kernels}"
                     + (f" ({patched['layer_norms']} LayerNorms, {patched['bias_gelu']} bias+GELU, fused LM loss: "
                        f"{'yes' if getattr(task, 'fused_loss', False) else 'no'})" if kernels == "triton" else "")
+                    + f", dropout masks {masks_name}"
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
 
     flops_per_token = peak = None
@@ -400,7 +405,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 if d.enabled and not ddp:
                     net.set_requires_gradient_sync(last_micro)
                 with sync:
-                    with precision.autocast():
+                    with precision.autocast(), masks:
                         outputs = net(batch)
                         loss = task.loss(outputs, batch)
                         if loss_hook is not None:
@@ -492,5 +497,5 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     return FitResult(steps=progress.step, epochs=round(progress.step / steps_per_epoch, 4),
                      best_step=progress.best_step, best_metrics=progress.best_metrics,
                      last_metrics=progress.last_metrics, precision=precision.name, device=device, kernels=kernels,
-                     stopped_early=stopped_early, nonfinite_skipped=progress.nonfinite_skipped,
+                     dropout_masks=masks_name, stopped_early=stopped_early, nonfinite_skipped=progress.nonfinite_skipped,
                      train_seconds=time.perf_counter() - train_start, history=history)

@@ -14,6 +14,7 @@ def write_section(marker: str, rows: list[tuple[str, str]], command: str, how: s
     import torch
     import transformers
 
+    command = command.replace(f"{Path.cwd()}/", "")  # the reproduce line works from any clone
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
                 if line.startswith("model name")), "?")
     body = [f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({platform.machine()}), torch {torch.__version__}, "

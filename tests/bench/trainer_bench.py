@@ -275,6 +275,7 @@ ABLATIONS = {
     "[CLS]-only last block": "backbone.cls_only_last_layer=false",
     "eager attention on CPU (vs SDPA)": "backbone.attention=sdpa",
     "fused AdamW": "optim.fused=false",
+    "packed dropout masks": "trainer.dropout_masks=torch",
     "bf16 autocast": "trainer.precision=fp32",
 }
 
