@@ -145,6 +145,8 @@ def predict(
     input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV/TSV/JSONL/Parquet (optionally .gz) or .txt (one text a line)."),
     text: Optional[str] = typer.Option(None, "--text", help="One text to classify."),
     text_pair: Optional[str] = typer.Option(None, "--text-pair", help="Its second text, for pair tasks."),
+    question: Optional[str] = typer.Option(None, "--question", help="QA: one question (with --context)."),
+    context: Optional[str] = typer.Option(None, "--context", help="QA: the passage that answers --question."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) or one image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .jsonl (default: stdout) or .csv/.tsv."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
@@ -164,7 +166,7 @@ def predict(
 ) -> None:
     """Predictions for every row, line or image: labels with probabilities, a number
     (regression), a label set (multi-label), tags per word (token classification), answer
-    spans (QA: --input with question/context columns), translations. Rows that fail are
+    spans (QA: --question with --context, or --input with question/context columns), translations. Rows that fail are
     reported with their error and the rest are still predicted. With --prompt, generated
     text (GPT)."""
     if prompt:
@@ -184,7 +186,7 @@ def predict(
 
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
                 batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
-                question_column=question_column, context_column=context_column)
+                question_column=question_column, context_column=context_column, question=question, context=context)
 
 
 @app.command("recipes", short_help="List the available recipes.")

@@ -179,6 +179,26 @@ def test_qa_spans_from_long_contexts_are_the_same_from_run_and_onnx(runs, onnx_e
     assert found > 0.6 and long_found > 0.5   # including contexts read in several windows
 
 
+def test_one_question_from_the_command_line(runs, onnx_exports, tmp_path):
+    from fmctl.errors import DataError
+
+    run_dirs, inputs = runs
+    first = read_jsonl(inputs["qa"])[0]
+    predict(run_dirs["qa"], input_file=inputs["qa"], out=tmp_path / "all.jsonl", log=quiet)
+    expected = read_jsonl(tmp_path / "all.jsonl")[0]
+    for target in (run_dirs["qa"], onnx_exports["qa"].folder):
+        done = subprocess.run([sys.executable, "-m", "fmctl", "predict", str(target), "--question", first["question"],
+                               "--context", first["context"]], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (row["question"], row["answer"], row["start"]) == (first["question"], expected["answer"],
+                                                                  expected["start"])
+    with pytest.raises(DataError, match="--question needs --context too"):
+        predict(run_dirs["qa"], question="what is the code ?", log=quiet)
+    with pytest.raises(DataError, match="is a token_classification model, not extractive_qa"):
+        predict(run_dirs["ner"], question="what is the code ?", context="the code is zorb", log=quiet)
+
+
 def test_regression_values_and_label_sets_are_the_same_from_run_and_onnx(runs, onnx_exports, tmp_path):
     import csv
 

@@ -310,8 +310,12 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     # Dropout masks: 'packed' draws four 16-bit uniforms per 64-bit random number (2x faster
     # dropout on CPU, the same distribution); 'torch' is torch's own; auto: packed on CPU
-    # unless gradient_checkpointing is on (its recompute would not redraw packed masks).
+    # unless gradient_checkpointing or compile is on.
     dropout_masks: Literal["auto", "packed", "torch"] = "auto"
+    # torch.compile the training forward (dynamic shapes, so batches of any length share one
+    # graph). Off by default: BENCHMARKS.md has the measured steady-state gain and the
+    # compile time it must pay back.
+    compile: bool = False
     ema: EmaConfig = field(default_factory=EmaConfig)
 
 

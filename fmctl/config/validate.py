@@ -260,6 +260,12 @@ def check_semantics(run: RunConfig) -> list[str]:
     if run.trainer.dropout_masks == "packed" and run.trainer.gradient_checkpointing:
         problems.append("trainer.dropout_masks: 'packed' masks are not redrawn when gradient checkpointing "
                         "recomputes a block; use trainer.dropout_masks=auto (torch's masks under checkpointing)")
+    if run.trainer.dropout_masks == "packed" and run.trainer.compile:
+        problems.append("trainer.dropout_masks: 'packed' masks are not traced by torch.compile, which fuses its "
+                        "own dropout; use trainer.dropout_masks=auto with trainer.compile=true")
+    if run.trainer.compile and run.trainer.strategy == "fsdp" and run.trainer.nproc > 1:
+        problems.append("trainer.compile: not supported with trainer.strategy=fsdp; use strategy=ddp or "
+                        "trainer.compile=false")
     if run.trainer.resume is not None and run.overwrite:
         problems.append("overwrite: cannot be combined with trainer.resume (resuming continues the run folder; "
                         "overwriting would delete it)")

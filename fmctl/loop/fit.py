@@ -167,9 +167,12 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         patched = patch_kernels(model)
         if hasattr(task, "fused_loss"):
             task.fused_loss = True
-    masks_name = resolve_dropout_masks(trainer.dropout_masks, device, trainer.gradient_checkpointing)
+    masks_name = resolve_dropout_masks(trainer.dropout_masks, device, trainer.gradient_checkpointing, trainer.compile)
     masks = dropout_masks(masks_name)
     net = distributed.wrap(TaskForward(model, task), model, trainer.strategy, d, device)
+    # dynamic=True: length-grouped batches change the sequence length every step, and one
+    # graph with a symbolic length beats a recompile per length.
+    train_forward = torch.compile(net, dynamic=True) if trainer.compile else net
     ddp = d.enabled and trainer.strategy == "ddp"
     sharded = d.enabled and trainer.strategy == "fsdp"
     faults = Faults.from_env()
@@ -231,7 +234,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     f"×{trainer.grad_accum}, precision {precision.name}, device {device}, kernels {kernels}"
                     + (f" ({patched['layer_norms']} LayerNorms, {patched['bias_gelu']} bias+GELU, fused LM loss: "
                        f"{'yes' if getattr(task, 'fused_loss', False) else 'no'})" if kernels == "triton" else "")
-                    + f", dropout masks {masks_name}"
+                    + f", dropout masks {masks_name}" + (", torch.compile" if trainer.compile else "")
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
 
     flops_per_token = peak = None
@@ -406,7 +409,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     net.set_requires_gradient_sync(last_micro)
                 with sync:
                     with precision.autocast(), masks:
-                        outputs = net(batch)
+                        outputs = train_forward(batch)
                         loss = task.loss(outputs, batch)
                         if loss_hook is not None:
                             loss = loss_hook(loss, outputs, batch)

@@ -36,16 +36,29 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             text_pair: str | None = None, images: Path | None = None, out: Path | None = None,
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
             progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
+            question: str | None = None, context: str | None = None,
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
-    """Predict every item of exactly one source (--input, --text or --images) with the target."""
-    given = [name for name, v in (("--input", input_file), ("--text", text), ("--images", images)) if v is not None]
+    """Predict every item of exactly one source (--input, --text, --question with --context,
+    or --images) with the target."""
+    if (question is None) != (context is None):
+        raise DataError(f"predict: {'--question' if question is not None else '--context'} needs "
+                        f"{'--context' if question is not None else '--question'} too (one question about one context)")
+    given = [name for name, v in (("--input", input_file), ("--text", text), ("--question", question),
+                                  ("--images", images)) if v is not None]
     if len(given) != 1:
-        raise DataError(f"predict: give exactly one of --input FILE, --text TEXT, --images DIR (got "
-                        f"{', '.join(given) if given else 'none'})")
+        raise DataError(f"predict: give exactly one of --input FILE, --text TEXT, --question Q --context C, "
+                        f"--images DIR (got {', '.join(given) if given else 'none'})")
     target = open_target(target_path)
-    items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column,
-                          question_column, context_column)
+    if question is not None:
+        if target.input_kind != "qa":
+            raise DataError(f"--question: {target.path} is a {target.task} model, not extractive_qa; "
+                            f"give --text or --input")
+        items, where = (iter([inputs.Item(1, "--question", {"question": question, "context": context},
+                                          {"question": question, "context": context})]), inputs.Progress(None))
+    else:
+        items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column,
+                              question_column, context_column)
     if target.input_kind == "image":
         id_fields = ["image"]
     elif target.input_kind == "qa":
@@ -93,9 +106,9 @@ def _items(target: Target, input_file: Path | None, text: str | None, text_pair:
                         f"give --images DIR (a folder of images or one image file)")
     if target.input_kind == "qa":
         if text is not None:
-            raise DataError(f"--text: {target.path} is an extractive_qa model; give --input FILE (CSV, TSV, JSONL "
-                            f"or Parquet) with '{target.columns['question']}' and '{target.columns['context']}' "
-                            f"columns")
+            raise DataError(f"--text: {target.path} is an extractive_qa model; give --question Q --context C, or "
+                            f"--input FILE (CSV, TSV, JSONL or Parquet) with '{target.columns['question']}' and "
+                            f"'{target.columns['context']}' columns")
         columns = dict(target.columns)
         columns.update({role: name for role, name in (("question", question_column), ("context", context_column))
                         if name})

@@ -19,12 +19,14 @@ The table is printed and written to BENCHMARKS.md (between this benchmark's mark
 Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY_STEPS (default 0)]
        python tests/bench/trainer_bench.py --accuracy [STEPS] [SEEDS] [WORK_DIR]   (10% noisy labels)
        python tests/bench/trainer_bench.py --checkpointing [STEPS] [ROUNDS] [WORK_DIR]   (memory vs speed)
+       python tests/bench/trainer_bench.py --compile [STEPS] [ROUNDS] [WORK_DIR]   (torch.compile: gain and cost)
        python tests/bench/trainer_bench.py --ablate [STEPS] [ROUNDS] [WORK_DIR]
          (fmctl's default against itself with one choice undone: what each choice is worth)
 """
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import statistics
@@ -96,16 +98,19 @@ elif contender == "fmctl":
     seed_everything(run.trainer.seed)
     task = get_task(run.task); data = task.prepare(run); model = task.build_model(run, data)
     counted = {"tokens": 0}
+    marks = []  # (CPU s, wall s, tokens) as each batch is collated, just before its step
     collate = data.collate
     def counting(items):
-        out = collate(items); counted["tokens"] += out["num_tokens"]; return out
+        out = collate(items); counted["tokens"] += out["num_tokens"]
+        marks.append((time.process_time() - cpu, time.perf_counter() - start, out["num_tokens"])); return out
     data.collate = counting
     if not accuracy:
         data.validation = None  # time training only
     start, cpu = time.perf_counter(), time.process_time()
     result = fit(model, task, data, run, None, Console(quiet=True))
     report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"],
-           {"precision": result.precision, "val_accuracy": result.last_metrics.get("val/accuracy") if accuracy else None})
+           {"precision": result.precision, "val_accuracy": result.last_metrics.get("val/accuracy") if accuracy else None,
+            "marks": marks})
 else:
     from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DataCollatorWithPadding,
                               Trainer, TrainingArguments)
@@ -184,10 +189,11 @@ def make_data(work: Path, n_train: int = 4000, n_val: int = 400, seed: int = 0, 
     train_tokenizer(texts, "wordpiece", 8000, MAX_LENGTH).save_pretrained(work / "tokenizer")
 
 
-def run(contender: str, work: Path, steps: int, extra: list[str] = ()) -> dict:
+def run(contender: str, work: Path, steps: int, extra: list[str] = (), env: dict[str, str] | None = None) -> dict:
     """One contender in a fresh process; `extra` adds fmctl overrides (to measure a change)."""
     done = subprocess.run([sys.executable, "-c", DRIVER, contender, str(work), str(steps), json.dumps(SHAPE),
-                           str(BATCH), str(MAX_LENGTH), *extra], capture_output=True, text=True)
+                           str(BATCH), str(MAX_LENGTH), *extra], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if done.returncode:
         raise SystemExit(f"{contender} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -329,7 +335,43 @@ def checkpointing(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
             ("speed with checkpointing", f"{rate['true'] / rate['false']:.2f}x of without")]
 
 
-MODES = {"--checkpointing": (checkpointing, 20, 2, "trainer_checkpointing", "runs/bench/trainer",
+def compiled(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    """fmctl's default with and without `trainer.compile=true`, alternated per round. The
+    steady-state rate counts the steps after the first `warm` (the compile happens in
+    those), from the time each batch is collated; the compile cost is the extra wall time
+    of the first steps (inductor compiles in worker processes, whose CPU time the parent
+    does not see)."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "tokenizer").exists():
+        make_data(work)
+    warm = 10
+    runs: dict[str, list[dict]] = {"false": [], "true": []}
+    for _ in range(rounds):
+        for flag in runs:
+            # a cold compile every time: inductor's on-disk cache would hide the cost after round one
+            runs[flag].append(run("fmctl", work, warm + steps, [f"trainer.compile={flag}"],
+                                  env={"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}))
+
+    def steady(r: dict, column: int) -> float:
+        marks = r["marks"]
+        return sum(m[2] for m in marks[warm:-1]) / (marks[-1][column] - marks[warm][column])
+
+    rate = {f: statistics.median(steady(r, 0) for r in rs) for f, rs in runs.items()}
+    first = {f: statistics.median(r["marks"][warm][1] - sum(m[2] for m in r["marks"][:warm]) / steady(r, 1)
+                                  for r in rs) for f, rs in runs.items()}
+    wall_step = {f: statistics.median((r["marks"][-1][1] - r["marks"][warm][1]) / (len(r["marks"]) - 1 - warm)
+                                      for r in rs) for f, rs in runs.items()}
+    cost, saved = first["true"] - first["false"], wall_step["false"] - wall_step["true"]
+    payback = f"pays back after about {cost / saved:,.0f} steps" if saved > 0 else "never pays back: it is slower per step"
+    return [("steady-state real tokens per CPU-second", f"{rate['false']:,.0f} eager, {rate['true']:,.0f} compiled "
+                                                        f"({rate['true'] / rate['false']:.2f}x)"),
+            ("compile cost (wall time of the first steps)", f"{cost:.0f} s; {payback}"),
+            ("what was compiled", f"fmctl's fine-tuning forward, dynamic shapes; {steps} steps timed after {warm}")]
+
+
+MODES = {"--compile": (compiled, 40, 2, "trainer_compile", "runs/bench/trainer",
+                       "one thread per process, process CPU time (compile cost: wall time)"),
+         "--checkpointing": (checkpointing, 20, 2, "trainer_checkpointing", "runs/bench/trainer",
                              "one thread per process, process CPU time"),
 "--accuracy": (accuracy, 250, 3, "trainer_accuracy", "runs/bench/trainer_noisy", "one thread per process"),
          "--ablate": (ablate, 30, 3, "trainer_ablate", "runs/bench/trainer", "one thread per process, process CPU time")}
