@@ -321,7 +321,10 @@ TASK_EXPORT_PREDICT_CASES = [
     ("QA question column that is not there", ["predict", "{qa_run}", "--input", "{questions_csv}",
                                               "--question-column", "query"], "no column 'query' for --question-column"),
     ("QA given one text", ["predict", "{qa_run}", "--text", "what is the code ?"],
-     "is an extractive_qa model; give --input FILE (CSV, TSV, JSONL or Parquet) with 'question' and 'context'"),
+     "is an extractive_qa model; give --question Q --context C, or --input FILE (CSV, TSV, JSONL or Parquet) "
+     "with 'question' and 'context' columns"),
+    ("QA question without context", ["predict", "{qa_run}", "--question", "what is the code ?"],
+     "predict: --question needs --context too"),
     ("QA given a text-per-line file", ["predict", "{qa_onnx}", "--input", "{questions_txt}"],
      "a .txt file holds one text a line; this model needs the columns question, context"),
     ("ONNX export of a translation run", ["export", "{t5_run}", "--format", "onnx"],
