@@ -166,9 +166,9 @@ def predict(
 ) -> None:
     """Predictions for every row, line or image: labels with probabilities, a number
     (regression), a label set (multi-label), tags per word (token classification), answer
-    spans (QA: --question with --context, or --input with question/context columns), translations. Rows that fail are
-    reported with their error and the rest are still predicted. With --prompt, generated
-    text (GPT)."""
+    spans (QA: --question with --context, or --input with question/context columns),
+    translations. Rows that fail are reported with their error and the rest are still
+    predicted. With --prompt, generated text (GPT)."""
     if prompt:
         import json as _json
 

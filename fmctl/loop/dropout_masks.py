@@ -70,9 +70,9 @@ def _mode_class() -> type:
 
 def resolve_dropout_masks(name: str, device: str, checkpointing: bool = False, compiled: bool = False) -> str:
     """'auto' -> 'packed' on CPU, 'torch' elsewhere, under activation checkpointing (its
-    recompute runs outside the torch function mode, as tests/test_dropout_masks.py shows,
-    so it would draw torch's masks and the gradients would belong to other masks than the
-    forward pass used) and under torch.compile (which generates its own fused dropout)."""
+    recompute runs outside the torch function mode, measured with torch 2.14, so it would
+    draw torch's masks and the gradients would belong to other masks than the forward pass
+    used) and under torch.compile (which generates its own fused dropout)."""
     if name == "auto":
         return "packed" if device == "cpu" and not checkpointing and not compiled else "torch"
     return name
