@@ -308,7 +308,7 @@ class TrainerConfig:
     # Recompute each transformer block's activations in the backward pass instead of
     # keeping them: less memory for a longer step (BENCHMARKS.md has both).
     gradient_checkpointing: bool = False
-    # Dropout masks: 'packed' draws four 16-bit uniforms per 64-bit random number (2x faster
+    # Dropout masks: 'packed' draws four 16-bit uniforms per 64-bit random number (1.8x faster
     # dropout on CPU, the same distribution); 'torch' is torch's own; auto: packed on CPU
     # unless gradient_checkpointing or compile is on.
     dropout_masks: Literal["auto", "packed", "torch"] = "auto"

@@ -6,8 +6,8 @@ the time (the attention-probability dropout alone touches batch x heads x length
 elements). Here one 64-bit draw gives four 16-bit uniforms, each compared with
 round(p * 65536): the drop probability is p to within 1/65536, the kept values are scaled
 by 1/(1 - p) as usual, and the mask comes from torch's own seeded generator, so runs stay
-reproducible and resumable. Measured 2x faster per dropout (forward and backward) and
-1.07-1.09x per training step (BENCHMARKS.md, ablation).
+reproducible and resumable. Measured 1.8x faster per dropout (forward and backward) and
+1.07x per training step (BENCHMARKS.md: `--dropout` and the ablation).
 
 The masks differ from torch's draw for draw (a different, equally random stream), so the
 choice is a setting: `trainer.dropout_masks=auto` uses them on CPU, where they pay, and

@@ -20,6 +20,7 @@ Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY
        python tests/bench/trainer_bench.py --accuracy [STEPS] [SEEDS] [WORK_DIR]   (10% noisy labels)
        python tests/bench/trainer_bench.py --checkpointing [STEPS] [ROUNDS] [WORK_DIR]   (memory vs speed)
        python tests/bench/trainer_bench.py --compile [STEPS] [ROUNDS] [WORK_DIR]   (torch.compile: gain and cost)
+       python tests/bench/trainer_bench.py --dropout [REPEATS] [ROUNDS]   (one dropout: torch's masks vs packed)
        python tests/bench/trainer_bench.py --ablate [STEPS] [ROUNDS] [WORK_DIR]
          (fmctl's default against itself with one choice undone: what each choice is worth)
 """
@@ -369,7 +370,40 @@ def compiled(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
             ("what was compiled", f"fmctl's fine-tuning forward, dynamic shapes; {steps} steps timed after {warm}")]
 
 
-MODES = {"--compile": (compiled, 40, 2, "trainer_compile", "runs/bench/trainer",
+def dropout_cost(repeats: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    """One dropout (forward and backward, bf16, one thread) on a layer's attention
+    probabilities (32 x 8 x 64 x 64) and hidden states (32 x 64 x 512): torch's CPU dropout
+    against packed masks, alternated, medians of `rounds` rounds of `repeats` calls."""
+    import torch
+    import torch.nn.functional as F
+
+    from fmctl.loop.dropout_masks import packed_dropout
+
+    torch.set_num_threads(1)
+    rows = []
+    for name, shape in (("attention probabilities 32 x 8 x 64 x 64", (32, 8, 64, 64)),
+                        ("hidden states 32 x 64 x 512", (32, 64, 512))):
+        x = torch.randn(shape, dtype=torch.bfloat16, requires_grad=True)
+        grad = torch.randn_like(x)
+        contenders = {"torch": lambda: F.dropout(x, 0.1, True).backward(grad),
+                      "packed": lambda: packed_dropout(x, 0.1).backward(grad)}
+        times: dict[str, list[float]] = {c: [] for c in contenders}
+        for _ in range(rounds):
+            for contender, call in contenders.items():
+                call()
+                start = time.process_time()
+                for _ in range(repeats):
+                    call()
+                times[contender].append((time.process_time() - start) / repeats * 1e3)
+        ms = {c: statistics.median(t) for c, t in times.items()}
+        rows.append((f"dropout p=0.1 on {name}", f"torch {ms['torch']:.2f} ms, packed {ms['packed']:.2f} ms "
+                                                  f"({ms['torch'] / ms['packed']:.2f}x)"))
+    return rows
+
+
+MODES = {"--dropout": (dropout_cost, 20, 5, "trainer_dropout", "runs/bench/trainer",
+                       "one thread, process CPU time, forward and backward"),
+         "--compile": (compiled, 40, 2, "trainer_compile", "runs/bench/trainer",
                        "one thread per process, process CPU time (compile cost: wall time)"),
          "--checkpointing": (checkpointing, 20, 2, "trainer_checkpointing", "runs/bench/trainer",
                              "one thread per process, process CPU time"),
