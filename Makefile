@@ -32,6 +32,7 @@ bench: install
 	$(PY) tests/bench/trainer_bench.py --accuracy
 	$(PY) tests/bench/trainer_bench.py --checkpointing
 	$(PY) tests/bench/trainer_bench.py --compile
+	$(PY) tests/bench/trainer_bench.py --dropout
 	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py
