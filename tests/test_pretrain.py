@@ -225,6 +225,28 @@ def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
     other = GenerationSettings(**{**sample.__dict__, "seed": 2, "num_return_sequences": 3})
     assert len(generate(result.run_dir, ["oven sauce"], other)[0]["generated"]) == 3
 
+    # its ONNX export generates the same greedy text (decoded in numpy around onnxruntime)
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+    from fmctl.predict.run import predict
+
+    exported = export_run(result.run_dir, ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=lambda _: None)
+    assert exported.manifest["parity"]["passed"] and exported.manifest["parity"]["label_agreement"] >= 0.99
+    prompts = ["goal match coach", "oven sauce flour", ""]
+    assert generate(exported.folder, prompts, GenerationSettings(max_new_tokens=12)) == \
+        generate(result.run_dir, prompts, GenerationSettings(max_new_tokens=12))
+    sampled = generate(exported.folder, ["oven sauce"], sample)[0]["generated"]
+    assert sampled == generate(exported.folder, ["oven sauce"], sample)[0]["generated"]  # seeded
+    assert set(sampled.split()) <= {"oven", "sauce", "flour", "recipe", "butter", "dough", "goal", "match", "coach",
+                                    "league", "striker", "season", "chip", "server", "cloud", "code", "laptop",
+                                    "network", "flight", "hotel", "beach", "visa", "ferry", "island"}, sampled
+    several = generate(exported.folder, ["oven sauce"], other)[0]["generated"]
+    assert len(several) == 3 and len(set(several)) > 1
+    (tmp_path / "prompts.csv").write_text("text\ngoal match coach\noven sauce flour\n", encoding="utf-8")
+    predict(exported.folder, input_file=tmp_path / "prompts.csv", out=tmp_path / "out.jsonl", log=lambda _: None)
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["prompt"] for r in rows] == prompts[:2] and all(r["generated"].strip() for r in rows)
+
 
 def test_prompt_on_a_classifier_is_refused(tmp_path):
     from fmctl.errors import RunFolderError

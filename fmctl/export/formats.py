@@ -13,9 +13,10 @@ FORMATS = ("onnx", "torchscript", "safetensors", "hf")
 QUANTIZATIONS = ("int8", "int8-static")
 
 # task -> formats it can be exported to. ONNX and TorchScript hold one forward pass with
-# named outputs, checked on real validation inputs; generation (translation, clm) is a
-# decoding loop around the model and masked modelling heads have no deployment use, so
-# those tasks export their weights (safetensors) or a loadable folder (hf).
+# named outputs, checked on real validation inputs. A causal LM exports its full-sequence
+# logits to ONNX, and fmctl predict decodes around them (no key/value cache); translation
+# needs an encoder-decoder or source-conditioned loop, and masked modelling heads have no
+# deployment use, so those export their weights (safetensors) or a loadable folder (hf).
 _ALL = ("onnx", "torchscript", "safetensors", "hf")
 _WEIGHTS = ("safetensors", "hf")
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -27,7 +28,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "multilabel_classification": _ALL,
     "translation": _WEIGHTS,
     "seq2seq": _WEIGHTS,
-    "clm": _WEIGHTS,
+    "clm": ("onnx", "safetensors", "hf"),
     "mlm": _WEIGHTS,
     "mim": _WEIGHTS,
 }

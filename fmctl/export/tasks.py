@@ -332,9 +332,9 @@ class ImageClassificationIO(TaskIO):
 
 
 class _LanguageModelIO(TextClassificationIO):
-    """Generation and masked-modelling heads: exported as weights (safetensors) or an hf
-    folder only (formats.SUPPORTED), checked on real validation blocks/pairs by the
-    vocabulary logits and their argmax token over the real tokens."""
+    """Generation and masked-modelling heads (formats.SUPPORTED says which formats each
+    takes), checked on real validation blocks/pairs by the vocabulary logits and their
+    argmax token over the real tokens."""
 
     @property
     def label_names(self) -> list[str]:
@@ -358,7 +358,7 @@ class CausalLMIO(_LanguageModelIO):
 
     def postprocessing(self) -> dict[str, Any]:
         return {"kind": "generate", "output": "logits",
-                "how": "fmctl predict RUN --prompt TEXT, or transformers' generate() on the hf folder"}
+                "how": "fmctl predict RUN_OR_EXPORT --prompt TEXT, or transformers' generate() on the hf folder"}
 
 
 class MaskedLMIO(_LanguageModelIO):

@@ -1,6 +1,6 @@
-"""Text generation with a causal language model (a `fmctl pretrain task=clm` run, or any
-folder AutoModelForCausalLM loads): greedy decoding or sampling with temperature, top-k
-and top-p, through transformers' generate()."""
+"""Text generation with a causal language model (a `fmctl pretrain task=clm` run, any
+folder AutoModelForCausalLM loads, or its ONNX export): greedy decoding or sampling with
+temperature, top-k and top-p, through transformers' generate() or onnxruntime."""
 from __future__ import annotations
 
 import json
@@ -36,39 +36,143 @@ def model_folder(target: Path) -> Path:
     return folder
 
 
-def generate(target: Path, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fmctl.models.text import _quiet_transformers
-
+def check_settings(settings: GenerationSettings) -> None:
     if settings.strategy not in ("greedy", "sample"):
         raise ConfigError(f"--strategy: expected greedy or sample, got '{settings.strategy}'")
     if settings.strategy == "greedy" and settings.num_return_sequences > 1:
         raise ConfigError("--num-return: greedy decoding returns one sequence; add --strategy sample")
-    _quiet_transformers()
-    folder = model_folder(Path(target))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    sampling = settings.strategy == "sample"
-    options: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling,
-                               "num_return_sequences": settings.num_return_sequences,
-                               "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
-    if sampling:
-        options.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
-    records = []
-    torch.manual_seed(settings.seed)
-    with torch.inference_mode():
+
+
+def generate(target: Path, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
+    """One record per prompt: {'prompt', 'generated'} (a list with num_return_sequences > 1)."""
+    return load_generator(target)(prompts, settings)
+
+
+def load_generator(target: Path) -> Any:
+    """A callable (prompts, settings) -> records, loaded once: an ONNX export folder runs
+    in onnxruntime, anything else (a run folder, an hf export, a model folder) in PyTorch."""
+    target = Path(target)
+    manifest_file = target / "export_manifest.json"
+    if manifest_file.is_file() and json.loads(manifest_file.read_text(encoding="utf-8")).get("format") == "onnx":
+        return OnnxGenerator(target)
+    return TorchGenerator(model_folder(target))
+
+
+def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    # No special tokens: fmctl's BPE tokenizers close every input with end-of-text, which
+    # would tell the model the document is over before it starts writing.
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ids or [tokenizer.eos_token_id]  # an empty prompt starts a new document
+
+
+class TorchGenerator:
+    """transformers' generate() on the model folder."""
+
+    def __init__(self, folder: Path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from fmctl.models.text import _quiet_transformers
+
+        _quiet_transformers()
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def __call__(self, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
+        import torch
+
+        check_settings(settings)
+        tokenizer = self.tokenizer
+        sampling = settings.strategy == "sample"
+        options: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling,
+                                   "num_return_sequences": settings.num_return_sequences,
+                                   "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+        if sampling:
+            options.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
+        records = []
+        torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            for prompt in prompts:
+                ids = torch.tensor([_prompt_ids(tokenizer, prompt)])
+                outputs = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+                texts = [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in outputs]
+                records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
+        return records
+
+
+class OnnxGenerator:
+    """The same decoding over an ONNX export's full-sequence logits, in onnxruntime and
+    numpy: greedy picks the argmax (so it matches transformers' greedy output token for
+    token); sampling applies temperature, then top-k, then top-p, as transformers does,
+    from numpy's generator seeded by --seed. The export holds no key/value cache, so each
+    new token re-reads the whole sequence: fine for short continuations, slower than the
+    PyTorch path for long ones."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        from fmctl.export import manifest as manifest_mod
+
+        manifest = manifest_mod.read(folder)
+        if manifest.get("task") != "clm":
+            raise RunFolderError(f"{folder}: the export is a {manifest.get('task')} model, not a causal language "
+                                 f"model; --prompt generates text with GPT runs (fmctl pretrain recipe=gpt_clm)")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / manifest["files"]["model"]), options,
+                                            providers=["CPUExecutionProvider"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder / manifest["preprocessing"]["tokenizer"]))
+
+    def _next_logits(self, rows: Any) -> Any:
+        import numpy as np
+
+        feed = {"input_ids": rows, "attention_mask": np.ones_like(rows)}
+        return self.session.run(["logits"], feed)[0][:, -1, :].astype(np.float64)
+
+    def __call__(self, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
+        import numpy as np
+
+        check_settings(settings)
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        rng = np.random.default_rng(settings.seed)
+        records = []
         for prompt in prompts:
-            # No special tokens: fmctl's BPE tokenizers close every input with end-of-text,
-            # which would tell the model the document is over before it starts writing.
-            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            if ids.shape[1] == 0:
-                ids = torch.tensor([[tokenizer.eos_token_id]])  # an empty prompt starts a new document
-            outputs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
-            texts = [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in outputs]
+            prompt_ids = _prompt_ids(self.tokenizer, prompt)
+            rows = np.array([prompt_ids] * settings.num_return_sequences, dtype=np.int64)
+            finished = np.zeros(len(rows), dtype=bool)
+            for _ in range(settings.max_new_tokens):
+                logits = self._next_logits(rows)
+                chosen = (logits.argmax(-1) if settings.strategy == "greedy"
+                          else np.array([_sample(row, settings, rng) for row in logits]))
+                chosen = np.where(finished, pad, chosen)
+                rows = np.concatenate([rows, chosen[:, None]], axis=1)
+                finished |= chosen == eos
+                if finished.all():
+                    break
+            texts = [self.tokenizer.decode(row[len(prompt_ids):].tolist(), skip_special_tokens=True) for row in rows]
             records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
-    return records
+        return records
+
+
+def _sample(logits: Any, settings: GenerationSettings, rng: Any) -> int:
+    """One token from a row of next-token logits: temperature, top-k, top-p, then a draw."""
+    import numpy as np
+
+    scores = logits / settings.temperature
+    if settings.top_k:
+        kth = np.sort(scores)[-min(settings.top_k, len(scores))]
+        scores = np.where(scores < kth, -np.inf, scores)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    if settings.top_p < 1.0:
+        order = np.argsort(-probs)
+        # keep the most likely tokens until their mass reaches top_p (the one crossing it too)
+        outside = np.cumsum(probs[order]) - probs[order] >= settings.top_p
+        probs[order[outside]] = 0.0
+        probs /= probs.sum()
+    return int(rng.choice(len(probs), p=probs))
 
 
 class Translator:

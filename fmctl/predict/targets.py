@@ -133,9 +133,10 @@ def _export_folder(folder: Path, manifest: dict[str, Any]) -> Target:
         return Target(folder, f"{description} (transformers generate)", task, [], kind, _columns(kind, prep),
                       translator, ["translation"])
     if kind == "prompt":
-        if fmt != "hf":
-            raise RunFolderError(f"{folder}: {task} generates with an hf export or its run folder")
-        return _prompt_target(folder, folder / manifest["files"]["model_folder"], f"{description}", task, prep)
+        if fmt not in ("hf", "onnx"):
+            raise RunFolderError(f"{folder}: {task} generates with an hf or onnx export or its run folder")
+        model_dir = folder / manifest["files"]["model_folder"] if fmt == "hf" else folder
+        return _prompt_target(folder, model_dir, description, task, prep)
     names = [spec["name"] for spec in manifest["inputs"]]
     if kind == "text":
         encoder: Any = encode.LightTextEncoder(folder, prep, names)
@@ -258,14 +259,16 @@ def _run_folder(folder: Path) -> Target:
 def _prompt_target(folder: Path, model_dir: Path, description: str, task: str, prep: dict[str, Any]) -> Target:
     """A causal LM continues each text with the default settings of --prompt (greedy, 50 new
     tokens); --prompt itself offers sampling and the other settings."""
-    from fmctl.predict.generate import GenerationSettings, generate
+    from fmctl.predict.generate import GenerationSettings, OnnxGenerator, load_generator
+
+    generator = load_generator(model_dir)
 
     def run(values: list[dict[str, Any]]) -> list[Any]:
-        records = generate(model_dir, [str(v["prompt"]) for v in values], GenerationSettings())
+        records = generator([str(v["prompt"]) for v in values], GenerationSettings())
         return [{"generated": r["generated"]} for r in records]
 
-    return Target(folder, f"{description}, transformers generate", task, [], "prompt", _columns("prompt", prep),
-                  run, ["generated"])
+    how = "onnxruntime generate" if isinstance(generator, OnnxGenerator) else "transformers generate"
+    return Target(folder, f"{description}, {how}", task, [], "prompt", _columns("prompt", prep), run, ["generated"])
 
 
 def _postprocessing(run: Any, labels: list[str]) -> dict[str, Any]:
