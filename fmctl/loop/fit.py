@@ -452,6 +452,8 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                              "elapsed_s": time.perf_counter() - train_start}
                     if grad_norm is not None:
                         stats["grad_norm"] = float(grad_norm)
+                    if device == "cuda":  # what the step needs at its peak, for sizing batches
+                        stats["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
                     if window["tokens"]:
                         stats["tokens_per_s"] = window["tokens"] / elapsed
                         if flops_per_token:

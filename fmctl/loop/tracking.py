@@ -1,7 +1,8 @@
 """Where the loop's numbers go: metrics.jsonl, TensorBoard, and the console.
 
-Timing fields (throughput, elapsed time) are listed in TIMING_KEYS: they are the only
-values allowed to differ between two runs of the same config and seed.
+Timing fields (throughput, elapsed time, and the CUDA allocator's peak) are listed in
+TIMING_KEYS: they are the only values allowed to differ between two runs of the same
+config and seed.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-TIMING_KEYS = frozenset({"samples_per_s", "tokens_per_s", "elapsed_s", "step_time_s", "mfu"})
+TIMING_KEYS = frozenset({"samples_per_s", "tokens_per_s", "elapsed_s", "step_time_s", "mfu", "peak_memory_mb"})
 
 
 class MetricsLog:

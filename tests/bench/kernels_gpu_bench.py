@@ -56,6 +56,19 @@ def loss_rows(vocab: int, tokens: int = 16384, width: int = 768) -> list[tuple[s
     return rows
 
 
+def synthetic_corpus(documents: int = 3000, words_per_document: int = 400, seed: int = 0) -> str:
+    """Text whose byte-level BPE fills a 32k vocabulary: 80,000 made-up words of one to four
+    syllables, drawn with Zipf-like frequencies as natural words are."""
+    import random
+
+    rng = random.Random(seed)
+    syllables = [c + v for c in "bdfghjklmnprstvwz" for v in "aeiou"] + ["str", "ing", "ion", "ent"]
+    lexicon = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(80_000)})
+    rng.shuffle(lexicon)
+    weights = [1.0 / (rank + 1) for rank in range(len(lexicon))]
+    return "\n".join(" ".join(rng.choices(lexicon, weights, k=words_per_document)) for _ in range(documents))
+
+
 def gpt_step_rows(peak: float) -> list[tuple[str, str]]:
     import subprocess
     import sys
@@ -65,9 +78,13 @@ def gpt_step_rows(peak: float) -> list[tuple[str, str]]:
     rows = []
     work = Path(tempfile.mkdtemp())
     corpus = work / "corpus.txt"
-    corpus.write_text("\n".join(f"document {i} " + "tokens and words " * 300 for i in range(2000)))
+    corpus.write_text(synthetic_corpus())
     subprocess.run([sys.executable, "-m", "fmctl", "data", "prepare", f"input={corpus}", f"out={work / 'p'}",
                     "tokenizer.kind=bpe", "tokenizer.vocab_size=32000", "dedup.near=false"], check=True)
+    from transformers import AutoTokenizer
+
+    rows.append(("GPT-small vocabulary", f"{len(AutoTokenizer.from_pretrained(str(work / 'p' / 'tokenizer'))):,} "
+                                         f"tokens (target 32k-50k)"))
     for kernels in ("triton", "torch"):
         run_dir = work / kernels
         subprocess.run([sys.executable, "-m", "fmctl", "pretrain", "recipe=gpt_clm", f"data.prepared={work / 'p'}",
@@ -82,7 +99,8 @@ def gpt_step_rows(peak: float) -> list[tuple[str, str]]:
         train = [r for r in train if r["event"] == "train"][1:]
         rows.append((f"GPT-small step, kernels={kernels}",
                      f"{statistics.median(r['tokens_per_s'] for r in train):,.0f} tokens/s, "
-                     f"MFU {statistics.median(r['mfu'] for r in train):.1%} (peak {peak / 1e12:.0f} TFLOP/s)"))
+                     f"MFU {statistics.median(r['mfu'] for r in train):.1%} (peak {peak / 1e12:.0f} TFLOP/s), "
+                     f"peak memory {max(r['peak_memory_mb'] for r in train):,.0f} MB"))
     return rows
 
 
