@@ -40,12 +40,10 @@ def packed_dropout(x: Any, p: float) -> Any:
 
 
 def _dropout_arguments(args: tuple, kwargs: dict) -> tuple[Any, float, bool, bool]:
-    names = ("input", "p", "training", "inplace")
-    defaults = {"p": 0.5, "training": True, "inplace": False}
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    return (bound["input"], float(bound.get("p", defaults["p"])), bool(bound.get("training", defaults["training"])),
-            bool(bound.get("inplace", defaults["inplace"])))
+    """F.dropout's (input, p, training, inplace), however they were passed."""
+    bound = {"p": 0.5, "training": True, "inplace": False,
+             **dict(zip(("input", "p", "training", "inplace"), args)), **kwargs}
+    return bound["input"], float(bound["p"]), bool(bound["training"]), bool(bound["inplace"])
 
 
 @functools.cache

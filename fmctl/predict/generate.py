@@ -109,26 +109,22 @@ class OnnxGenerator:
     PyTorch path for long ones."""
 
     def __init__(self, folder: Path):
-        import onnxruntime as ort
         from transformers import AutoTokenizer
 
         from fmctl.export import manifest as manifest_mod
+        from fmctl.predict.targets import onnx_runner
 
         manifest = manifest_mod.read(folder)
         if manifest.get("task") != "clm":
             raise RunFolderError(f"{folder}: the export is a {manifest.get('task')} model, not a causal language "
                                  f"model; --prompt generates text with GPT runs (fmctl pretrain recipe=gpt_clm)")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / manifest["files"]["model"]), options,
-                                            providers=["CPUExecutionProvider"])
+        self.run, _ = onnx_runner(folder, manifest, [])  # the same session predict uses for every export
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder / manifest["preprocessing"]["tokenizer"]))
 
     def _next_logits(self, rows: Any) -> Any:
         import numpy as np
 
-        feed = {"input_ids": rows, "attention_mask": np.ones_like(rows)}
-        return self.session.run(["logits"], feed)[0][:, -1, :].astype(np.float64)
+        return self.run({"input_ids": rows, "attention_mask": np.ones_like(rows)})[0][:, -1, :].astype(np.float64)
 
     def __call__(self, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
         import numpy as np

@@ -155,7 +155,9 @@ def _export_folder(folder: Path, manifest: dict[str, Any]) -> Target:
                   Predictor(encoder, runner, decoder), decoder.columns)
 
 
-def _onnx_runner(folder: Path, manifest: dict[str, Any], names: list[str]) -> tuple[Callable, str]:
+def onnx_runner(folder: Path, manifest: dict[str, Any], names: list[str]) -> tuple[Callable, str]:
+    """feed -> the manifest's outputs, in order, from an onnxruntime CPU session (predict's
+    runner for ONNX exports, and the ONNX generator's)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -188,7 +190,7 @@ def _hf_runner(folder: Path, manifest: dict[str, Any], names: list[str]) -> tupl
     return _torch_runner(manifest["task"], folder / manifest["files"]["model_folder"]), manifest.get("library", "torch")
 
 
-_RUNNERS = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "hf": _hf_runner}
+_RUNNERS = {"onnx": onnx_runner, "torchscript": _torchscript_runner, "hf": _hf_runner}
 
 
 def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]:
