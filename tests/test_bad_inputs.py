@@ -27,6 +27,10 @@ def build_files(root: Path) -> dict[str, Path]:
     images = write_shapes_folder(root / "images", per_class=6, seed=0)
     (images / "vertical" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
     files["images"] = images
+    truncated = write_shapes_folder(root / "truncated", per_class=6, seed=2)
+    whole = (truncated / "horizontal" / "img_000.jpg").read_bytes()  # a JPEG: header intact, data cut
+    (truncated / "horizontal" / "img_000.jpg").write_bytes(whole[: len(whole) // 2])
+    files["truncated"] = truncated
     no_weights = root / "no_weights"
     no_weights.mkdir()
     (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
@@ -156,6 +160,7 @@ CASES = [
     ("empty dataset", [*TEXT, "data.train={header_only}"], "header_only.csv: no examples"),
     ("label unseen in training", [*TEXT, "data.train={train}", "data.test={unseen_label}"], "label 'neutral' never appears in the training data"),
     ("corrupt image", [*IMAGES, "data.train={images}"], "broken.png: cannot read image"),
+    ("truncated JPEG", [*IMAGES, "data.train={truncated}"], "truncated/horizontal/img_000.jpg: cannot read image (OSError: "),
     ("non-UTF-8 text", [*TEXT, "data.train={latin1}"], "latin1.csv:3: not UTF-8"),
     ("pretrained folder missing", [*TEXT, "data.train={train}", "backbone.pretrained=/no/such/model"], "backbone.pretrained: '/no/such/model' does not exist"),
     ("pretrained folder without weights", [*TEXT, "data.train={train}", "backbone.pretrained={no_weights}"], "has no weights"),

@@ -109,3 +109,46 @@ def test_single_timm_state_dict_file_with_arch(shapes, tmp_path):
     tuned = load_file(str(result.run_dir / "model" / "model.safetensors"))
     assert torch.allclose(tuned["blocks.11.mlp.fc2.weight"], source.state_dict()["blocks.11.mlp.fc2.weight"], atol=1e-6)
     assert tuned["head.weight"].shape == (2, 192)  # a new head for the two classes
+
+
+def test_state_dict_file_loads_at_its_own_patch_and_image_size(shapes, tmp_path):
+    """timm would build vit_tiny_patch16_224 with 16-pixel patches and silently resample a
+    4-pixel-patch file; fmctl reads the file's geometry, so the weights come back as saved."""
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, num_classes=5)
+    save_file(source.state_dict(), str(tmp_path / "vit.safetensors"))
+    torch.save(source.state_dict(), str(tmp_path / "vit.pth"))
+    common = [f"data.train={shapes}", "trainer.progress=off", "trainer.max_steps=1", "trainer.batch_size=4",
+              "optim.lr=1e-9", "sched=constant", "backbone.arch=vit_tiny_patch16_224"]
+    for name in ("vit.safetensors", "vit.pth"):
+        result = finetune("image_folder", [*common, f"backbone.pretrained={tmp_path / name}"], tmp_path / f"run_{name}")
+        tuned = load_file(str(result.run_dir / "model" / "model.safetensors"))
+        for key in ("patch_embed.proj.weight", "pos_embed"):
+            assert torch.allclose(tuned[key], source.state_dict()[key], atol=1e-6), (name, key)
+        config = json.loads((result.run_dir / "model" / "config.json").read_text())
+        assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    from fmctl.errors import ModelError
+
+    with pytest.raises(ModelError, match="backbone.patch_size: 8, but .* holds 4-pixel patch weights"):
+        finetune("image_folder", [*common, f"backbone.pretrained={tmp_path / 'vit.safetensors'}",
+                                  "backbone.patch_size=8"], tmp_path / "wrong_patch")
+
+
+def test_image_size_resamples_a_pretrained_folder(shapes, tmp_path):
+    """backbone.image_size with a pretrained folder is honoured (position embeddings
+    resampled, preprocessing at the new size), not silently ignored."""
+    small = [o for o in TINY_VIT if not o.startswith(("backbone.image_size", "backbone.patch_size"))]
+    first = finetune("image_folder", [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=2"], tmp_path / "first")
+    second = finetune("image_folder", [f"data.train={shapes}", *small, "trainer.max_steps=2",
+                                       f"backbone.pretrained={first.run_dir}", "backbone.image_size=32"],
+                      tmp_path / "second")
+    weights = load_file(str(second.run_dir / "model" / "model.safetensors"))
+    assert weights["pos_embed"].shape[1] == 1 + (32 // 4) ** 2
+    config = json.loads((second.run_dir / "model" / "config.json").read_text())
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    # and without it the folder's own 16 px stay
+    third = finetune("image_folder", [f"data.train={shapes}", *small, "trainer.max_steps=1",
+                                      f"backbone.pretrained={first.run_dir}"], tmp_path / "third")
+    assert load_file(str(third.run_dir / "model" / "model.safetensors"))["pos_embed"].shape[1] == 1 + (16 // 4) ** 2

@@ -50,6 +50,9 @@ class DataConfig:
     max_eval_examples: Optional[int] = _bounded(None, ge=1)
     # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
     augment: bool = False
+    # Images only: decode every file before training, so a truncated or corrupt image is
+    # named before step 1 (a few ms per photo; false skips it on huge folders).
+    verify_images: bool = True
     num_workers: int = _bounded(0, ge=0)
     # Batches of similar-length texts (less padding); the epoch order stays random.
     group_by_length: bool = True
@@ -98,8 +101,10 @@ class VisionBackboneConfig:
     # .safetensors / .pth state dict (then `arch` names the timm architecture).
     pretrained: Optional[str] = None
     arch: Optional[str] = None
-    image_size: int = _bounded(32, ge=8)
-    patch_size: int = _bounded(4, ge=1)
+    # null: the pretrained checkpoint's own (32 and 4 for a model built from scratch). A
+    # pretrained model given another image_size gets its position embeddings resampled.
+    image_size: Optional[int] = _bounded(None, ge=8)
+    patch_size: Optional[int] = _bounded(None, ge=1)
     in_chans: int = _bounded(3, ge=1)
     dropout: float = _bounded(0.0, ge=0.0, lt=1.0)
     drop_path: float = _bounded(0.1, ge=0.0, lt=1.0)

@@ -1,6 +1,7 @@
 """Images from an ImageFolder layout: root/<class>/<image>."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -8,6 +9,8 @@ from typing import Any, Sequence
 from fmctl.errors import DataError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Pillow modes holding more than 8 bits per pixel; convert("RGB"/"L") clips them at 255.
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 @dataclass
@@ -24,8 +27,7 @@ def scan_image_folder(root: Path) -> list[ImageRow]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: no class folders; expected root/<class>/<image files>")
-    rows = [ImageRow(f, c.name) for c in classes for f in sorted(c.rglob("*"))
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+    rows = [ImageRow(f, c.name) for c in classes for f in image_files(c)]
     if not rows:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class folders")
     return rows
@@ -37,24 +39,63 @@ def scan_images(root: Path) -> list[ImageRow]:
         raise DataError(f"{root}: folder not found")
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder of images, got a file")
-    rows = [ImageRow(f, None) for f in sorted(root.rglob("*"))
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")]
+    rows = [ImageRow(f, None) for f in image_files(root)]
     if not rows:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return rows
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Image files under folder, skipping hidden files and folders: macOS's `._name.jpg`
+    resource forks and `.thumbnails/` caches have image extensions but are not examples."""
+    return [f for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
+def open_image(path: Path, mode: str) -> Any:
+    """Decode a file as a photo viewer shows it, in `mode` ("RGB" or "L").
+
+    Why not just `Image.open(path).convert(mode)`: phone photos are stored sideways with
+    an EXIF rotate tag, and Pillow's convert clips 16-bit greyscale (medical, scientific
+    and scanner PNG/TIFF) at 255, which turns a normal 16-bit image white. Training,
+    evaluation and every predict path decode through here, so they see the same pixels."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image)
+        if image.mode != "I" or values.max(initial=0) > 255:  # "I" also holds plain 8-bit data
+            values = np.clip(values, 0, 65535).astype(np.uint32) >> 8
+        image = Image.fromarray(values.astype(np.uint8), mode="L")
+    return image.convert(mode)
+
+
 def verify_images(rows: Sequence[ImageRow]) -> None:
-    """Open every file's header before training, so a corrupt image is named up front
-    rather than crashing the loop an hour in."""
+    """Decode every file before training, so a corrupt or truncated image is named up
+    front rather than crashing the loop an hour in. A header check (`Image.verify`) misses
+    truncated JPEGs; JPEGs are decoded at reduced scale (`draft`), which still reads every
+    byte, so the check costs a few ms per photo. `data.verify_images=false` skips it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for problem in pool.map(_decode_problem, [row.path for row in rows]):
+            if problem:
+                raise DataError(problem)
+
+
+def _decode_problem(path: Path) -> str | None:
     from PIL import Image
 
-    for row in rows:
-        try:
-            with Image.open(row.path) as image:
-                image.verify()
-        except Exception as exc:  # PIL raises many types for broken files
-            raise DataError(f"{row.path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))  # only JPEG honours it; PIL decodes in C without the GIL
+            image.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    return None
 
 
 def build_transform(prep: dict[str, Any], train: bool, augment: bool) -> Any:
@@ -82,12 +123,9 @@ class ImageDataset:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
-
         path = self.rows[index].path
         try:
-            with Image.open(path) as image:
-                pixels = self.transform(image.convert(self.mode))
+            pixels = self.transform(open_image(path, self.mode))
         except Exception as exc:
             raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
         item = {"pixel_values": pixels}

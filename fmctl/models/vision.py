@@ -15,6 +15,8 @@ from fmctl.models.sizes import shape_for
 
 # The architecture whose constructor takes our size table's shapes as overrides.
 _ARCH = "vit_base_patch16_224"
+# A model built from scratch without backbone.image_size / patch_size.
+FRESH_IMAGE_SIZE, FRESH_PATCH_SIZE = 32, 4
 
 
 def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
@@ -23,14 +25,20 @@ def build_vit_classifier(cfg: VisionBackboneConfig, num_classes: int) -> Any:
     common = {"num_classes": num_classes, "drop_rate": cfg.dropout, "drop_path_rate": cfg.drop_path}
     if not cfg.pretrained:
         shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
-        if cfg.image_size % cfg.patch_size:
-            raise ModelError(f"backbone.patch_size: {cfg.patch_size} does not divide backbone.image_size {cfg.image_size}")
-        model = timm.create_model(_ARCH, pretrained=False, img_size=cfg.image_size, patch_size=cfg.patch_size,
+        image_size, patch_size = cfg.image_size or FRESH_IMAGE_SIZE, cfg.patch_size or FRESH_PATCH_SIZE
+        if image_size % patch_size:
+            raise ModelError(f"backbone.patch_size: {patch_size} does not divide backbone.image_size {image_size}")
+        model = timm.create_model(_ARCH, pretrained=False, img_size=image_size, patch_size=patch_size,
                                   embed_dim=shape.hidden_size, depth=shape.num_layers, num_heads=shape.num_heads,
                                   in_chans=cfg.in_chans, **common)
-        return _describe_fresh(model, cfg)
+        return _describe_fresh(model, cfg.in_chans, image_size)
     where = pretrained.resolve(cfg.pretrained, weights=pretrained.TIMM_WEIGHTS)
-    return _match_input_size(_load_pretrained(cfg, where, common))
+    model = _load_pretrained(cfg, where, common)
+    loaded_patch = model.patch_embed.patch_size[0]
+    if cfg.patch_size is not None and cfg.patch_size != loaded_patch:
+        raise ModelError(f"backbone.patch_size: {cfg.patch_size}, but the pretrained '{cfg.pretrained}' uses "
+                         f"{loaded_patch}-pixel patches; leave backbone.patch_size unset (null) with backbone.pretrained")
+    return _match_input_size(model)
 
 
 def _match_input_size(model: Any) -> Any:
@@ -50,17 +58,22 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
         if isinstance(where, Path) and where.is_dir() and (where / "config.json").is_file() and \
                 "fmctl_head" in (where / "config.json").read_text(encoding="utf-8"):
             return _with_mlp_head(where, common)
+        size = {"img_size": cfg.image_size} if cfg.image_size else {}
         if isinstance(where, Path) and where.is_dir():
-            return timm.create_model(f"local-dir:{where}", pretrained=True, **common)
+            return timm.create_model(f"local-dir:{where}", pretrained=True, **size, **common)
         if isinstance(where, Path):
             if not cfg.arch:
                 raise ModelError("backbone.arch: required with a single checkpoint file; name its timm "
                                  "architecture, e.g. backbone.arch=vit_small_patch16_224")
             shape = {k: v for k, v in (("embed_dim", cfg.hidden_size), ("depth", cfg.num_layers),
                                         ("num_heads", cfg.num_heads)) if v is not None}
+            geometry = checkpoint_geometry(where)
+            if cfg.patch_size is not None and geometry.get("patch_size", cfg.patch_size) != cfg.patch_size:
+                raise ModelError(f"backbone.patch_size: {cfg.patch_size}, but '{where}' holds "
+                                 f"{geometry['patch_size']}-pixel patch weights; leave it unset (null)")
             return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": str(where)},
-                                     img_size=cfg.image_size, **shape, **common)
-        return timm.create_model(f"hf-hub:{where}", pretrained=True, **common)
+                                     **{**geometry, **size}, **shape, **common)
+        return timm.create_model(f"hf-hub:{where}", pretrained=True, **size, **common)
     except ModelError:
         raise
     except Exception as exc:
@@ -68,6 +81,46 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
             raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
         raise ModelError(f"backbone.pretrained: cannot load '{where}' with timm "
                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+def checkpoint_geometry(file: Path) -> dict[str, int]:
+    """Patch and image size a ViT state-dict file was trained at, read from its tensor
+    shapes. Why: timm builds `arch` at its default geometry (16-pixel patches, 224 px) and
+    silently resamples a checkpoint that differs, so a 4-pixel-patch model would come back
+    with interpolated patch kernels; building at the file's own geometry loads it as saved."""
+    import math
+
+    shapes = _tensor_shapes(file)
+    kernel, positions = shapes.get("patch_embed.proj.weight"), shapes.get("pos_embed")
+    if not kernel or len(kernel) != 4 or kernel[2] != kernel[3]:
+        return {}
+    geometry = {"patch_size": int(kernel[2])}
+    if positions and len(positions) == 3:
+        prefix = (1 if "cls_token" in shapes else 0) + (shapes["reg_token"][1] if "reg_token" in shapes else 0)
+        for tokens in (positions[1] - prefix, positions[1]):  # some archs keep no prefix positions
+            side = math.isqrt(tokens)
+            if side * side == tokens:
+                geometry["img_size"] = side * geometry["patch_size"]
+                break
+    return geometry
+
+
+def _tensor_shapes(file: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, without reading the weights where the format allows it."""
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            return {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    import torch
+
+    state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+    for wrapper in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    return {name: list(value.shape) for name, value in state.items() if hasattr(value, "shape")} \
+        if isinstance(state, dict) else {}
 
 
 def _with_mlp_head(where: Path, common: dict[str, Any]) -> Any:
@@ -97,12 +150,12 @@ def preprocessing_from_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
             "crop_pct": float(cfg.get("crop_pct", 1.0)), "interpolation": cfg.get("interpolation", "bilinear")}
 
 
-def _describe_fresh(model: Any, cfg: VisionBackboneConfig) -> Any:
+def _describe_fresh(model: Any, in_chans: int, image_size: int) -> Any:
     """A from-scratch model's pretrained_cfg still describes vit_base's 224px ImageNet
     checkpoint; record what this model really takes (saved into model/config.json)."""
-    model.pretrained_cfg = {**model.pretrained_cfg, "tag": "fmctl", "input_size": (cfg.in_chans, cfg.image_size, cfg.image_size),
+    model.pretrained_cfg = {**model.pretrained_cfg, "tag": "fmctl", "input_size": (in_chans, image_size, image_size),
                             "crop_pct": 1.0, "interpolation": "bilinear",
-                            "mean": (0.5,) * cfg.in_chans, "std": (0.5,) * cfg.in_chans}
+                            "mean": (0.5,) * in_chans, "std": (0.5,) * in_chans}
     return model
 
 

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from fmctl.data.images import open_image
+
 # An encoder turns a list of item values into (feed, errors): feed maps input names to
 # numpy arrays for the items that encoded; errors maps a list position to a message.
 Encoded = tuple[dict[str, Any], dict[int, str]]
@@ -87,27 +89,25 @@ class LightImageEncoder:
 
     def one(self, path: Path) -> Any:
         import numpy as np
-        from PIL import Image
 
         p = self.prep
         size = int(p["image_size"])
         scale = math.floor(size / float(p["crop_pct"]))
         resample = _PIL_FILTERS.get(p["interpolation"], 2)
-        with Image.open(path) as image:
-            image = image.convert(p["color_mode"])
-            w, h = image.size
-            if p.get("crop_mode", "center") == "squash":
-                new = (scale, scale)
-            elif w <= h:
-                new = (scale, int(scale * h / w))
-            else:
-                new = (int(scale * w / h), scale)
-            if new != (w, h):
-                image = image.resize(new, resample)
-            w, h = image.size
-            top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-            image = image.crop((left, top, left + size, top + size))
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+        image = open_image(path, p["color_mode"])
+        w, h = image.size
+        if p.get("crop_mode", "center") == "squash":
+            new = (scale, scale)
+        elif w <= h:
+            new = (scale, int(scale * h / w))
+        else:
+            new = (int(scale * w / h), scale)
+        if new != (w, h):
+            image = image.resize(new, resample)
+        w, h = image.size
+        top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+        image = image.crop((left, top, left + size, top + size))
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         mean = np.asarray(p["mean"], dtype=np.float32)
@@ -128,10 +128,7 @@ class ReferenceImageEncoder:
         self.mode = "L" if prep["in_chans"] == 1 else "RGB"
 
     def one(self, path: Path) -> Any:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            return self.transform(image.convert(self.mode)).numpy()
+        return self.transform(open_image(path, self.mode)).numpy()
 
     def __call__(self, values: list[Path]) -> Encoded:
         return _stack_images(values, self.one)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fmctl.data.images import IMAGE_EXTENSIONS
+from fmctl.data.images import IMAGE_EXTENSIONS, image_files
 from fmctl.data.readers import _match_columns, detect_format
 from fmctl.errors import DataError
 
@@ -211,7 +211,7 @@ def image_items(root: Path) -> tuple[Iterator[Item], Progress]:
     if root.is_file():
         files = [root]
     else:
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = image_files(root)
         if not files:
             raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     done = {"n": 0}

@@ -28,8 +28,9 @@ class ImageClassification:
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
         rows = read_splits(run.data, paths, scan_image_folder, splits)
-        for split_rows in rows.values():
-            verify_images(split_rows)
+        if run.data.verify_images:
+            for split_rows in rows.values():
+                verify_images(split_rows)
         known = _saved_label_names(model_dir) if model_dir else None
         names = label_vocabulary(rows, known, paths)
         datasets = {split: ImageDataset(split_rows, label_ids(split_rows, names), None, run.backbone.in_chans)

@@ -73,8 +73,9 @@ class MaskedImageModeling:
                 splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
         paths = split_paths(run.data)
         rows = read_splits(run.data, paths, scan_images, [s for s in splits if s != "test"])
-        for split_rows in rows.values():
-            verify_images(split_rows)
+        if run.data.verify_images:
+            for split_rows in rows.values():
+                verify_images(split_rows)
         self._run = run
         datasets = {split: ImageDataset(split_rows, None, None, run.backbone.in_chans)
                     for split, split_rows in rows.items()}
