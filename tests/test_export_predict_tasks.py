@@ -159,11 +159,15 @@ def test_token_tags_are_per_word_and_the_same_from_run_and_onnx(runs, onnx_expor
 def test_qa_spans_from_long_contexts_are_the_same_from_run_and_onnx(runs, onnx_exports, tmp_path):
     run_dirs, inputs = runs
     source = tmp_path / "questions.jsonl"
-    source.write_text(inputs["qa"].read_text() + json.dumps({"ID": "q-31", "question": "what is the code ?"}) + "\n")
+    blank = [{"question": " ", "context": "the code is zorb ."}, {"question": "what is the code ?", "context": ""}]
+    source.write_text(inputs["qa"].read_text() + json.dumps({"ID": "q-31", "question": "what is the code ?"}) + "\n"
+                      + "".join(json.dumps(row) + "\n" for row in blank))
     from_run = predict(run_dirs["qa"], input_file=source, out=tmp_path / "run.jsonl", log=quiet)
     from_onnx = predict(onnx_exports["qa"].folder, input_file=source, out=tmp_path / "onnx.jsonl", log=quiet)
-    assert from_run.predicted == from_onnx.predicted == 30 and len(from_run.errors) == 1
+    assert from_run.predicted == from_onnx.predicted == 30 and len(from_run.errors) == len(from_onnx.errors) == 3
     assert "questions.jsonl:31: no value for column 'context'" in from_onnx.errors[0]
+    assert [e.split(": ", 1)[1] for e in from_run.errors[1:]] == [e.split(": ", 1)[1] for e in from_onnx.errors[1:]] \
+        == ["the question is empty", "the context is empty"]
     run_rows, onnx_rows = read_jsonl(tmp_path / "run.jsonl"), read_jsonl(tmp_path / "onnx.jsonl")
     assert run_rows[30]["id"] == onnx_rows[30]["id"] == "q-31" and "id" not in run_rows[0]  # an id column joins back
     assert [(r.get("answer"), r.get("start"), r.get("end")) for r in run_rows] == \

@@ -54,13 +54,17 @@ def test_squad_reader_counts_what_it_skips(tmp_path):
         {"id": "c", "question": "who?", "answers": [], "is_impossible": True},
     ]}]}]}
     path = tmp_path / "dev.json"
+    document["data"][0]["paragraphs"][0]["qas"].append({"id": "d", "question": "why?", "answers": []})
     path.write_text(json.dumps(document), encoding="utf-8")
     read = read_squad(path)
-    assert [(r.id, r.answers, r.impossible) for r in read.rows] == [("a", [("France", 12)], False), ("c", [], True)]
+    # every question with an answer text is kept: scoring compares texts, as SQuAD's script
+    assert [(r.id, r.answers, r.references, r.impossible, r.trainable) for r in read.rows] == [
+        ("a", [("France", 12)], ["France", "France"], False, True), ("b", [], ["Paris"], False, False),
+        ("c", [], [], True, True)]
     assert read.version_2
-    assert read.warnings == [f"{path}: skipped 2 answers whose text does not occur at answer_start "
-                             f"(questions 'a', 'b')",
-                             f"{path}: skipped 1 question left without a usable answer ('b')"]
+    assert read.warnings == [f"{path}: 2 answers whose text does not occur at answer_start (questions 'a', 'b'): "
+                             f"not used as training spans, still scored as gold answers",
+                             f"{path}: skipped 1 question without any answer and not marked is_impossible ('d')"]
 
 
 def test_squad_duplicate_ids_are_an_error(tmp_path):
@@ -80,3 +84,12 @@ def test_pairs_with_and_without_header(tmp_path):
     corpus.write_text("Go.\tVa !\tCC-BY 2.0 (France) Attribution\n\nHi.\tSalut !\n", encoding="utf-8")
     rows = read_pairs(corpus, DataConfig(format="pairs"))
     assert [(r.source, r.target, r.line) for r in rows] == [("Go.", "Va !", 1), ("Hi.", "Salut !", 3)]
+
+
+def test_conll_word_with_a_no_break_space_stays_one_word(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text("-DOCSTART- -X- -X- O\n\nrevenue NN I-NP O\n1\u00a0000 CD I-NP O\neuros NNS I-NP O\n\n"
+                    "Paris NNP I-NP B-LOC\t\n", encoding="utf-8")
+    rows = read_token_rows(path, DataConfig())
+    assert [(r.tokens, r.tags) for r in rows] == [(["revenue", "1\u00a0000", "euros"], ["O", "O", "O"]),
+                                                  (["Paris"], ["B-LOC"])]

@@ -70,6 +70,24 @@ def test_v1_eval_writes_squad_predictions(squad1):
     assert all(r["prediction"] in contexts[r["id"]] for r in rows)  # spans of the context, character-exact
 
 
+def test_eval_scores_every_question_even_with_misplaced_answer_starts(squad1, tmp_path):
+    """SQuAD's official script compares answer texts only: a dev file whose answer_start
+    offsets are wrong is still scored on all its questions and answers."""
+    result, report, test = squad1
+    document = json.loads(test.read_text())
+    for p in document["data"][0]["paragraphs"][::4]:
+        for answer in p["qas"][0]["answers"]:
+            answer["answer_start"] += 2
+    shifted = tmp_path / "shifted.json"
+    shifted.write_text(json.dumps(document), encoding="utf-8")
+    again = evaluate(result.run_dir, [f"data.test={shifted}"])
+    assert again["num_examples"] == 80
+    assert again["exact_match"] == pytest.approx(report["exact_match"]) and again["f1"] == pytest.approx(report["f1"])
+    rows = read_jsonl(result.run_dir / "eval" / "predictions.jsonl")
+    assert len(json.loads((result.run_dir / "eval" / "predictions.json").read_text())) == 80
+    assert all(r["answers"] for r in rows)
+
+
 def test_qa_model_reloads_and_finds_the_span(squad1):
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
@@ -133,10 +151,10 @@ def test_misplaced_answers_are_skipped_with_one_warning(squad2):
     shown = ", ".join(f"'{i}'" for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
     warnings = [line for line in printed.lines if line.startswith("warning:")]
     plural = "s" if len(bad) > 1 else ""
-    assert warnings == [f"warning: {train}: skipped {len(bad)} answer{plural} whose text does not occur at "
-                        f"answer_start (questions {shown})",
-                        f"warning: {train}: skipped {len(bad)} question{plural} left without a usable answer "
-                        f"({shown})"]
+    assert warnings == [f"warning: {train}: {len(bad)} answer{plural} whose text does not occur at "
+                        f"answer_start (questions {shown}): not used as training spans, still scored as gold answers",
+                        f"warning: {train}: skipped {len(bad)} training question{plural} left without a usable "
+                        f"answer span ({shown})"]
     manifest = json.loads((squad2[0].run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed"
 

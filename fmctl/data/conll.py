@@ -7,6 +7,7 @@ POS and chunk columns in between are ignored), a blank line between sentences,
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from fmctl.data.readers import _decode_guard, _open_text, read_rows
 from fmctl.errors import DataError
 
 _TABLE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+# Columns are separated by ASCII spaces and tabs only: str.split() would also cut at a
+# no-break space inside a word ("1\u00a0000"), giving that line an extra column.
+_COLUMN = re.compile(r"[^ \t\r\n\f\v]+")
 
 
 @dataclass
@@ -59,7 +63,7 @@ def _conll_sentences(path: Path):
     with _open_text(path) as handle:
         for number, raw in enumerate(handle, 1):
             line = raw.rstrip("\r\n")
-            fields = line.split()
+            fields = _COLUMN.findall(line)
             if not fields or fields[0] == "-DOCSTART-":
                 if tokens:
                     yield TokenRow(tokens, tags, start, path, one_per_line=True)

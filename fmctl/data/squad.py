@@ -2,9 +2,11 @@
 "qas": [{"id", "question", "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]}.
 
 An answer whose text is not found at its `answer_start` in the context cannot be turned
-into a token span; such answers are skipped and counted in one warning (as are questions
-left with no usable answer), because real files have a few and stopping the whole run
-for them helps nobody. A file whose structure is wrong is an error naming the item.
+into a token span; such answers are counted in one warning rather than stopping the run,
+because real files have a few. They still count as gold answers when scoring: SQuAD's
+official script compares texts only, so an evaluation keeps every question and every
+answer text, while training (`trainable`) drops questions left without a span. A file
+whose structure is wrong is an error naming the item.
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ class QARow:
     impossible: bool                 # SQuAD v2.0 question without an answer
     where: str                       # 'data[0].paragraphs[3].qas[1]', for messages
     source: Path
+    references: list[str] = field(default_factory=list)  # every gold answer text, for scoring
+
+    @property
+    def trainable(self) -> bool:
+        """Has a token span to learn (or is a v2.0 no-answer question)."""
+        return self.impossible or bool(self.answers)
 
 
 @dataclass
@@ -61,26 +69,28 @@ def read_squad(path: Path) -> SquadFile:
                 seen[qid] = where
                 impossible = bool(qa.get("is_impossible", False))
                 version_2 = version_2 or impossible
-                answers = []
+                answers, references = [], []
                 for n, answer in enumerate(qa.get("answers") or []):
                     text = _text(answer, "text", f"{where}.answers[{n}]", path, allow_empty=False)
+                    references.append(text)
                     start = answer.get("answer_start")
                     if not isinstance(start, int) or context[start:start + len(text)] != text:
                         misplaced.append(f"'{qid}'")
                         continue
                     answers.append((text, start))
-                if not impossible and not answers:
+                if not impossible and not references:
                     unanswered.append(f"'{qid}'")
                     continue
                 rows.append(QARow(qid, _text(qa, "question", where, path), context,
-                                  [] if impossible else answers, impossible, where, path))
+                                  [] if impossible else answers, impossible, where, path,
+                                  [] if impossible else references))
     warnings = []
     if misplaced:
-        warnings.append(f"{path}: skipped {_count(misplaced, 'answer')} whose text does not occur at answer_start "
-                        f"(questions {_first(misplaced)})")
+        warnings.append(f"{path}: {_count(misplaced, 'answer')} whose text does not occur at answer_start "
+                        f"(questions {_first(misplaced)}): not used as training spans, still scored as gold answers")
     if unanswered:
-        warnings.append(f"{path}: skipped {_count(unanswered, 'question')} left without a usable answer "
-                        f"({_first(unanswered)})")
+        warnings.append(f"{path}: skipped {_count(unanswered, 'question')} without any answer and not marked "
+                        f"is_impossible ({_first(unanswered)})")
     if not rows:
         raise DataError(f"{path}: no usable questions")
     return SquadFile(rows, version_2, warnings)

@@ -262,7 +262,7 @@ class LightQAEncoder:
         rows, meta, errors = [], [], {}
         for pos, value in enumerate(values):
             question, context = value["question"], value["context"]
-            error = _question_fits(len(self.counter.encode(question, add_special_tokens=False).ids),
+            error = _empty_qa_field(value) or _question_fits(len(self.counter.encode(question, add_special_tokens=False).ids),
                                    self.max_length - self.special - self.stride, self.max_length, self.stride)
             if error:
                 errors[pos] = error
@@ -295,8 +295,8 @@ class ReferenceQAEncoder:
         room = self.max_length - tok.num_special_tokens_to_add(pair=True) - self.stride
         errors, kept = {}, []
         for pos, value in enumerate(values):
-            error = _question_fits(len(tok(value["question"], add_special_tokens=False)["input_ids"]), room,
-                                   self.max_length, self.stride)
+            error = _empty_qa_field(value) or _question_fits(
+                len(tok(value["question"], add_special_tokens=False)["input_ids"]), room, self.max_length, self.stride)
             if error:
                 errors[pos] = error
             else:
@@ -316,6 +316,15 @@ class ReferenceQAEncoder:
             rows.append((ids, types))
             meta.append((pos, Window(pos, offsets, null)))
         return _pad_rows(rows, tok.pad_token_id, 1, self.input_names), errors, meta
+
+
+def _empty_qa_field(value: dict[str, Any]) -> str | None:
+    """A blank question or context has no answer to look for; as a row error, not a
+    made-up span (the model would otherwise still pick some tokens)."""
+    for field in ("question", "context"):
+        if not str(value[field]).strip():
+            return f"the {field} is empty"
+    return None
 
 
 def _question_fits(length: int, room: int, max_length: int, stride: int) -> str | None:

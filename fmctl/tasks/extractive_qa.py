@@ -78,6 +78,15 @@ class ExtractiveQA:
 
         rows = read_splits(run.data, paths, read, splits)
         warnings = [w for f in files.values() for w in f.warnings]
+        if "train" in rows:  # evaluation keeps them: they are scored on their answer texts
+            untrainable = [f"'{r.id}'" for r in rows["train"] if not r.trainable]
+            if untrainable:
+                rows["train"] = [r for r in rows["train"] if r.trainable]
+                shown = ", ".join(untrainable[:3]) + (", ..." if len(untrainable) > 3 else "")
+                warnings.append(f"{paths['train']}: skipped {len(untrainable)} training question{'s' if len(untrainable) > 1 else ''} "
+                                f"left without a usable answer span ({shown})")
+                if not rows["train"]:
+                    raise DataError(f"{paths['train']}: no training question has an answer at its answer_start")
         version_2 = any(f.version_2 for f in files.values())
         self.allow_no_answer = version_2 if self.cfg.allow_no_answer is None else self.cfg.allow_no_answer
         if version_2 and not self.allow_no_answer:
@@ -245,7 +254,7 @@ class SquadMetrics:
         if len(answers) != len(rows):
             raise RuntimeError(f"{len(answers)} answered questions for {len(rows)} rows")
         for row, answer in zip(rows, answers.values()):
-            record = {**example_fields(row), "answers": [text for text, _ in row.answers], "prediction": answer.text,
+            record = {**example_fields(row), "answers": list(row.references), "prediction": answer.text,
                       "score": round(answer.score, 4)}
             if answer.null_score_diff is not None:
                 record["null_score_diff"] = round(answer.null_score_diff, 4)
@@ -276,16 +285,17 @@ def squad_scores(rows: list[QARow], predictions: list[str]) -> dict[str, float]:
 
     def score(indices: list[int]) -> tuple[float, float]:
         preds = [{"id": str(i), "prediction_text": predictions[i]} for i in indices]
-        target = [{"id": str(i), "answers": {"text": [t for t, _ in rows[i].answers] or [""],
-                                             "answer_start": [s for _, s in rows[i].answers] or [-1]}}
+        # answer_start is not used by the metric (texts only, as the official script)
+        target = [{"id": str(i), "answers": {"text": rows[i].references or [""],
+                                             "answer_start": [-1] * max(1, len(rows[i].references))}}
                   for i in indices]
         result = squad(preds, target)
         return float(result["exact_match"]), float(result["f1"])
 
     everything = list(range(len(rows)))
     out = dict(zip(("exact_match", "f1"), score(everything)))
-    has_answer = [i for i in everything if rows[i].answers]
-    no_answer = [i for i in everything if not rows[i].answers]
+    has_answer = [i for i in everything if rows[i].references]
+    no_answer = [i for i in everything if not rows[i].references]
     if has_answer and no_answer:
         out |= dict(zip(("has_answer_exact_match", "has_answer_f1"), score(has_answer)))
         out |= dict(zip(("no_answer_exact_match", "no_answer_f1"), score(no_answer)))
