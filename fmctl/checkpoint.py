@@ -163,7 +163,9 @@ class RunFolder:
     def write_config(self, raw_cfg: Any) -> None:
         from omegaconf import OmegaConf
 
-        cfg = OmegaConf.create(OmegaConf.to_container(raw_cfg, resolve=True))
+        from fmctl.paths import absolute_local_paths
+
+        cfg = OmegaConf.create(absolute_local_paths(OmegaConf.to_container(raw_cfg, resolve=True)))
         cfg.run_dir = None  # re-running the saved config makes a fresh run folder
         cfg.overwrite = False
         atomic_write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))

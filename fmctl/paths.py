@@ -52,3 +52,33 @@ def cache_dir() -> Path:
 
     root = os.environ.get("FMCTL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fmctl")
     return Path(root)
+
+
+# Config keys that name local files or folders, relative to where the command ran.
+_PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("data", "prepared"),
+              ("backbone", "pretrained"), ("backbone", "tokenizer"), ("base",))
+
+
+def absolute_local_paths(cfg: dict) -> dict:
+    """The config with every relative path that exists from the working directory made
+    absolute. Why: a run folder's config.yaml is read again by `eval`, `export`, `customize`
+    and resume from wherever those run, and `data.test=test.csv` would otherwise point at
+    a different (or no) file there. Hub ids, `pkg:` paths and paths that do not exist
+    here are left as written."""
+    def fix(value: object) -> object:
+        if not isinstance(value, str) or not value or value.startswith("pkg:") or Path(value).expanduser().is_absolute():
+            return value
+        where = Path(value).expanduser()
+        return str(where.resolve()) if where.exists() else value
+
+    for keys in _PATH_KEYS:
+        node = cfg
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = fix(node[keys[-1]])
+    ops = cfg.get("customize")
+    for op in ops.values() if isinstance(ops, dict) else ops or []:
+        if isinstance(op, dict) and "teacher" in op:
+            op["teacher"] = fix(op["teacher"])
+    return cfg

@@ -320,10 +320,12 @@ _RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.num_threads"
 def _warn_on_changes(folder: RunFolder, raw_cfg: Any, data: Any, out: Any) -> None:
     from omegaconf import OmegaConf
 
+    from fmctl.paths import absolute_local_paths
+
     saved_file = folder.path / "config.yaml"
     if saved_file.is_file():
         saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True))
-        now = _flatten(OmegaConf.to_container(raw_cfg, resolve=True))
+        now = _flatten(absolute_local_paths(OmegaConf.to_container(raw_cfg, resolve=True)))
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
         if changed:
             out.print(f"warning: resuming with a config that differs from the run's config.yaml in: "

