@@ -248,6 +248,37 @@ def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
     assert [r["prompt"] for r in rows] == prompts[:2] and all(r["generated"].strip() for r in rows)
 
 
+def test_generation_stays_within_the_position_table(prepared, tmp_path):
+    """GPT-2's learned positions end at n_positions: a prompt that fills them is a row
+    error and generation stops when they run out, on the run and its ONNX export alike,
+    instead of an index error that loses every row."""
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+    from fmctl.predict.generate import GenerationSettings, generate
+    from fmctl.predict.run import predict
+
+    result = pretrain("gpt_clm", prepared["bpe"], tmp_path / "gpt", "backbone.max_positions=32", "trainer.max_steps=5")
+    exported = export_run(result.run_dir, ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=lambda _: None)
+    assert exported.manifest["postprocessing"]["max_positions"] == 32
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(result.run_dir / "model"))
+    words = "goal match coach league striker season".split() * 10
+    near_full = next(" ".join(words[:n]) for n in range(1, 60)
+                     if len(tokenizer(" ".join(words[:n]), add_special_tokens=False)["input_ids"]) >= 29)
+    long_prompt = " ".join(words[:40])  # over 32 tokens
+    wanted = GenerationSettings(max_new_tokens=100, strategy="sample", seed=3)
+    for target in (result.run_dir, exported.folder):
+        short, too_long = generate(target, [near_full, long_prompt], wanted)
+        assert short["stopped_at_max_positions"] and short["generated"].strip(), short
+        assert too_long["error"].startswith("the prompt is ") and "at most 32 positions" in too_long["error"]
+        within = generate(target, ["goal match"], GenerationSettings(max_new_tokens=5))[0]
+        assert "stopped_at_max_positions" not in within
+        (tmp_path / "prompts.csv").write_text(f"text\n{long_prompt}\ngoal match\n", encoding="utf-8")
+        summary = predict(target, input_file=tmp_path / "prompts.csv", out=tmp_path / "out.jsonl", log=lambda _: None)
+        assert summary.predicted == 1 and len(summary.errors) == 1 and "prompts.csv:2: the prompt is" in summary.errors[0]
+
+
 def test_prompt_on_a_classifier_is_refused(tmp_path):
     from fmctl.errors import RunFolderError
     from fmctl.predict.generate import model_folder

@@ -357,7 +357,7 @@ class CausalLMIO(_LanguageModelIO):
     auto_class = "AutoModelForCausalLM"
 
     def postprocessing(self) -> dict[str, Any]:
-        return {"kind": "generate", "output": "logits",
+        return {"kind": "generate", "output": "logits", "max_positions": self.max_sequence(),
                 "how": "fmctl predict RUN_OR_EXPORT --prompt TEXT, or transformers' generate() on the hf folder"}
 
 

@@ -58,6 +58,26 @@ def load_generator(target: Path) -> Any:
     return TorchGenerator(model_folder(target))
 
 
+def _room(prompt_ids: list[int], settings: GenerationSettings, max_positions: int | None) -> tuple[int, str | None]:
+    """New tokens that fit in the model's position table after this prompt, or an error.
+    Why: GPT-2's learned position embeddings end at n_positions; past them transformers
+    and onnxruntime fail with an index error (for the whole batch), so a prompt that does
+    not fit is a row error, and generation stops when the table is full."""
+    if max_positions is None:
+        return settings.max_new_tokens, None
+    if len(prompt_ids) >= max_positions:
+        return 0, (f"the prompt is {len(prompt_ids)} tokens; the model reads at most {max_positions} positions, "
+                   f"so nothing fits after it; shorten the prompt")
+    return min(settings.max_new_tokens, max_positions - len(prompt_ids)), None
+
+
+def _record(prompt: str, texts: list[str], produced: int, room: int, settings: GenerationSettings) -> dict[str, Any]:
+    record: dict[str, Any] = {"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts}
+    if room < settings.max_new_tokens and produced >= room:
+        record["stopped_at_max_positions"] = True  # cut short of --max-new-tokens by the position table
+    return record
+
+
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     # No special tokens: fmctl's BPE tokenizers close every input with end-of-text, which
     # would tell the model the document is over before it starts writing.
@@ -77,6 +97,7 @@ class TorchGenerator:
         _quiet_transformers()
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
     def __call__(self, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
         import torch
@@ -84,8 +105,7 @@ class TorchGenerator:
         check_settings(settings)
         tokenizer = self.tokenizer
         sampling = settings.strategy == "sample"
-        options: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling,
-                                   "num_return_sequences": settings.num_return_sequences,
+        options: dict[str, Any] = {"do_sample": sampling, "num_return_sequences": settings.num_return_sequences,
                                    "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
         if sampling:
             options.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
@@ -93,10 +113,16 @@ class TorchGenerator:
         torch.manual_seed(settings.seed)
         with torch.inference_mode():
             for prompt in prompts:
-                ids = torch.tensor([_prompt_ids(tokenizer, prompt)])
-                outputs = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+                prompt_ids = _prompt_ids(tokenizer, prompt)
+                room, error = _room(prompt_ids, settings, self.max_positions)
+                if error:
+                    records.append({"prompt": prompt, "error": error})
+                    continue
+                ids = torch.tensor([prompt_ids])
+                outputs = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=room,
+                                              **options)
                 texts = [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in outputs]
-                records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
+                records.append(_record(prompt, texts, outputs.shape[1] - ids.shape[1], room, settings))
         return records
 
 
@@ -120,6 +146,9 @@ class OnnxGenerator:
                                  f"model; --prompt generates text with GPT runs (fmctl pretrain recipe=gpt_clm)")
         self.run, _ = onnx_runner(folder, manifest, [])  # the same session predict uses for every export
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder / manifest["preprocessing"]["tokenizer"]))
+        # exports made before max_positions was recorded: the tokenizer's limit (the training length)
+        limit = manifest.get("postprocessing", {}).get("max_positions") or manifest["preprocessing"].get("max_length")
+        self.max_positions = int(limit) if limit else None
 
     def _next_logits(self, rows: Any) -> Any:
         import numpy as np
@@ -136,9 +165,13 @@ class OnnxGenerator:
         records = []
         for prompt in prompts:
             prompt_ids = _prompt_ids(self.tokenizer, prompt)
+            room, error = _room(prompt_ids, settings, self.max_positions)
+            if error:
+                records.append({"prompt": prompt, "error": error})
+                continue
             rows = np.array([prompt_ids] * settings.num_return_sequences, dtype=np.int64)
             finished = np.zeros(len(rows), dtype=bool)
-            for _ in range(settings.max_new_tokens):
+            for _ in range(room):
                 logits = self._next_logits(rows)
                 chosen = (logits.argmax(-1) if settings.strategy == "greedy"
                           else np.array([_sample(row, settings, rng) for row in logits]))
@@ -148,7 +181,7 @@ class OnnxGenerator:
                 if finished.all():
                     break
             texts = [self.tokenizer.decode(row[len(prompt_ids):].tolist(), skip_special_tokens=True) for row in rows]
-            records.append({"prompt": prompt, "generated": texts[0] if len(texts) == 1 else texts})
+            records.append(_record(prompt, texts, rows.shape[1] - len(prompt_ids), room, settings))
         return records
 
 

@@ -267,7 +267,7 @@ def _prompt_target(folder: Path, model_dir: Path, description: str, task: str, p
 
     def run(values: list[dict[str, Any]]) -> list[Any]:
         records = generator([str(v["prompt"]) for v in values], GenerationSettings())
-        return [{"generated": r["generated"]} for r in records]
+        return [r["error"] if "error" in r else {k: v for k, v in r.items() if k != "prompt"} for r in records]
 
     how = "onnxruntime generate" if isinstance(generator, OnnxGenerator) else "transformers generate"
     return Target(folder, f"{description}, {how}", task, [], "prompt", _columns("prompt", prep), run, ["generated"])
