@@ -160,7 +160,7 @@ def test_empty_texts_are_counted_and_an_empty_column_is_an_error(tmp_path):
     assert len(rows) == 4  # kept: evaluation scores every row of the file
     assert warnings == [f"{some}: 2 of 4 rows have an empty text in column 'text' (lines 3, 4); kept as empty "
                         f"inputs, drop or fill them if that is not intended",
-                        f"{some}: 1 of 4 rows have an empty text in column 'pair' (line 5); kept as empty "
+                        f"{some}: 1 of 4 rows has an empty text in column 'pair' (line 5); kept as empty "
                         f"inputs, drop or fill them if that is not intended"]
     empty = tmp_path / "empty.csv"
     empty.write_text("id,text,label\n1,,a\n2, ,b\n", encoding="utf-8")

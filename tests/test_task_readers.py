@@ -144,3 +144,24 @@ def test_hold_out_that_takes_a_whole_class_says_so(tmp_path):
                                         r"hold-out \(data.validation_fraction=0.1, data.split_seed=5\) took every "
                                         r"example of '.'; give data.validation=FILE or add more rows"):
         label_vocabulary(rows, None, paths, data)
+
+
+def test_text_task_prepare_matches_4_0_with_4_and_reports_empty_texts(tmp_path):
+    """Through the task, as finetune runs it: a CSV written by pandas ('4.0') and a JSONL
+    validation file (4) share labels, and the empty-text count reaches the printed warnings."""
+    from fmctl.tasks import get_task
+    from tests.helpers import TINY_TEXT, compose
+
+    train = tmp_path / "train.csv"
+    train.write_text("text,stars\n" + "".join(f"{'' if i == 3 else f'review {i}'},{(1, 4, 10)[i % 3]}.0\n"
+                                              for i in range(12)), encoding="utf-8")
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join(json.dumps({"text": f"v {s}", "stars": s}) + "\n" for s in (10, 4, 1)),
+                          encoding="utf-8")
+    _, run = compose("text_csv", [f"data.train={train}", f"data.validation={validation}", "data.label_column=stars",
+                                  *TINY_TEXT], tmp_path / "run")
+    data = get_task(run.task).prepare(run)
+    assert data.label_names == ["1", "4", "10"]
+    assert [r.label for r in data.rows["validation"]] == ["10", "4", "1"]
+    assert data.warnings == [f"{train}: 1 of 12 rows has an empty text in column 'text' (line 5); kept as empty "
+                             f"inputs, drop or fill them if that is not intended"]

@@ -56,7 +56,7 @@ def _check_empty(path: Path, texts: list[str], lines: list[int], column: str, ke
                         f"the text")
     if warnings is not None:
         shown = ", ".join(str(n) for n in empty[:5]) + (", ..." if len(empty) > 5 else "")
-        warnings.append(f"{path}: {len(empty)} of {len(texts)} rows have an empty text in column '{column}' "
+        warnings.append(f"{path}: {len(empty)} of {len(texts)} rows {'has' if len(empty) == 1 else 'have'} an empty text in column '{column}' "
                         f"(line{'s' if len(empty) > 1 else ''} {shown}); kept as empty inputs, drop or fill "
                         f"them if that is not intended")
 
