@@ -54,10 +54,31 @@ def build_files(root: Path) -> dict[str, Path]:
     files["empty_label"] = root / "empty_label.csv"
     files["empty_label"].write_text("Review Text,Sentiment\ngood,positive\nbad,\n", encoding="utf-8")
     files["one_label"] = write_reviews_csv(root / "one_label.csv", 20, seed=3, labels=("positive",))
+    build_table_traps(root, files)
     files.update(prepared_corpora(root))
     build_task_files(root, files)
     files.update(customize_bases(root))
     return files
+
+
+def build_table_traps(root: Path, files: dict[str, Path]) -> None:
+    """Tables that used to train on the wrong thing: a header naming a column twice,
+    an object in the text field, ';' as the delimiter, a first JSONL record without the
+    text, an empty text column, a label list, and hold-outs that take a whole class."""
+    def text(name: str, content: str) -> None:
+        files[name.replace(".", "_")] = root / name
+        (root / name).write_text(content, encoding="utf-8")
+
+    text("dupcols.csv", "id,Review Text,Sentiment,Review Text\n1,good,positive,\n2,bad,negative,\n")
+    text("nested.jsonl", json.dumps({"Review Text": {"text": "great", "stars": 5}, "Sentiment": "positive"}) + "\n")
+    text("reviews_semi.csv", "Review Text;Sentiment\ngood, really;positive\nbad;negative\n")
+    text("sparse.jsonl", '{"id": 1, "Sentiment": "positive"}\n{"id": 2, "Review Text": "bad", "Sentiment": "negative"}\n')
+    text("no_text.csv", "Review Text,Sentiment\n,positive\n ,negative\n")
+    text("list_label.jsonl", json.dumps({"Review Text": "good", "Sentiment": ["positive", "fun"]}) + "\n")
+    # data.split_seed=5 holds out rows 9 and 20 of 20: the only refund_request is row 20 (line 21)
+    text("rare.csv", "Review Text,Sentiment\n" + "".join(f"text {i},{'positive' if i % 2 else 'negative'}\n"
+                                                         for i in range(19)) + "give my money back,refund_request\n")
+    text("two_rows.csv", "Review Text,Sentiment\ngood,positive\nbad,negative\n")
 
 
 def customize_bases(root: Path) -> dict[str, Path]:
@@ -189,6 +210,14 @@ CASES = [
     ("invalid data format", [*TEXT, "data.train={train}", "data.format=xml"], "data.format: expected one of"),
     ("empty label cell", [*TEXT, "data.train={empty_label}"], "empty_label.csv:3: empty label in column 'sentiment'"),
     ("a single label in training", [*TEXT, "data.train={one_label}"], "only one label ('positive')"),
+    ("a used column named twice in the header", [*TEXT, "data.train={dupcols_csv}"], "dupcols.csv: column 'Review Text' appears twice in the header (columns 2 and 4)"),
+    ("an object in the text field", [*TEXT, "data.train={nested_jsonl}"], "nested.jsonl:1: column 'Review Text' holds an object, not text"),
+    ("a ';'-delimited .csv", [*TEXT, "data.train={reviews_semi_csv}"], "reviews_semi.csv: the header 'Review Text;Sentiment' is one column that looks ';'-delimited; re-save it with commas"),
+    ("first JSONL record without the text field", [*TEXT, "data.train={sparse_jsonl}"], "sparse.jsonl:1: row has no field 'Review Text' (data.text_column)"),
+    ("a text column empty in every row", [*TEXT, "data.train={no_text_csv}"], "no_text.csv: column 'Review Text' is empty in every row"),
+    ("a list in a single-label column", [*TEXT, "data.train={list_label_jsonl}"], "list_label.jsonl:1: column 'sentiment' holds a list, not a label; for several labels per text use task=multilabel_classification"),
+    ("hold-out took every example of a class", [*TEXT, "data.train={rare_csv}", "data.split_seed=5"], "rare.csv:21: the automatic validation hold-out (data.validation_fraction=0.1, data.split_seed=5) took every example of label 'refund_request' (1 row), leaving none to train on; give data.validation=FILE"),
+    ("hold-out of a two-row file", [*TEXT, "data.train={two_rows_csv}"], "two_rows.csv: only one label ('positive') left for training: the automatic validation hold-out (data.validation_fraction=0.1, data.split_seed=0) took every example of 'negative'"),
     ("truncated token shard", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_truncated}", "trainer.max_steps=1"], "train_00000.bin: "),
     ("corpus vocabulary beyond the model's embedding", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared}", "backbone.pretrained={small_vocab_bert}", "data.max_length=32"], "but the model's embedding holds 40"),
     ("not a prepared corpus", ["pretrain", "recipe=bert_mlm", "data.prepared={empty_dir}"], "is not a prepared corpus (no prepared.json)"),

@@ -93,3 +93,75 @@ def test_conll_word_with_a_no_break_space_stays_one_word(tmp_path):
     rows = read_token_rows(path, DataConfig())
     assert [(r.tokens, r.tags) for r in rows] == [(["revenue", "1\u00a0000", "euros"], ["O", "O", "O"]),
                                                   (["Paris"], ["B-LOC"])]
+
+
+def test_integral_labels_read_the_same_from_every_format(tmp_path):
+    from fmctl.data.labels import label_names_from, label_text
+    from fmctl.data.text import read_text_rows
+
+    # pandas writes an int column with a gap as 4.0; JSON may hold 4 or 4.0
+    (tmp_path / "train.csv").write_text("text,stars\na,4.0\nb,10.0\nc,2\nd,-1.00\ne,4.5\n", encoding="utf-8")
+    assert [r.label for r in read_text_rows(tmp_path / "train.csv", DataConfig(label_column="stars"))] == [
+        "4", "10", "2", "-1", "4.5"]
+    assert label_text(4.0, "f", 1, "y") == label_text("4", "f", 1, "y") == label_text(" 4.00 ", "f", 1, "y") == "4"
+    assert label_text("007", "f", 1, "y") == "007"  # codes keep their spelling
+    assert label_names_from(["10", "4", "2"]) == ["2", "4", "10"]
+    assert label_list("1.0|10.0|2", "f", 2, "tags", "|") == ["1", "10", "2"]
+
+
+def test_labels_of_a_model_saved_as_4_0_still_match(tmp_path):
+    """A model trained before labels were normalised has '4.0' in config.json: eval and
+    predictions keep its spelling instead of calling every '4' unknown."""
+    from fmctl.data.text import TextRow
+    from fmctl.tasks.classification import label_vocabulary
+
+    rows = {"test": [TextRow("a", None, "4", 2, tmp_path / "t.csv"), TextRow("b", None, "1.5", 3, tmp_path / "t.csv")]}
+    assert label_vocabulary(rows, ["1.5", "4.0"], {"train": None}) == ["1.5", "4.0"]
+    assert [r.label for r in rows["test"]] == ["4.0", "1.5"]
+
+
+def test_hold_out_that_takes_a_whole_class_says_so(tmp_path):
+    from fmctl.data.text import read_text_rows
+    from fmctl.tasks.classification import label_vocabulary, read_splits
+
+    data = DataConfig(validation_fraction=0.1, split_seed=5)  # seed 5 holds out rows 9 and 20 of 20
+    path = tmp_path / "rare.csv"
+    lines = ["text,label"] + [f"t{i},{'a' if i % 2 else 'b'}" for i in range(19)] + ["only one,refund_request"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    paths = {"train": path, "validation": None, "test": None}
+    rows = read_splits(data, paths, lambda p: read_text_rows(p, data), ("train", "validation"))
+    assert [r.line for r in rows["validation"]] == [10, 21]
+    with pytest.raises(DataError) as info:
+        label_vocabulary(rows, None, paths, data)
+    assert str(info.value) == (f"{path}:21: the automatic validation hold-out (data.validation_fraction=0.1, "
+                               f"data.split_seed=5) took every example of label 'refund_request' (1 row), leaving "
+                               f"none to train on; give data.validation=FILE or add more rows of that label")
+    two = tmp_path / "two.csv"
+    two.write_text("text,label\nx,a\ny,b\n", encoding="utf-8")
+    paths = {"train": two, "validation": None, "test": None}
+    rows = read_splits(data, paths, lambda p: read_text_rows(p, data), ("train", "validation"))
+    with pytest.raises(DataError, match=r"two.csv: only one label \('.'\) left for training: the automatic validation "
+                                        r"hold-out \(data.validation_fraction=0.1, data.split_seed=5\) took every "
+                                        r"example of '.'; give data.validation=FILE or add more rows"):
+        label_vocabulary(rows, None, paths, data)
+
+
+def test_text_task_prepare_matches_4_0_with_4_and_reports_empty_texts(tmp_path):
+    """Through the task, as finetune runs it: a CSV written by pandas ('4.0') and a JSONL
+    validation file (4) share labels, and the empty-text count reaches the printed warnings."""
+    from fmctl.tasks import get_task
+    from tests.helpers import TINY_TEXT, compose
+
+    train = tmp_path / "train.csv"
+    train.write_text("text,stars\n" + "".join(f"{'' if i == 3 else f'review {i}'},{(1, 4, 10)[i % 3]}.0\n"
+                                              for i in range(12)), encoding="utf-8")
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("".join(json.dumps({"text": f"v {s}", "stars": s}) + "\n" for s in (10, 4, 1)),
+                          encoding="utf-8")
+    _, run = compose("text_csv", [f"data.train={train}", f"data.validation={validation}", "data.label_column=stars",
+                                  *TINY_TEXT], tmp_path / "run")
+    data = get_task(run.task).prepare(run)
+    assert data.label_names == ["1", "4", "10"]
+    assert [r.label for r in data.rows["validation"]] == ["10", "4", "1"]
+    assert data.warnings == [f"{train}: 1 of 12 rows has an empty text in column 'text' (line 5); kept as empty "
+                             f"inputs, drop or fill them if that is not intended"]

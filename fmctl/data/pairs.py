@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmctl.config.schema import DataConfig
-from fmctl.data.readers import _decode_guard, _open_text, read_rows
+from fmctl.data.readers import _decode_guard, _open_text, cell_text, read_rows
 from fmctl.errors import DataError
 
 
@@ -33,7 +33,8 @@ def read_pairs(path: Path, data: DataConfig) -> list[PairRow]:
             raise DataError(f"{path}: no examples (the file is empty)")
         columns = ("column 1", "column 2")
     else:
-        raw = [(r["_line"], r["source"], r["target"])
+        raw = [(r["_line"], cell_text(r["source"], path, r["_line"], data.source_column),
+                cell_text(r["target"], path, r["_line"], data.target_column))
                for r in read_rows(path, {"source": data.source_column, "target": data.target_column}, data.format)]
         columns = (f"column '{data.source_column}'", f"column '{data.target_column}'")
     rows = []

@@ -42,6 +42,9 @@ def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto") -> 
 
     Column names are matched exactly, then ignoring case and surrounding spaces. Each row
     also carries '_line', the line (or row) number to quote in later error messages.
+    A CSV/TSV header is checked before any row: a used name that appears twice would
+    otherwise silently read the last copy. JSONL columns are the keys of all records, not
+    just the first (records often leave out a field).
     """
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -49,43 +52,113 @@ def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto") -> 
         raise DataError(f"{path}: is a folder; expected a table file (.csv, .tsv, .jsonl, .parquet)")
     fmt = detect_format(path, fmt)
     wanted = {role: name for role, name in columns.items() if name is not None}
+    mapping: dict[str, str] | None = None
     if fmt in ("csv", "tsv"):
-        raw = _read_delimited(path, "," if fmt == "csv" else "\t")
+        delimiter = "," if fmt == "csv" else "\t"
+        header = _read_header(path, delimiter)
+        if header is None:
+            raise DataError(f"{path}: no examples (the file is empty or holds only a header)")
+        mapping = _check_header(path, header, wanted, fmt)
+        raw = _read_delimited(path, delimiter)
     elif fmt == "jsonl":
         raw = _read_jsonl(path)
     elif fmt == "parquet":
-        raw = _read_parquet(path)
+        names, raw = _read_parquet(path)
+        mapping = _check_header(path, names, wanted, fmt)
     else:
         raise DataError(f"{path}: format '{fmt}' is not a table format ({', '.join(TABLE_FORMATS)})")
     rows: list[dict[str, Any]] = []
-    mapping: dict[str, str] | None = None
+    pending: list[tuple[int, dict[str, Any]]] = []  # JSONL records read before every column was found
+    seen: dict[str, None] = {}  # every key met so far, in order, for the error message
+    partial: dict[str, str] = {}
     for line, record in raw:
         if mapping is None:
-            mapping = _match_columns(path, list(record.keys()), wanted)
-        row = {"_line": line}
-        for role, key in mapping.items():
-            if key not in record:
-                raise DataError(f"{path}:{line}: row has no field '{key}'")
-            row[role] = record[key]
-        rows.append(row)
+            seen.update(dict.fromkeys(record))
+            partial.update(_match_some(path, list(record), {r: n for r, n in wanted.items() if r not in partial}))
+            pending.append((line, record))
+            if len(partial) < len(wanted):
+                continue
+            mapping = partial
+            for held_line, held in pending:
+                rows.append(_pick(path, held_line, held, mapping))
+            pending = []
+            continue
+        rows.append(_pick(path, line, record, mapping))
+    if mapping is None and pending:
+        _match_columns(path, list(seen), wanted)  # raises: a column no record has
     if not rows:
         raise DataError(f"{path}: no examples (the file is empty or holds only a header)")
     return rows
 
 
+def _pick(path: Path, line: int, record: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"_line": line}
+    for role, key in mapping.items():
+        if key not in record:
+            raise DataError(f"{path}:{line}: row has no field '{key}' (data.{role}_column)")
+        row[role] = record[key]
+    return row
+
+
 def _match_columns(path: Path, available: list[str], wanted: dict[str, str]) -> dict[str, str]:
-    normalised = {str(a).strip().lower(): a for a in available}
-    mapping = {}
+    """The column for each role: its exact name, else the one name equal ignoring case and
+    surrounding spaces (two such names, e.g. 'Text' and 'text ', is ambiguous)."""
+    mapping = _match_some(path, available, wanted)
     for role, name in wanted.items():
-        if name in available:
-            mapping[role] = name
-        elif name.strip().lower() in normalised:
-            mapping[role] = normalised[name.strip().lower()]
-        else:
+        if role not in mapping:
             shown = ", ".join(str(a) for a in available[:20])
             raise DataError(f"{path}: no column '{name}' for data.{role}_column{did_you_mean(name, available)}; "
                             f"columns are: {shown}")
     return mapping
+
+
+def _match_some(path: Path, available: list[str], wanted: dict[str, str]) -> dict[str, str]:
+    """Like _match_columns, leaving out the roles whose column is not there."""
+    mapping = {}
+    for role, name in wanted.items():
+        if name in available:
+            mapping[role] = name
+            continue
+        close = list(dict.fromkeys(a for a in available if str(a).strip().lower() == name.strip().lower()))
+        if len(close) > 1:
+            places = " and ".join(f"'{a}' (column {available.index(a) + 1})" for a in close)
+            raise DataError(f"{path}: data.{role}_column '{name}' matches {places} ignoring case and spaces; "
+                            f"set it to one of them exactly")
+        if close:
+            mapping[role] = close[0]
+    return mapping
+
+
+_OTHER_DELIMITERS = {"csv": ((";", "';'"), ("\t", "tab"), ("|", "'|'")), "tsv": ((",", "comma"), (";", "';'"), ("|", "'|'"))}
+
+
+def _check_header(path: Path, header: list[str], wanted: dict[str, str], fmt: str) -> dict[str, str]:
+    """The role -> column mapping, after the checks a header allows before any row is read:
+    a one-column header that is really another delimiter's, and a used name that appears
+    more than once (a dict keeps the last copy, so the first would be silently dropped).
+    Duplicates of columns no role reads are left alone: they change nothing."""
+    if len(header) == 1 and not set(wanted.values()) <= set(header):
+        for char, name in _OTHER_DELIMITERS.get(fmt, ()):
+            if char in str(header[0]):
+                raise DataError(f"{path}: the header {str(header[0])[:80]!r} is one column that looks "
+                                f"{name}-delimited; {_delimiter_fix(char)}")
+    mapping = _match_columns(path, header, wanted)
+    for role, key in mapping.items():
+        places = [i + 1 for i, name in enumerate(header) if name == key]
+        if len(places) > 1:
+            times = "twice" if len(places) == 2 else f"{len(places)} times"
+            listed = ", ".join(str(p) for p in places[:-1]) + f" and {places[-1]}"
+            raise DataError(f"{path}: column '{key}' appears {times} in the header (columns {listed}); "
+                            f"rename the copies so data.{role}_column names one column")
+    return mapping
+
+
+def _delimiter_fix(char: str) -> str:
+    if char == "\t":
+        return "name the file .tsv or set data.format=tsv"
+    if char == ",":
+        return "name the file .csv or set data.format=csv"
+    return f"re-save it with commas, e.g. pandas.read_csv(path, sep='{char}').to_csv(new_path, index=False)"
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -112,6 +185,22 @@ def _first_bad_line(path: Path) -> int:
             except UnicodeDecodeError:
                 return number
     return 0
+
+
+def _read_header(path: Path, delimiter: str) -> list[str] | None:
+    """The header's names (stripped), or None for an empty file; read on its own so the
+    header can be checked before any row."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+    def first():
+        with _open_text(path) as handle:
+            try:
+                yield next(csv.reader(handle, delimiter=delimiter), None)
+            except csv.Error as exc:
+                raise DataError(f"{path}:1: malformed {'CSV' if delimiter == ',' else 'TSV'} header ({exc})") from None
+
+    header = next(_decode_guard(path, first))
+    return None if not header else [f.strip() for f in header]
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -173,12 +262,40 @@ def _prepend(first: str, handle: io.TextIOBase) -> Iterator[str]:
     yield from lines
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_parquet(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
+    """The schema's column names (checked like a CSV header) and the rows."""
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({' '.join(str(exc).split())[:200]})") from None
-    for i, record in enumerate(table.to_pylist(), 1):
-        yield i, record
+    names = [str(n) for n in table.column_names]
+    return names, ((i, record) for i, record in enumerate(table.to_pylist(), 1))
+
+
+def cell_text(value: Any, path: object, line: int, column: str) -> str:
+    """A text cell as a string. Numbers read as text; an object, list or true/false is
+    refused, because its Python repr would train on a made-up string (and may carry the
+    label along, as in {"text": ..., "stars": 5})."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars from Parquet
+        value = value.tolist()
+    kind = value_kind(value)
+    if kind:
+        raise DataError(f"{path}:{line}: column '{column}' holds {kind}, not text")
+    return str(value)
+
+
+def value_kind(value: Any) -> str | None:
+    """'an object' / 'a list' / 'a boolean' for values that are not text or a number."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    return None

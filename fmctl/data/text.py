@@ -8,7 +8,8 @@ from typing import Any
 
 from fmctl.config.schema import DataConfig
 from fmctl.data.labels import label_text
-from fmctl.data.readers import read_rows
+from fmctl.data.readers import cell_text, read_rows
+from fmctl.errors import DataError
 
 
 @dataclass
@@ -21,23 +22,43 @@ class TextRow:
 
 
 def read_text_rows(path: Path, data: DataConfig, with_labels: bool = True,
-                   parse_label: Callable[[Any, Path, int, str], Any] = label_text) -> list[TextRow]:
-    """parse_label(value, path, line, column) turns a label cell into the task's target."""
+                   parse_label: Callable[[Any, Path, int, str], Any] = label_text,
+                   warnings: list[str] | None = None) -> list[TextRow]:
+    """parse_label(value, path, line, column) turns a label cell into the task's target.
+
+    An empty text trains (or is scored) on the label alone, so a text (or pair) column
+    that is empty in every row is an error, and some empty rows are one warning counting
+    them (appended to `warnings`; the rows are kept so evaluation scores every row).
+    """
     columns = {"text": data.text_column, "text_pair": data.text_pair_column,
                "label": data.label_column if with_labels else None}
     rows = read_rows(path, columns, data.format)
     out = []
     for row in rows:
-        label = parse_label(row["label"], path, row["_line"], data.label_column) if with_labels else None
-        pair = _as_text(row.get("text_pair")) if data.text_pair_column else None
-        out.append(TextRow(_as_text(row["text"]), pair, label, row["_line"], path))
+        line = row["_line"]
+        label = parse_label(row["label"], path, line, data.label_column) if with_labels else None
+        pair = cell_text(row.get("text_pair"), path, line, data.text_pair_column) if data.text_pair_column else None
+        out.append(TextRow(cell_text(row["text"], path, line, data.text_column), pair, label, line, path))
+    _check_empty(path, [r.text for r in out], [r.line for r in out], data.text_column, "data.text_column", warnings)
+    if data.text_pair_column:
+        _check_empty(path, [r.pair or "" for r in out], [r.line for r in out], data.text_pair_column,
+                     "data.text_pair_column", warnings)
     return out
 
 
-def _as_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return str(value)
+def _check_empty(path: Path, texts: list[str], lines: list[int], column: str, key: str,
+                 warnings: list[str] | None) -> None:
+    empty = [line for text, line in zip(texts, lines) if not text.strip()]
+    if not empty:
+        return
+    if len(empty) == len(texts):
+        raise DataError(f"{path}: column '{column}' is empty in every row; point {key} at the column that holds "
+                        f"the text")
+    if warnings is not None:
+        shown = ", ".join(str(n) for n in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        warnings.append(f"{path}: {len(empty)} of {len(texts)} rows {'has' if len(empty) == 1 else 'have'} an empty text in column '{column}' "
+                        f"(line{'s' if len(empty) > 1 else ''} {shown}); kept as empty inputs, drop or fill "
+                        f"them if that is not intended")
 
 
 def encode_rows(rows: list[TextRow], tokenizer: Any, max_length: int, chunk: int = 2048) -> list[dict[str, list[int]]]:

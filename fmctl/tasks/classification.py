@@ -6,10 +6,10 @@ formulas, so they match what users compute themselves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from fmctl.config.schema import DataConfig
-from fmctl.data.labels import check_known, label_names_from
+from fmctl.data.labels import align_to_saved, check_known, label_names_from
 from fmctl.data.splits import split_off, subset
 from fmctl.errors import DataError
 
@@ -45,15 +45,66 @@ def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Cal
     return {k: v for k, v in rows.items() if k in wanted}
 
 
-def label_vocabulary(rows: dict[str, list[Any]], known: list[str] | None, paths: dict[str, Path | None]) -> list[str]:
-    """Label names from the training rows (or a saved model's), checked on the other splits."""
-    names = known if known is not None else label_names_from(r.label for r in rows["train"])
+def label_vocabulary(rows: dict[str, list[Any]], known: list[str] | None, paths: dict[str, Path | None],
+                     data: DataConfig | None = None) -> list[str]:
+    """Label names from the training rows (or a saved model's), checked on the other splits.
+    `data` lets the messages say when the automatic validation hold-out is to blame."""
+    if known is not None:
+        names = known
+        aligned = align_to_saved((r.label for split_rows in rows.values() for r in split_rows
+                                  if r.label is not None), known)
+        for split_rows in rows.values():
+            for r in split_rows:
+                if r.label in aligned:
+                    r.label = aligned[r.label]
+    else:
+        names = label_names_from(r.label for r in rows["train"])
     if known is None and len(names) < 2:
+        taken = sorted({r.label for r in rows.get("validation", [])} - set(names)) if _held_out(rows, paths, data) else []
+        if taken:
+            raise DataError(f"{paths['train']}: only one label ('{names[0]}') left for training: "
+                            f"{_hold_out_phrase(data)} took every example of {', '.join(repr(t) for t in taken)}; "
+                            f"give data.validation=FILE or add more rows")
         raise DataError(f"{paths['train']}: only one label ('{names[0]}') in the training data; "
                         f"classification needs at least two")
-    for split_rows in rows.values():
-        check_known(((r.label, row_location(r)) for r in split_rows if r.label is not None), names)
+    check_labels(rows, names, paths, data if known is None else None,
+                 lambda r: [(r.label, row_location(r))] if r.label is not None else [])
     return names
+
+
+def check_labels(rows: dict[str, list[Any]], names: list[str], paths: dict[str, Path | None],
+                 data: DataConfig | None, labels_of: Callable[[Any], Iterable[tuple[str, str]]]) -> None:
+    """Every split's labels are among `names`. A validation label that training lacks
+    because the automatic hold-out took all its rows gets its own message: the user gave
+    one file, so 'never appears in the training data' would send them looking in vain."""
+    held_out = _held_out(rows, paths, data)
+    for split, split_rows in rows.items():
+        if split == "validation" and held_out:
+            known = set(names)
+            missing: dict[str, list[str]] = {}
+            for r in split_rows:
+                for label, where in labels_of(r):
+                    if label not in known:
+                        missing.setdefault(label, []).append(where)
+            if missing:
+                label, places = next(iter(missing.items()))
+                count = f"{len(places)} row{'s' if len(places) > 1 else ''}"
+                raise DataError(f"{places[0]}: {_hold_out_phrase(data)} took every example of label '{label}' "
+                                f"({count}), leaving none to train on; give data.validation=FILE or add more rows "
+                                f"of that label")
+        check_known((pair for r in split_rows for pair in labels_of(r)), names)
+
+
+def _held_out(rows: dict[str, list[Any]], paths: dict[str, Path | None], data: DataConfig | None) -> bool:
+    """Whether rows['validation'] is read_splits' hold-out of the training file."""
+    return data is not None and "validation" in rows and paths.get("validation") is None
+
+
+def _hold_out_phrase(data: DataConfig) -> str:
+    subset_note = (f" (with data.max_train_examples={data.max_train_examples} keeping a subset of the rest)"
+                   if data.max_train_examples is not None else "")
+    return (f"the automatic validation hold-out (data.validation_fraction={data.validation_fraction}, "
+            f"data.split_seed={data.split_seed}){subset_note}")
 
 
 def row_location(row: Any) -> str:

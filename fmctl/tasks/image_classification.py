@@ -32,7 +32,7 @@ class ImageClassification:
             for split_rows in rows.values():
                 verify_images(split_rows)
         known = _saved_label_names(model_dir) if model_dir else None
-        names = label_vocabulary(rows, known, paths)
+        names = label_vocabulary(rows, known, paths, run.data)
         datasets = {split: ImageDataset(split_rows, label_ids(split_rows, names), None, run.backbone.in_chans)
                     for split, split_rows in rows.items()}
         self.label_names = names

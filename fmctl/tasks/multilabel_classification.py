@@ -13,13 +13,13 @@ from typing import Any, Callable, Iterator
 
 from fmctl.config.schema import MultilabelTaskConfig, RunConfig
 from fmctl.data.collate import PadCollator
-from fmctl.data.labels import check_known, label_list, label_names_from
+from fmctl.data.labels import align_to_saved, label_list, label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.errors import DataError
 from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData
-from fmctl.tasks.classification import read_splits
+from fmctl.tasks.classification import check_labels, read_splits
 from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,15 +39,22 @@ class MultilabelClassification:
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
         parse = functools.partial(label_list, separator=run.data.label_separator)
-        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, parse_label=parse), splits)
+        warnings: list[str] = []
+        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, parse_label=parse, warnings=warnings),
+                           splits)
         if model_dir:
             names = saved_label_names(model_dir)
+            aligned = align_to_saved((label for split_rows in rows.values() for r in split_rows for label in r.label),
+                                     names)
+            for split_rows in rows.values():
+                for r in split_rows:
+                    r.label = sorted({aligned.get(label, label) for label in r.label})
         else:
             names = label_names_from(label for r in rows["train"] for label in r.label)
             if not names:
                 raise DataError(f"{paths['train']}: no row has a label in column '{run.data.label_column}'")
-        for split_rows in rows.values():
-            check_known(((label, f"{r.source}:{r.line}") for r in split_rows for label in r.label), names)
+        check_labels(rows, names, paths, None if model_dir else run.data,
+                     lambda r: [(label, f"{r.source}:{r.line}") for label in r.label])
 
         def training_texts():
             for r in rows["train"]:
@@ -71,7 +78,7 @@ class MultilabelClassification:
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PadCollator({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}), label_names=names,
-            preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
+            preprocessor=tokenizer, sources=fingerprints(paths), rows=rows, warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names,

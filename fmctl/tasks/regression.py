@@ -38,7 +38,9 @@ class Regression:
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
-        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, parse_label=number_label), splits)
+        warnings: list[str] = []
+        rows = read_splits(run.data, paths,
+                           lambda p: read_text_rows(p, run.data, parse_label=number_label, warnings=warnings), splits)
 
         def training_texts():
             for r in rows["train"]:
@@ -54,7 +56,8 @@ class Regression:
         pad = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=PadCollator(pad), label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
+            collate=PadCollator(pad), label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows,
+            warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         return text_models.build_sequence_classifier(run.backbone, data.preprocessor, [self.target_name],

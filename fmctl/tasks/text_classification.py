@@ -30,9 +30,10 @@ class TextClassification:
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
-        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data), splits)
+        warnings: list[str] = []
+        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, warnings=warnings), splits)
         known = _saved_label_names(model_dir) if model_dir else None
-        names = label_vocabulary(rows, known, paths)
+        names = label_vocabulary(rows, known, paths, run.data)
         if model_dir:
             tokenizer = text_models.load_tokenizer_only(model_dir)
         else:
@@ -52,7 +53,8 @@ class TextClassification:
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PaddingCollator(tokenizer.pad_token_id, pad_multiple(run)), label_names=names,
             preprocessor=tokenizer,
-            sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows)
+            sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows,
+            warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names)

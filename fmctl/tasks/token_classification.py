@@ -16,13 +16,13 @@ from fmctl.config.schema import RunConfig, TokenClassificationTaskConfig
 from fmctl.data.alignment import first_pieces, token_labels, word_predictions
 from fmctl.data.collate import IGNORE_INDEX, PadCollator
 from fmctl.data.conll import TokenRow, read_token_rows
-from fmctl.data.labels import check_known, label_names_from
+from fmctl.data.labels import label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import ModelError
 from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData
-from fmctl.tasks.classification import read_splits
+from fmctl.tasks.classification import check_labels, read_splits
 from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_label_names, tokenizer_for
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -49,8 +49,8 @@ class TokenClassification:
             names = saved_label_names(model_dir)
         else:
             names = label_names_from(tag for r in rows["train"] for tag in r.tags)
-        for split_rows in rows.values():
-            check_known(((tag, r.where(i)) for r in split_rows for i, tag in enumerate(r.tags)), names)
+        check_labels(rows, names, paths, None if model_dir else run.data,
+                     lambda r: [(tag, r.where(i)) for i, tag in enumerate(r.tags)])
         self.label_names = names
         self.entities = self._entity_tags(names)
         self.main_metric = "f1" if self.entities else "accuracy"
