@@ -148,7 +148,7 @@ def predict(
     question: Optional[str] = typer.Option(None, "--question", help="QA: one question (with --context)."),
     context: Optional[str] = typer.Option(None, "--context", help="QA: the passage that answers --question."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) or one image."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .jsonl (default: stdout) or .csv/.tsv."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .jsonl (default: stdout), .csv or .tsv; each optionally .gz."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text (default: the run's)."),
     text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column"),
@@ -170,17 +170,19 @@ def predict(
     translations. Rows that fail are reported with their error and the rest are still
     predicted. With --prompt, generated text (GPT)."""
     if prompt:
-        import json as _json
-
         from fmctl.predict.generate import GenerationSettings, generate
+        from fmctl.predict.output import Writer, out_kind
 
+        out_kind(out)  # a bad --out name or folder is refused before the model loads
         settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
                                       top_k=top_k, top_p=top_p, seed=seed, num_return_sequences=num_return)
-        lines = [_json.dumps(r, ensure_ascii=False) for r in generate(target, list(prompt), settings)]
-        if out:
-            out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        else:
-            typer.echo("\n".join(lines))
+        records = generate(target, list(prompt), settings)
+        writer = Writer(out, ["prompt"], [], ["generated"])
+        try:
+            for row, record in enumerate(records, 1):  # JSONL keeps its records as they were; CSV numbers rows
+                writer.write(record if writer.kind == "jsonl" else {"row": row, **record})
+        finally:
+            writer.close()
         return
     from fmctl.predict.run import predict as run_predict
 

@@ -357,6 +357,8 @@ TASK_EXPORT_PREDICT_CASES = [
     ("QA given one text", ["predict", "{qa_run}", "--text", "what is the code ?"],
      "is an extractive_qa model; give --question Q --context C, or --input FILE (CSV, TSV, JSONL or Parquet) "
      "with 'question' and 'context' columns"),
+    ("QA given a text-pair column", ["predict", "{qa_onnx}", "--input", "{questions_csv}", "--text-pair-column",
+                                     "context"], "is a model for extractive_qa; it reads no text pairs"),
     ("QA question without context", ["predict", "{qa_run}", "--question", "what is the code ?"],
      "predict: --question needs --context too"),
     ("QA given a text-per-line file", ["predict", "{qa_onnx}", "--input", "{questions_txt}"],

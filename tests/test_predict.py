@@ -2,6 +2,7 @@
 torch; bad rows are reported one by one while the rest are predicted; bad targets and
 inputs give one line. The bad-input catalogue at the end is data, one row per case."""
 import csv
+import gzip
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from fmctl.predict.run import predict
-from tests.helpers import read_jsonl, write_reviews_csv, write_shapes_folder
+from tests.helpers import TINY_TEXT, finetune, read_jsonl, write_pairs_jsonl, write_reviews_csv, write_shapes_folder
 from tests.test_bad_inputs import call_main
 
 
@@ -104,6 +105,134 @@ def test_an_id_column_is_carried_into_the_output(tiny_onnx_exports, tmp_path):
     assert [(r["row"], r["id"]) for r in rows] == [("1", "r-7"), ("2", "r-9")] and all(r["label"] for r in rows)
 
 
+def csv_rows(path, delimiter=","):
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        return reader.fieldnames, list(reader)
+
+
+def test_csv_id_column_comes_from_the_input_not_from_row_one(tiny_onnx_exports, tmp_path):
+    """Row 1 an error (invalid JSON; a CSV row with more fields than its header): the CSV
+    output still has an id column, with the ids of every row that has one readable."""
+    folder = str(tiny_onnx_exports["bert"].folder)
+    jsonl = tmp_path / "ids.jsonl"
+    jsonl.write_text('{broken json\n{"id": "a-1", "Review Text": "great loved it"}\n'
+                     '{"ID": "a-2", "Review Text": "terrible broken"}\n', encoding="utf-8")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("Id,Review Text\nr-1,bad, really bad\nr-2,great loved it\n", encoding="utf-8")
+    ragged_last = tmp_path / "ragged_last.csv"
+    ragged_last.write_text("Review Text,id\nbad, really bad,r-1\ngreat loved it,r-2\n", encoding="utf-8")
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("ID,Review Text\n", encoding="utf-8")
+    for source, out, expected in [(jsonl, "a.csv", ["", "a-1", "a-2"]), (ragged, "b.tsv", ["r-1", "r-2"]),
+                                  (ragged_last, "c.csv", ["r-1", "r-2"]), (header_only, "d.csv", [])]:
+        code, _, err = call_main(["predict", folder, "--input", str(source), "--out", str(tmp_path / out)])
+        assert code == 0, err
+        header, rows = csv_rows(tmp_path / out, "\t" if out.endswith(".tsv") else ",")
+        assert header[:3] == ["row", "id", "text"], (source.name, header)
+        assert [r["id"] for r in rows] == expected, source.name
+        assert [bool(r["error"]) for r in rows] == [i == 0 and source != header_only for i in range(len(rows))]
+        assert all(r["label"] for r in rows[1:])
+
+
+def test_a_stray_delimiter_between_columns_leaves_the_id_empty(tiny_onnx_exports, tmp_path):
+    """With the id in the middle, which field is the id of a ragged row cannot be told: no guess."""
+    source = tmp_path / "middle.csv"
+    source.write_text("Review Text,id,stars\nbad, really bad,r-1,3\ngreat loved it,r-2,5\n", encoding="utf-8")
+    code, _, err = call_main(["predict", str(tiny_onnx_exports["bert"].folder), "--input", str(source),
+                              "--out", str(tmp_path / "out.csv")])
+    assert code == 0, err
+    _, rows = csv_rows(tmp_path / "out.csv")
+    assert [(r["id"], bool(r["error"])) for r in rows] == [("", True), ("r-2", False)]
+
+
+@pytest.mark.parametrize("name", ["p.csv.gz", "p.tsv.GZ", "p.jsonl.gz"])
+def test_gzip_output_is_compressed_in_the_asked_for_format(name, tiny_onnx_exports, new_reviews, tmp_path):
+    out = tmp_path / name
+    code, _, err = call_main(["predict", str(tiny_onnx_exports["bert"].folder), "--input", str(new_reviews),
+                              "--out", str(out)])
+    assert code == 0, err
+    text = gzip.decompress(out.read_bytes()).decode("utf-8")   # raises if not gzip
+    if ".jsonl" in name:
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert len(rows) == 150 and all(r["label"] in ("positive", "negative") for r in rows)
+    else:
+        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if ".tsv" in name else ","))
+        assert len(rows) == 150 and set(rows[0]) == {"row", "text", "label", "prob_negative", "prob_positive", "error"}
+
+
+def test_jsonl_text_holding_an_object_list_or_boolean_is_a_row_error(tiny_onnx_exports, tmp_path):
+    """Such a value would be predicted on its Python spelling ("{'en': 'bad'}"); a number
+    is read as text."""
+    source = tmp_path / "typed.jsonl"
+    values = [{"en": "bad"}, ["great", "product"], True, 12345, "great loved it"]
+    source.write_text("".join(json.dumps({"Review Text": v}) + "\n" for v in values), encoding="utf-8")
+    summary = predict(tiny_onnx_exports["bert"].folder, input_file=source, out=tmp_path / "out.jsonl", log=quiet)
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r.get("error", "").split(": ", 1)[-1] for r in out[:3]] == [
+        "row has an object in 'Review Text', expected text", "row has a list in 'Review Text', expected text",
+        "row has a boolean in 'Review Text', expected text"]
+    assert "typed.jsonl:1" in out[0]["error"]
+    assert summary.predicted == 2 and out[3]["text"] == 12345 and "label" in out[3] and "label" in out[4]
+
+
+def test_words_may_be_a_list_but_not_a_list_of_objects(tmp_path):
+    from fmctl.predict.inputs import text_items
+
+    source = tmp_path / "words.jsonl"
+    rows = [{"tokens": ["alice", "met", 7]}, {"tokens": "alice met bob"}, {"tokens": [{"w": "alice"}]},
+            {"tokens": {"w": "alice"}}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    items = list(text_items(source, "tokens", None, words=True)[0])
+    assert [i.value["text"] if i.error is None else None for i in items[:2]] == [["alice", "met", "7"], "alice met bob"]
+    assert items[2].error.endswith("row has a list holding an object in 'tokens', expected a text or a list of words")
+    assert items[3].error.endswith("row has an object in 'tokens', expected a text or a list of words")
+
+
+@pytest.fixture(scope="module")
+def pair_targets(tmp_path_factory):
+    """A two-step text-PAIR run (premise, hypothesis) and its onnx, torchscript and hf exports."""
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+
+    root = tmp_path_factory.mktemp("pairs")
+    data = write_pairs_jsonl(root / "pairs.jsonl", 64, seed=1)
+    run_dir = finetune("text_csv", [f"data.train={data}", "data.text_column=premise",
+                                    "data.text_pair_column=hypothesis", *TINY_TEXT, "trainer.max_steps=2", "trainer.batch_size=16"], root / "run").run_dir
+    targets = {"run": run_dir}
+    for fmt in ("onnx", "torchscript", "hf"):
+        targets[fmt] = export_run(run_dir, ExportOptions(fmt=fmt, exporter="torchscript"), log=quiet).folder
+    return targets
+
+
+@pytest.mark.parametrize("kind", ["run", "onnx", "torchscript", "hf"])
+def test_a_pair_model_refuses_one_text_and_reads_pairs(kind, pair_targets, tmp_path):
+    target = str(pair_targets[kind])
+    lines = tmp_path / "lines.txt"
+    lines.write_text("great product\n", encoding="utf-8")
+    one_column = tmp_path / "one.csv"
+    one_column.write_text("premise\ngreat product\n", encoding="utf-8")
+    for argv, expected in [
+        (["--text", "great product"], "this model reads text pairs ('premise', 'hypothesis'); give --text-pair too"),
+        (["--input", str(lines)], "a .txt file holds one text a line; this model needs the columns premise, hypothesis"),
+        (["--input", str(one_column)], "no column 'hypothesis' for --text-pair-column"),
+    ]:
+        code, out, err = call_main(["predict", target, *argv])
+        errors = [line for line in err.splitlines() if line.startswith("error")]
+        assert code == 2 and len(errors) == 1 and expected in errors[0], err
+        assert "Traceback" not in out + err
+    code, out, err = call_main(["predict", target, "--text", "great product", "--text-pair", "awful refund"])
+    assert code == 0, err
+    record = json.loads(out)
+    assert (record["text"], record["text_pair"]) == ("great product", "awful refund")
+    assert record["label"] in ("same", "different")
+    both = tmp_path / "both.csv"
+    both.write_text("premise,hypothesis\ngreat product,awful refund\n", encoding="utf-8")
+    summary = predict(pair_targets[kind], input_file=both, out=tmp_path / "out.csv", log=quiet)
+    assert summary.predicted == 1
+    assert csv_rows(tmp_path / "out.csv")[0][:3] == ["row", "text", "text_pair"]
+
+
 def test_light_text_encoder_matches_fmctl_tokenization_for_pairs(tiny_bert_run, tiny_onnx_exports):
     """The torch-free encoder and fmctl's own (transformers + collator) give identical ids,
     also for sentence pairs and texts longer than max_length."""
@@ -155,6 +284,15 @@ def _csv_with_wrong_columns(tmp_path, _exports):
     return path
 
 
+def _export_that_cannot_load(tmp_path, exports):
+    """The bert export with its model file garbled: a case that names it fails before any
+    model is loaded, or it would end in onnxruntime's error instead."""
+    folder = tmp_path / "unloadable"
+    shutil.copytree(exports["bert"].folder, folder)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    return folder
+
+
 # (case, argv with {run}/{onnx}/{bare}/{loose}/{wrong}/{images}, text the one error line must contain)
 CASES = [
     ("export of a run folder with no model/", ["export", "{bare}"], "no model/ folder with config.json"),
@@ -167,7 +305,23 @@ CASES = [
     ("ONNX folder without its manifest", ["predict", "{loose}", "--text", "hi"], "no export_manifest.json"),
     ("ONNX file without its manifest", ["predict", "{loose}/model.onnx", "--text", "hi"], "no export_manifest.json"),
     ("input without the text column", ["predict", "{onnx}", "--input", "{wrong}"],
-     "no column 'Review Text' for data.text_column"),
+     "no column 'Review Text' for --text-column"),
+    ("--text-column not in the input", ["predict", "{unloadable}", "--input", "{wrong}", "--text-column", "review"],
+     "wrong.csv: no column 'review' for --text-column"),
+    ("--out of a format predict does not write", ["predict", "{unloadable}", "--text", "hi", "--out", "{tmp}/p.parquet"],
+     "--out: cannot write 'p.parquet'; predictions are written as .jsonl, .csv, .tsv (each optionally .gz)"),
+    ("--out of a format predict does not write, with --prompt", ["predict", "{unloadable}", "--prompt", "hi", "--out",
+                                                                 "{tmp}/p.csv.zip"],
+     "--out: cannot write 'p.csv.zip'; predictions are written as .jsonl, .csv, .tsv (each optionally .gz)"),
+    ("--out in a folder that does not exist", ["predict", "{unloadable}", "--text", "hi", "--out",
+                                               "/nonexistent/dir/p.csv"], "--out: folder /nonexistent/dir does not exist"),
+    ("--text-pair to a one-text model", ["predict", "{unloadable}", "--text", "a", "--text-pair", "b"],
+     "this model reads one text ('Review Text'); --text-pair is not used"),
+    ("--text-pair-column to a one-text model", ["predict", "{run}", "--input", "{wrong}", "--text-column", "body",
+                                                "--text-pair-column", "stars"],
+     "this model reads one text ('Review Text'); --text-pair-column is not used"),
+    ("--text-pair without --text", ["predict", "{onnx}", "--input", "{wrong}", "--text-pair", "b"],
+     "--text-pair: give it with --text"),
     ("images given to a text model", ["predict", "{onnx}", "--images", "{images}"], "is a text_classification model"),
     ("two inputs at once", ["predict", "{onnx}", "--text", "a", "--input", "{wrong}"], "give exactly one of"),
     ("missing input file", ["predict", "{onnx}", "--input", "{images}/nope.csv"], "nope.csv: file not found"),
@@ -185,6 +339,9 @@ def test_bad_export_and_predict_input_gives_one_line(case, argv, expected, tiny_
         paths["loose"] = _onnx_without_manifest(tmp_path, tiny_onnx_exports)
     if "{wrong}" in " ".join(argv):
         paths["wrong"] = _csv_with_wrong_columns(tmp_path, tiny_onnx_exports)
+    if "{unloadable}" in " ".join(argv):
+        paths["unloadable"] = _export_that_cannot_load(tmp_path, tiny_onnx_exports)
+    paths["tmp"] = tmp_path
     before = sorted(p.name for p in (tiny_bert_run / "export").iterdir()) if (tiny_bert_run / "export").exists() else []
     code, out, err = call_main([a.format(**paths) for a in argv])
     lines = [line for line in err.splitlines() if line.startswith("error")]

@@ -29,18 +29,23 @@ class Item:
 
 
 class Progress:
-    """How far through the input we are: bytes of a file, or images of a folder."""
+    """How far through the input we are (bytes of a file, or images of a folder), and
+    whether it has an id column: known from a table's header, and for JSONL from its first
+    object (None until then), so that a CSV output's header does not depend on row 1."""
 
-    def __init__(self, total: int | None, position: Callable[[], int] | None = None, unit: str = "bytes"):
+    def __init__(self, total: int | None, position: Callable[[], int] | None = None, unit: str = "bytes",
+                 has_id: bool | None = False):
         self.total = total
         self.position = position
         self.unit = unit
+        self.has_id = has_id
 
 
 def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str = "auto",
-               columns: dict[str, str] | None = None) -> tuple[Iterator[Item], Progress]:
+               columns: dict[str, str] | None = None, words: bool = False) -> tuple[Iterator[Item], Progress]:
     """Rows of a CSV/TSV/JSONL/Parquet file (optionally .gz), or lines of a .txt file.
-    `columns` (role -> column, e.g. question/context for QA) replaces text/pair columns."""
+    `columns` (role -> column, e.g. question/context for QA) replaces text/pair columns;
+    `words`: a JSON list of words is a value (token classification), not an error."""
     if not path.is_file():
         raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder; give a file")
     if fmt == "auto" and path.suffix.lower() in (".txt", ".text"):
@@ -51,7 +56,7 @@ def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str =
     progress = Progress(path.stat().st_size, raw.tell)
     handle = _text(stream, path)
     wanted = columns or {"text": text_column, **({"text_pair": pair_column} if pair_column else {})}
-    if fmt == "txt" and set(wanted) - {"text", "text_pair", "source", "prompt"}:
+    if fmt == "txt" and set(wanted) - {"text", "source", "prompt"}:
         raise DataError(f"{path}: a .txt file holds one text a line; this model needs the columns "
                         f"{', '.join(wanted.values())}: give a CSV, TSV, JSONL or Parquet file")
     if fmt in ("csv", "tsv"):
@@ -65,13 +70,17 @@ def text_items(path: Path, text_column: str, pair_column: str | None, fmt: str =
         reader.fieldnames = header
         mapping = _columns(path, header, wanted)
         ident = _id_column(header, mapping)
-        return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num, ident), raw), progress
+        progress.has_id = ident is not None
+        return _guard(path, _rows_from_dicts(path, reader, mapping, lambda: reader.line_num, ident, header, words),
+                      raw), progress
     if fmt == "jsonl":
-        return _guard(path, _jsonl(path, handle, wanted), raw), progress
+        progress.has_id = None
+        return _guard(path, _jsonl(path, handle, wanted, progress, words), raw), progress
     if fmt == "txt":
         return _guard(path, _lines(path, handle, next(iter(wanted))), raw), progress
     if fmt == "parquet":
-        return _parquet(path, wanted), Progress(None)
+        raw.close()
+        return _parquet(path, wanted, words)
     raise DataError(f"{path}: cannot predict from format '{fmt}'; use .csv, .tsv, .jsonl, .parquet or .txt")
 
 
@@ -82,15 +91,27 @@ def _text(stream: Any, path: Path) -> Any:
 
 
 def _rows_from_dicts(path: Path, records: Any, mapping: dict[str, str], line: Callable[[], int],
-                     ident: str | None = None) -> Iterator[Item]:
+                     ident: str | None = None, header: list[str] | None = None, words: bool = False
+                     ) -> Iterator[Item]:
     for row, record in enumerate(records, 1):
         where = f"{path}:{line()}"
         if None in record:
-            yield Item(row, where, error=f"{where}: more fields than the header has; check quoting")
+            item = Item(row, where, error=f"{where}: more fields than the header has; check quoting")
+            yield _with_id(item, {ident: _ragged_id(record, ident, header)} if ident else record, ident)
             continue
-        yield _with_id(_item(row, where, {role: record.get(key) for role, key in mapping.items()}, mapping),
+        yield _with_id(_item(row, where, {role: record.get(key) for role, key in mapping.items()}, mapping, words),
                        record, ident)
 
+
+def _ragged_id(record: dict[Any, Any], ident: str, header: list[str] | None) -> Any:
+    """A row with more fields than the header still names its id where no stray delimiter
+    can have shifted it: as the first column (the extra fields come after it) or the last
+    (it is the row's last field). In between, which field is the id cannot be told: None."""
+    if not header or header[0] == ident:
+        return record.get(ident)
+    if header[-1] == ident:
+        return record[None][-1]
+    return None
 
 def _id_column(available: list[str], mapping: dict[str, Any]) -> str | None:
     """An input's `id` column (any case), carried into the output so results join back to
@@ -105,22 +126,45 @@ def _with_id(item: Item, record: dict[str, Any], ident: str | None) -> Item:
     return item
 
 
-def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str]) -> Item:
+def _item(row: int, where: str, values: dict[str, Any], names: dict[str, str], words: bool = False) -> Item:
     fields = {k: v for k, v in values.items() if v is not None}
     missing = [names[role] for role, v in values.items() if v is None]
     if missing:
         return Item(row, where, fields, error=f"{where}: no value for column '{missing[0]}'")
-    value = {role: v if isinstance(v, list) else str(v) for role, v in values.items()}
+    for role, v in values.items():
+        what = _not_text(v, words and role == "text")
+        if what:
+            expected = "a text or a list of words" if words and role == "text" else "text"
+            return Item(row, where, fields, error=f"{where}: row has {what} in '{names[role]}', expected {expected}")
+    value = {role: [str(w) for w in v] if isinstance(v, list) else str(v) for role, v in values.items()}
     if "text" in value:
         value.setdefault("text_pair", None)
     return Item(row, where, fields, value)
 
 
+def _not_text(value: Any, words: bool = False) -> str | None:
+    """What a JSON or Parquet value is when it is no text ('an object', 'a list', ...), or
+    None when it reads as one. Numbers read as text (an id-like code, a year); a structure
+    or a boolean would be predicted on its Python spelling ("{'en': 'bad'}", "True")."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary data"
+    if isinstance(value, list):
+        if not words:
+            return "a list"
+        inner = next((w for w in (_not_text(v) if v is not None else "a null" for v in value) if w), None)
+        return f"a list holding {inner}" if inner else None
+    return None
+
+
 def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, str]:
     """The header's column for each role; the message names the predict option that
-    chooses a column for the roles without a data.<role>_column key of their own."""
-    options = {"question": "--question-column", "context": "--context-column", "source": "--text-column",
-               "prompt": "--text-column"}
+    chooses it (--text-column, ...) rather than the training config's data.<role>_column."""
+    options = {"text": "--text-column", "text_pair": "--text-pair-column", "question": "--question-column",
+               "context": "--context-column", "source": "--text-column", "prompt": "--text-column"}
     try:
         return _match_columns(path, header, wanted)
     except DataError as exc:
@@ -130,7 +174,8 @@ def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str,
         raise DataError(message) from None
 
 
-def _jsonl(path: Path, handle: Any, wanted: dict[str, str]) -> Iterator[Item]:
+def _jsonl(path: Path, handle: Any, wanted: dict[str, str], progress: Progress | None = None,
+           words: bool = False) -> Iterator[Item]:
     row = 0
     for number, line in enumerate(handle, 1):
         if not line.strip():
@@ -147,8 +192,11 @@ def _jsonl(path: Path, handle: Any, wanted: dict[str, str]) -> Iterator[Item]:
             continue
         mapping = _lenient_mapping(list(record), wanted)
         item = _item(row, where, {role: record.get(key) if key else None for role, key in mapping.items()},
-                     {role: wanted[role] for role in mapping})
-        yield _with_id(item, record, _id_column(list(record), mapping))
+                     {role: wanted[role] for role in mapping}, words)
+        ident = _id_column(list(record), mapping)
+        if progress is not None and progress.has_id is None:
+            progress.has_id = ident is not None
+        yield _with_id(item, record, ident)
 
 
 def _lenient_mapping(available: list[str], wanted: dict[str, str]) -> dict[str, str | None]:
@@ -168,7 +216,7 @@ def _lines(path: Path, handle: Any, role: str = "text") -> Iterator[Item]:
         yield Item(row, f"{path}:{number}", {role: text}, value)
 
 
-def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
+def _parquet(path: Path, wanted: dict[str, str], words: bool = False) -> tuple[Iterator[Item], Progress]:
     import pyarrow.parquet as pq
 
     try:
@@ -177,12 +225,18 @@ def _parquet(path: Path, wanted: dict[str, str]) -> Iterator[Item]:
         raise DataError(f"{path}: cannot read Parquet ({' '.join(str(exc).split())[:200]})") from None
     mapping = _columns(path, source.schema_arrow.names, wanted)
     ident = _id_column(source.schema_arrow.names, mapping)
-    row = 0
-    for batch in source.iter_batches(batch_size=1024, columns=list(mapping.values()) + ([ident] if ident else [])):
-        for record in batch.to_pylist():
-            row += 1
-            item = _item(row, f"{path}:row {row}", {role: record.get(key) for role, key in mapping.items()}, mapping)
-            yield _with_id(item, record, ident)
+
+    def items() -> Iterator[Item]:
+        row = 0
+        for batch in source.iter_batches(batch_size=1024,
+                                         columns=list(mapping.values()) + ([ident] if ident else [])):
+            for record in batch.to_pylist():
+                row += 1
+                item = _item(row, f"{path}:row {row}", {role: record.get(key) for role, key in mapping.items()},
+                             mapping, words)
+                yield _with_id(item, record, ident)
+
+    return items(), Progress(None, has_id=ident is not None)
 
 
 def _guard(path: Path, items: Iterator[Item], raw: Any) -> Iterator[Item]:

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 from fmctl.errors import DataError
 from fmctl.predict import inputs
-from fmctl.predict.output import Writer
-from fmctl.predict.targets import Target, open_target
+from fmctl.predict.output import Writer, out_kind
+from fmctl.predict.targets import Target, TargetInputs, open_target
 
 # Inputs at least this large get a progress bar on a terminal (bytes of a file, images).
 LARGE_FILE_BYTES = 1_000_000
@@ -40,7 +40,8 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text, --question with --context,
-    or --images) with the target."""
+    or --images) with the target. --out, the input and its columns are checked against
+    what the target reads before its model is loaded."""
     if (question is None) != (context is None):
         raise DataError(f"predict: {'--question' if question is not None else '--context'} needs "
                         f"{'--context' if question is not None else '--question'} too (one question about one context)")
@@ -49,16 +50,24 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     if len(given) != 1:
         raise DataError(f"predict: give exactly one of --input FILE, --text TEXT, --question Q --context C, "
                         f"--images DIR (got {', '.join(given) if given else 'none'})")
-    target = open_target(target_path)
-    if question is not None:
-        if target.input_kind != "qa":
-            raise DataError(f"--question: {target.path} is a {target.task} model, not extractive_qa; "
-                            f"give --text or --input")
-        items, where = (iter([inputs.Item(1, "--question", {"question": question, "context": context},
-                                          {"question": question, "context": context})]), inputs.Progress(None))
-    else:
-        items, where = _items(target, input_file, text, text_pair, images, text_column, text_pair_column,
-                              question_column, context_column)
+    if text_pair is not None and text is None:
+        raise DataError("--text-pair: give it with --text (the pair's first text)")
+    out_kind(out)
+    opened: dict[str, Any] = {}
+
+    def open_items(spec: TargetInputs) -> None:
+        if question is not None:
+            if spec.input_kind != "qa":
+                raise DataError(f"--question: {spec.path} is a {spec.task} model, not extractive_qa; "
+                                f"give --text or --input")
+            opened["items"] = (iter([inputs.Item(1, "--question", {"question": question, "context": context},
+                                                 {"question": question, "context": context})]), inputs.Progress(None))
+        else:
+            opened["items"] = _items(spec, input_file, text, text_pair, images, text_column, text_pair_column,
+                                     question_column, context_column)
+
+    target = open_target(target_path, before_load=open_items)
+    items, where = opened["items"]
     if target.input_kind == "image":
         id_fields = ["image"]
     elif target.input_kind == "qa":
@@ -66,10 +75,10 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     elif target.input_kind in ("source", "prompt"):
         id_fields = [target.input_kind]
     else:
-        id_fields = ["text", "text_pair"] if (text_pair_column or target.text_pair_column) else ["text"]
+        id_fields = ["text", "text_pair"] if target.text_pair_column else ["text"]
     log(f"predict: {target.description} at {target.path}, task {target.task}")
     summary = PredictSummary(str(target.path))
-    writer = Writer(out, id_fields, target.label_names, target.output_columns)
+    writer = Writer(out, id_fields, target.label_names, target.output_columns, lambda: where.has_id)
     try:
         with _progress_bar(where, progress) as advance:
             for chunk in _chunks(items, batch_size):
@@ -94,9 +103,13 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     return summary
 
 
-def _items(target: Target, input_file: Path | None, text: str | None, text_pair: str | None, images: Path | None,
-           text_column: str | None, text_pair_column: str | None, question_column: str | None = None,
-           context_column: str | None = None) -> tuple[Iterator[inputs.Item], inputs.Progress]:
+def _items(target: TargetInputs, input_file: Path | None, text: str | None, text_pair: str | None,
+           images: Path | None, text_column: str | None, text_pair_column: str | None,
+           question_column: str | None = None, context_column: str | None = None
+           ) -> tuple[Iterator[inputs.Item], inputs.Progress]:
+    """The items of the one source given, opened (and its columns checked) against what
+    the target reads."""
+    _check_pairs(target, text, text_pair, text_pair_column)
     if images is not None:
         if target.input_kind != "image":
             raise DataError(f"--images: {target.path} is a {target.task} model; give --input FILE or --text")
@@ -123,7 +136,28 @@ def _items(target: Target, input_file: Path | None, text: str | None, text_pair:
         return inputs.single_text(text, text_pair)
     column = text_column or target.text_column or "text"
     pair = text_pair_column or target.text_pair_column
-    return inputs.text_items(Path(input_file), column, pair)
+    return inputs.text_items(Path(input_file), column, pair, words=target.input_kind == "words")
+
+
+def _check_pairs(target: TargetInputs, text: str | None, text_pair: str | None, text_pair_column: str | None) -> None:
+    """A pair model given one text, or a one-text model given a pair, would predict
+    something that looks right and means nothing (an empty second text, a pair dropped
+    but echoed in the output): both are refused. The run's data.text_pair_column (an
+    export's preprocessing.text_pair_column) says which the model reads."""
+    pair_flags = [flag for flag, v in (("--text-pair", text_pair), ("--text-pair-column", text_pair_column))
+                  if v is not None]
+    if target.input_kind != "text":
+        if pair_flags:
+            raise DataError(f"{pair_flags[0]}: {target.path} is a model for {target.task}; it reads no text pairs")
+        return
+    if target.text_pair_column is None:
+        if pair_flags:
+            raise DataError(f"{pair_flags[0]}: this model reads one text ('{target.text_column}'); "
+                            f"{pair_flags[0]} is not used")
+        return
+    if text is not None and text_pair is None:
+        raise DataError(f"--text: this model reads text pairs ('{target.text_column}', "
+                        f"'{target.text_pair_column}'); give --text-pair too")
 
 
 def _chunks(items: Iterator[inputs.Item], size: int) -> Iterator[list[inputs.Item]]:

@@ -35,6 +35,28 @@ _ELSEWHERE = {"mlm": "a masked-LM run is a starting point: fine-tune it (fmctl f
 
 
 @dataclass
+class TargetInputs:
+    """What a target reads, known from its config or manifest before its model is loaded,
+    so that a wrong input (a missing column, one text for a pair model) is one line that
+    costs no model load."""
+    path: Path
+    task: str
+    input_kind: str                                # a TASK_INPUTS value
+    columns: dict[str, str]                        # role -> default input column (text kinds)
+
+    @property
+    def text_column(self) -> str | None:
+        return self.columns.get("text")
+
+    @property
+    def text_pair_column(self) -> str | None:
+        return self.columns.get("text_pair")
+
+
+BeforeLoad = Callable[[TargetInputs], None]
+
+
+@dataclass
 class Target:
     path: Path
     description: str
@@ -71,7 +93,9 @@ class Predictor:
         return results
 
 
-def open_target(path: Path) -> Target:
+def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None) -> Target:
+    """The target at path, ready to predict; `before_load` sees what it reads (and may
+    raise) before any model or tokenizer is loaded."""
     path = Path(path)
     if not path.exists():
         raise RunFolderError(f"{path}: no such run folder or export folder")
@@ -79,11 +103,11 @@ def open_target(path: Path) -> Target:
     if path.is_file() and path.suffix not in (".onnx", ".pt"):
         raise RunFolderError(f"{path}: expected a run folder, an export folder or its model.onnx / model.pt")
     if (folder / "config.yaml").is_file() and (folder / "model").is_dir() and not path.is_file():
-        return _run_folder(folder)
+        return _run_folder(folder, before_load)
     if (folder / "export_manifest.json").is_file() or any((folder / n).is_file() for n in ("model.onnx", "model.pt")):
         from fmctl.export import manifest as manifest_mod
 
-        return _export_folder(folder, manifest_mod.read(folder))
+        return _export_folder(folder, manifest_mod.read(folder), before_load)
     if (folder / "config.yaml").is_file():
         raise RunFolderError(f"{folder}: no model/ folder; was the run completed?")
     raise RunFolderError(f"{folder}: neither a run folder (config.yaml + model/) nor an export folder "
@@ -113,7 +137,7 @@ def _columns(kind: str, prep: dict[str, Any]) -> dict[str, str]:
     return columns
 
 
-def _export_folder(folder: Path, manifest: dict[str, Any]) -> Target:
+def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLoad = lambda _inputs: None) -> Target:
     from fmctl.predict import decode, encode
 
     fmt, task = manifest.get("format"), manifest.get("task", "")
@@ -121,20 +145,21 @@ def _export_folder(folder: Path, manifest: dict[str, Any]) -> Target:
     if fmt not in PREDICT_FORMATS:
         raise RunFolderError(f"{folder}: a '{fmt}' export cannot be served by predict (it serves "
                              f"{', '.join(PREDICT_FORMATS)} exports and run folders)")
+    if kind == "source" and fmt != "hf":
+        raise RunFolderError(f"{folder}: {task} predicts with an hf export or its run folder")
+    if kind == "prompt" and fmt not in ("hf", "onnx"):
+        raise RunFolderError(f"{folder}: {task} generates with an hf or onnx export or its run folder")
     prep = manifest["preprocessing"]
+    before_load(TargetInputs(folder, task, kind, _columns(kind, prep)))
     labels = list(manifest["label_names"])
     description = f"{fmt}{'-' + manifest['quantize'] if manifest.get('quantize') else ''} export"
     if kind == "source":
-        if fmt != "hf":
-            raise RunFolderError(f"{folder}: {task} predicts with an hf export or its run folder")
         from fmctl.predict.generate import Translator
 
         translator = Translator.from_manifest(folder, manifest)
         return Target(folder, f"{description} (transformers generate)", task, [], kind, _columns(kind, prep),
                       translator, ["translation"])
     if kind == "prompt":
-        if fmt not in ("hf", "onnx"):
-            raise RunFolderError(f"{folder}: {task} generates with an hf or onnx export or its run folder")
         model_dir = folder / manifest["files"]["model_folder"] if fmt == "hf" else folder
         return _prompt_target(folder, model_dir, description, task, prep)
     names = [spec["name"] for spec in manifest["inputs"]]
@@ -213,7 +238,7 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
     return run
 
 
-def _run_folder(folder: Path) -> Target:
+def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None) -> Target:
     from fmctl.config.compose import load_run_config
     from fmctl.predict import decode, encode
 
@@ -227,6 +252,7 @@ def _run_folder(folder: Path) -> Target:
     data = run.data
     prep = {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
             "tokens_column": data.tokens_column, "source_column": data.source_column}
+    before_load(TargetInputs(folder, task, kind, _columns(kind, prep)))
     if kind == "source":
         from fmctl.predict.generate import Translator
 
