@@ -169,14 +169,26 @@ def predict(
     spans (QA: --question with --context, or --input with question/context columns),
     translations. Rows that fail are reported with their error and the rest are still
     predicted. With --prompt, generated text (GPT)."""
+    from fmctl.predict.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
+                                  top_k=top_k, top_p=top_p, seed=seed, num_return_sequences=num_return)
     if prompt:
-        from fmctl.predict.generate import GenerationSettings, generate
+        from fmctl.errors import DataError
+        from fmctl.predict.generate import check_settings, generate
         from fmctl.predict.output import Writer, out_kind
 
+        others = [name for name, value in (("--input", input_file), ("--text", text), ("--text-pair", text_pair),
+                                           ("--question", question), ("--context", context), ("--images", images))
+                  if value is not None]
+        if others:
+            raise DataError(f"predict: --prompt generates from its own text; give --prompt or {others[0]}, not both")
+        check_settings(settings)
         out_kind(out)  # a bad --out name or folder is refused before the model loads
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
-                                      top_k=top_k, top_p=top_p, seed=seed, num_return_sequences=num_return)
         records = generate(target, list(prompt), settings)
+        for record in records:
+            if "error" in record:
+                typer.echo(f"row error: --prompt '{record['prompt'][:40]}': {record['error']}", err=True)
         writer = Writer(out, ["prompt"], [], ["generated"])
         try:
             for row, record in enumerate(records, 1):  # JSONL keeps its records as they were; CSV numbers rows
@@ -188,7 +200,8 @@ def predict(
 
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
                 batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
-                question_column=question_column, context_column=context_column, question=question, context=context)
+                question_column=question_column, context_column=context_column, question=question, context=context,
+                generation=settings)
 
 
 @app.command("recipes", short_help="List the available recipes.")

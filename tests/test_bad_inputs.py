@@ -99,6 +99,16 @@ def customize_bases(root: Path) -> dict[str, Path]:
         BertForSequenceClassification(config).save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
         out[name] = root / name
+    # the base's labels, another tokenizer: its token ids mean other words
+    other = train_tokenizer(["quite another corpus of words", "with its own vocabulary"] * 10, "wordpiece", 110,
+                            model_max_length=64)
+    config = BertConfig(vocab_size=len(other), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+                        pad_token_id=other.pad_token_id)
+    BertForSequenceClassification(config).save_pretrained(root / "cz_other_tokenizer")
+    other.save_pretrained(root / "cz_other_tokenizer")
+    out["cz_other_tokenizer"] = root / "cz_other_tokenizer"
     return out
 
 
@@ -233,7 +243,8 @@ CASES = [
     ("translation pair with an empty side", [*TRANSLATION, "data.train={empty_side_tsv}"], "empty_side.tsv:3: empty target text (column 'target')"),
     ("headerless pair without a tab", [*TRANSLATION, "data.train={no_tab_txt}", "data.format=pairs"], "no_tab.txt:2: expected source<TAB>target"),
     ("translation on an encoder", [*TRANSLATION, "data.train={pairs}", "backbone=bert"], "task 'translation' needs backbone gpt or t5"),
-    ("GPT source and target beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=48"], "data.max_target_length: a GPT reads source and target as one sequence"),
+    ("GPT source and target beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=48", "task.generation.max_new_tokens=8"], "data.max_target_length: a GPT reads source and target as one sequence"),
+    ("GPT generation beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=32", "data.max_target_length=16", "task.generation.max_new_tokens=40"], "task.generation.max_new_tokens: a GPT generates after the source and separator, and data.max_length + 1 + task.generation.max_new_tokens = 73 exceeds backbone.max_positions (64)"),
     ("numeric label column holding text", [*REGRESSION, "data.train={text_score_csv}"], "text_score.csv:3: label 'high' in column 'score' is not a number"),
     ("built-in data for another task", [*REGRESSION, "data=topics"], "data.builtin: 'topics' does not fit task 'regression'"),
     ("label list with an unknown label", [*MULTILABEL, "data.train={topics}", "data.test={unknown_topic_csv}"], "unknown_topic.csv:3: label 'weather' never appears in the training data"),
@@ -241,6 +252,7 @@ CASES = [
     ("customize drop_layers beyond the model", [*CUSTOMIZE, "customize=[drop_layers]", "customize.drop_layers.bottom=5"], "customize.drop_layers.bottom: asks for 5 layers but the model has only 1"),
     ("customize LoRA target that matches no module", [*CUSTOMIZE, "customize=[lora]", "customize.lora.target_modules=[qeury]"], "customize.lora.target_modules: 'qeury' matches no module; linear modules here are named classifier, dense, key, query, value"),
     ("customize distillation from a teacher with other labels", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_teacher}"], "customize.distill.teacher: its labels [a, b, c] differ from the student's [negative, positive]"),
+    ("customize distillation from a teacher with another tokenizer", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_other_tokenizer}"], "cz_other_tokenizer' uses another tokenizer ("),
     ("customize sparsity outside [0, 1)", [*CUSTOMIZE, "customize=[prune]", "customize.prune.sparsity=1.0"], "customize.prune.sparsity: must be < 1.0, got 1.0"),
     ("customize without a base", ["customize", *TEXT, "data.train={train}", "customize=[head]"], "base: required"),
     ("customize with an unknown operation", [*CUSTOMIZE, "customize=[lorra]"], "customize: unknown option 'lorra' (did you mean 'lora'?)"),

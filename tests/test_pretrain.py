@@ -277,6 +277,16 @@ def test_generation_stays_within_the_position_table(prepared, tmp_path):
         (tmp_path / "prompts.csv").write_text(f"text\n{long_prompt}\ngoal match\n", encoding="utf-8")
         summary = predict(target, input_file=tmp_path / "prompts.csv", out=tmp_path / "out.jsonl", log=lambda _: None)
         assert summary.predicted == 1 and len(summary.errors) == 1 and "prompts.csv:2: the prompt is" in summary.errors[0]
+        predict(target, input_file=tmp_path / "prompts.csv", out=tmp_path / "few.jsonl", log=lambda _: None,
+                generation=GenerationSettings(max_new_tokens=2))  # --max-new-tokens reaches --input rows too
+        assert [r.get("generated") for r in read_jsonl(tmp_path / "few.jsonl")] == \
+            [None, generate(target, ["goal match"], GenerationSettings(max_new_tokens=2))[0]["generated"]]
+    from tests.test_bad_inputs import call_main
+
+    code, _, err = call_main(["predict", str(result.run_dir), "--prompt", "goal", "--text", "match"])
+    assert code == 2 and "predict: --prompt generates from its own text; give --prompt or --text, not both" in err
+    code, out, err = call_main(["predict", str(result.run_dir), "--prompt", long_prompt, "--prompt", "goal"])
+    assert code == 0 and "row error: --prompt" in err and len(out.strip().splitlines()) == 2
 
 
 def test_prompt_on_a_classifier_is_refused(tmp_path):

@@ -149,3 +149,19 @@ def test_gpt_from_a_pretrained_folder_gets_a_separator_row(corpus, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(result.run_dir / "model")
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) + 1
     assert "val/bleu" in result.metrics
+
+
+def test_gpt_at_the_edge_of_its_positions_trains_and_generates(corpus, tmp_path):
+    """data.max_length + data.max_target_length + 2 == backbone.max_positions, with widths
+    that are not multiples of 8: padding must not run past the learned positions in
+    training, nor generation past them in evaluation."""
+    from fmctl.data.collate import PadCollator
+
+    assert PadCollator({"input_ids": 0}, max_width=34)([{"input_ids": [1] * 33}])["input_ids"].shape == (1, 34)
+    assert PadCollator({"input_ids": 0})([{"input_ids": [1] * 33}])["input_ids"].shape == (1, 40)
+    result = finetune("translation_gpt", [f"data.train={corpus['train']}", f"data.test={corpus['test']}", *TINY,
+                                          "data.max_length=15", "data.max_target_length=17", "backbone.max_positions=34",
+                                          "task.generation.max_new_tokens=18", "trainer.max_steps=3",
+                                          "trainer.eval_every=3", "trainer.batch_size=32", "data.max_eval_examples=20"],
+                      tmp_path / "edge")
+    assert "test/bleu" in result.metrics

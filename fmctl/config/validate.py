@@ -325,6 +325,12 @@ def _check_task_lengths(run: RunConfig) -> list[str]:
             problems.append(f"data.max_target_length: a GPT reads source and target as one sequence, and "
                             f"data.max_length + data.max_target_length + 2 = {needed} exceeds "
                             f"backbone.max_positions ({run.backbone.max_positions})")
+        generating = data.max_length + 1 + task.generation.max_new_tokens
+        if generating > run.backbone.max_positions:
+            problems.append(f"task.generation.max_new_tokens: a GPT generates after the source and separator, and "
+                            f"data.max_length + 1 + task.generation.max_new_tokens = {generating} exceeds "
+                            f"backbone.max_positions ({run.backbone.max_positions}); lower max_new_tokens or "
+                            f"raise backbone.max_positions")
     return problems
 
 

@@ -67,8 +67,41 @@ def apply(model: Any, cfg: DistillOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(f"customize.distill.teacher: its labels [{', '.join(labels)}] differ from the student's "
                           f"[{', '.join(ctx.data.label_names)}]; distil from a run trained on the same labels")
     teacher = ctx.task.load_model(folder).eval()
+    _check_same_inputs(folder, teacher, ctx.data.preprocessor)
     for param in teacher.parameters():
         param.requires_grad_(False)
     ctx.loss_hooks.append(DistillLoss(teacher, ctx.task, cfg.alpha, cfg.temperature))
     return model, {"teacher": str(folder), "teacher_params": sum(p.numel() for p in teacher.parameters()),
                    "alpha": cfg.alpha, "temperature": cfg.temperature}
+
+
+def _check_same_inputs(folder: Path, teacher: Any, student_preprocessor: Any) -> None:
+    """The teacher is fed the student's batches as they are, so it must read the same
+    inputs: the same vocabulary (token ids mean the same words) or the same image size and
+    normalisation. A different tokenizer would make the teacher score meaningless id
+    sequences (or index past its embeddings) and the KL term would teach noise."""
+    if isinstance(student_preprocessor, dict):  # images: the timm preprocessing dict
+        from fmctl.models import vision
+
+        theirs = vision.preprocessing(teacher)
+        keys = ("image_size", "in_chans", "mean", "std")
+        if any(theirs[k] != student_preprocessor[k] for k in keys):
+            mine = ", ".join(f"{k}={student_preprocessor[k]}" for k in keys)
+            raise ConfigError(f"customize.distill.teacher: '{folder}' reads images as "
+                              f"{', '.join(f'{k}={theirs[k]}' for k in keys)}, the student as {mine}; "
+                              f"distil from a teacher with the student's input size and normalisation")
+        return
+    if student_preprocessor is None or not hasattr(student_preprocessor, "get_vocab"):
+        return
+    from fmctl.models.text import load_tokenizer_only
+
+    try:
+        teacher_vocab = load_tokenizer_only(folder).get_vocab()
+    except Exception:  # no tokenizer saved with the teacher: nothing to compare against
+        raise ConfigError(f"customize.distill.teacher: '{folder}' has no tokenizer to check against the "
+                          f"student's; distil from an fmctl run or a save_pretrained folder with its tokenizer") from None
+    student_vocab = student_preprocessor.get_vocab()
+    if teacher_vocab != student_vocab:
+        raise ConfigError(f"customize.distill.teacher: '{folder}' uses another tokenizer ({len(teacher_vocab)} "
+                          f"tokens) than the student ({len(student_vocab)} tokens), and the teacher is fed the "
+                          f"student's token ids; distil from a teacher that shares the student's tokenizer")

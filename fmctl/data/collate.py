@@ -20,11 +20,14 @@ class PadCollator:
     batched generation, where new tokens must follow the last real one)."""
 
     def __init__(self, pad_values: dict[str, int], masks: dict[str, str] | None = None,
-                 left: frozenset[str] = frozenset(), multiple_of: int = 8):
+                 left: frozenset[str] = frozenset(), multiple_of: int = 8, max_width: int | None = None):
         self.pad_values = dict(pad_values)
         self.masks = dict(masks or {"input_ids": "attention_mask"})
         self.left = frozenset(left)
         self.multiple_of = multiple_of
+        # Rounding up never goes past this: a GPT's learned positions end at n_positions, and
+        # its forward numbers pad positions too, so a padded width past them is an index error.
+        self.max_width = max_width
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -47,6 +50,8 @@ class PadCollator:
 
         longest = max(len(v) for v in values)
         width = -(-max(longest, 1) // self.multiple_of) * self.multiple_of
+        if self.max_width is not None:
+            width = max(longest, min(width, self.max_width))
         out = torch.full((len(values), width), pad, dtype=torch.long)
         mask = torch.zeros((len(values), width), dtype=torch.long)
         for i, seq in enumerate(values):

@@ -93,9 +93,10 @@ class Predictor:
         return results
 
 
-def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None) -> Target:
+def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None, generation: Any = None) -> Target:
     """The target at path, ready to predict; `before_load` sees what it reads (and may
-    raise) before any model or tokenizer is loaded."""
+    raise) before any model or tokenizer is loaded. `generation` (GenerationSettings) is
+    how a causal LM continues each text (default: greedy, 50 new tokens)."""
     path = Path(path)
     if not path.exists():
         raise RunFolderError(f"{path}: no such run folder or export folder")
@@ -103,11 +104,11 @@ def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None) -> T
     if path.is_file() and path.suffix not in (".onnx", ".pt"):
         raise RunFolderError(f"{path}: expected a run folder, an export folder or its model.onnx / model.pt")
     if (folder / "config.yaml").is_file() and (folder / "model").is_dir() and not path.is_file():
-        return _run_folder(folder, before_load)
+        return _run_folder(folder, before_load, generation)
     if (folder / "export_manifest.json").is_file() or any((folder / n).is_file() for n in ("model.onnx", "model.pt")):
         from fmctl.export import manifest as manifest_mod
 
-        return _export_folder(folder, manifest_mod.read(folder), before_load)
+        return _export_folder(folder, manifest_mod.read(folder), before_load, generation)
     if (folder / "config.yaml").is_file():
         raise RunFolderError(f"{folder}: no model/ folder; was the run completed?")
     raise RunFolderError(f"{folder}: neither a run folder (config.yaml + model/) nor an export folder "
@@ -137,7 +138,8 @@ def _columns(kind: str, prep: dict[str, Any]) -> dict[str, str]:
     return columns
 
 
-def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLoad = lambda _inputs: None) -> Target:
+def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLoad = lambda _inputs: None,
+                   generation: Any = None) -> Target:
     from fmctl.predict import decode, encode
 
     fmt, task = manifest.get("format"), manifest.get("task", "")
@@ -161,7 +163,7 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
                       translator, ["translation"])
     if kind == "prompt":
         model_dir = folder / manifest["files"]["model_folder"] if fmt == "hf" else folder
-        return _prompt_target(folder, model_dir, description, task, prep)
+        return _prompt_target(folder, model_dir, description, task, prep, generation)
     names = [spec["name"] for spec in manifest["inputs"]]
     if kind == "text":
         encoder: Any = encode.LightTextEncoder(folder, prep, names)
@@ -238,7 +240,7 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
     return run
 
 
-def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None) -> Target:
+def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, generation: Any = None) -> Target:
     from fmctl.config.compose import load_run_config
     from fmctl.predict import decode, encode
 
@@ -259,7 +261,7 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None) ->
         return Target(folder, "run folder (PyTorch, transformers generate)", task, [], kind, _columns(kind, prep),
                       Translator.from_run(folder, run), ["translation"])
     if kind == "prompt":
-        return _prompt_target(folder, model_dir, "run folder (PyTorch)", task, prep)
+        return _prompt_target(folder, model_dir, "run folder (PyTorch)", task, prep, generation)
     if kind == "image":
         from fmctl.models.vision import preprocessing_from_cfg
 
@@ -284,15 +286,17 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None) ->
                   Predictor(encoder, _torch_runner(task, model_dir), decoder), decoder.columns)
 
 
-def _prompt_target(folder: Path, model_dir: Path, description: str, task: str, prep: dict[str, Any]) -> Target:
-    """A causal LM continues each text with the default settings of --prompt (greedy, 50 new
-    tokens); --prompt itself offers sampling and the other settings."""
+def _prompt_target(folder: Path, model_dir: Path, description: str, task: str, prep: dict[str, Any],
+                   generation: Any = None) -> Target:
+    """A causal LM continues each text with the given settings (--max-new-tokens,
+    --strategy, ... as for --prompt; by default greedy, 50 new tokens)."""
     from fmctl.predict.generate import GenerationSettings, OnnxGenerator, load_generator
 
     generator = load_generator(model_dir)
+    settings = generation or GenerationSettings()
 
     def run(values: list[dict[str, Any]]) -> list[Any]:
-        records = generator([str(v["prompt"]) for v in values], GenerationSettings())
+        records = generator([str(v["prompt"]) for v in values], settings)
         return [r["error"] if "error" in r else {k: v for k, v in r.items() if k != "prompt"} for r in records]
 
     how = "onnxruntime generate" if isinstance(generator, OnnxGenerator) else "transformers generate"

@@ -77,7 +77,8 @@ class Seq2Seq:
         pad = tokenizer.pad_token_id
         collate = PadCollator({"input_ids": pad, "labels": IGNORE_INDEX, "prompt_ids": pad, "decoder_input_ids": pad},
                               masks={"input_ids": "attention_mask", "prompt_ids": "prompt_mask"},
-                              left=frozenset({"prompt_ids"}))
+                              left=frozenset({"prompt_ids"}),
+                              max_width=run.backbone.max_positions if self.decoder_only else None)
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=collate, label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
@@ -139,6 +140,7 @@ class Seq2Seq:
         settings = self._generation_settings(model)
         if self.decoder_only:
             prompts = batch["prompt_ids"]
+            settings["max_new_tokens"] = _room_after(prompts.shape[1], batch["prompt_mask"], model, settings)
             out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
             sequences = out[:, prompts.shape[1]:]
         else:
@@ -166,6 +168,7 @@ class Seq2Seq:
         with torch.inference_mode():
             if self.decoder_only:
                 prompts = batch["prompt_ids"]
+                settings["max_new_tokens"] = _room_after(prompts.shape[1], batch["prompt_mask"], model, settings)
                 out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
                 sequences = out[:, prompts.shape[1]:]
             else:
@@ -261,3 +264,14 @@ def translation_scores(hypotheses: list[str], references: list[str], signatures:
     if signatures:
         out |= {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
     return out
+
+
+def _room_after(width: int, prompt_mask: Any, model: Any, settings: dict[str, Any]) -> int:
+    """New tokens a GPT can add after left-padded prompts before its learned positions run
+    out. generate() numbers real tokens from 0 (from the attention mask), so the longest
+    real prompt decides; the padded width bounds it from above for models that do not."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return settings["max_new_tokens"]
+    longest = int(prompt_mask.sum(dim=1).max()) if prompt_mask is not None else width
+    return max(1, min(settings["max_new_tokens"], limit - max(longest, 1)))
