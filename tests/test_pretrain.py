@@ -222,6 +222,7 @@ def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
     sample = GenerationSettings(max_new_tokens=12, strategy="sample", top_k=10, top_p=0.9, temperature=0.8, seed=1)
     first = generate(result.run_dir, ["oven sauce"], sample)[0]["generated"]
     assert generate(result.run_dir, ["oven sauce"], sample)[0]["generated"] == first  # seeded
+    assert generate(result.run_dir, ["goal", "oven sauce"], sample)[1]["generated"] == first  # per prompt
     other = GenerationSettings(**{**sample.__dict__, "seed": 2, "num_return_sequences": 3})
     assert len(generate(result.run_dir, ["oven sauce"], other)[0]["generated"]) == 3
 
@@ -237,6 +238,7 @@ def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
         generate(result.run_dir, prompts, GenerationSettings(max_new_tokens=12))
     sampled = generate(exported.folder, ["oven sauce"], sample)[0]["generated"]
     assert sampled == generate(exported.folder, ["oven sauce"], sample)[0]["generated"]  # seeded
+    assert sampled == generate(exported.folder, ["chip", "oven sauce"], sample)[1]["generated"]
     assert set(sampled.split()) <= {"oven", "sauce", "flour", "recipe", "butter", "dough", "goal", "match", "coach",
                                     "league", "striker", "season", "chip", "server", "cloud", "code", "laptop",
                                     "network", "flight", "hotel", "beach", "visa", "ferry", "island"}, sampled

@@ -81,7 +81,7 @@ def _record(prompt: str, texts: list[str], produced: int, room: int, settings: G
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     # No special tokens: fmctl's BPE tokenizers close every input with end-of-text, which
     # would tell the model the document is over before it starts writing.
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]  # length is checked by _room
     return ids or [tokenizer.eos_token_id]  # an empty prompt starts a new document
 
 
@@ -110,9 +110,9 @@ class TorchGenerator:
         if sampling:
             options.update(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
         records = []
-        torch.manual_seed(settings.seed)
         with torch.inference_mode():
             for prompt in prompts:
+                torch.manual_seed(settings.seed)  # per prompt: its samples do not depend on the other prompts
                 prompt_ids = _prompt_ids(tokenizer, prompt)
                 room, error = _room(prompt_ids, settings, self.max_positions)
                 if error:
@@ -161,9 +161,9 @@ class OnnxGenerator:
         check_settings(settings)
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        rng = np.random.default_rng(settings.seed)
         records = []
         for prompt in prompts:
+            rng = np.random.default_rng(settings.seed)  # per prompt, as the PyTorch path
             prompt_ids = _prompt_ids(self.tokenizer, prompt)
             room, error = _room(prompt_ids, settings, self.max_positions)
             if error:
