@@ -93,6 +93,10 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
     labels = f", {len(data.label_names)} labels" if data.label_names else ""
     out.print(f"data: {' / '.join(f'{n} {split}' for split, n in examples.items())} examples{labels} "
               f"({time.perf_counter() - started:.1f}s)")
+    if not examples.get("validation"):
+        out.print("warning: no validation examples, so no evaluation: model/ will hold the last step's weights "
+                  "and no metrics are reported (give data.validation, or a prepared corpus with validation_fraction > 0)",
+                  soft_wrap=True)
 
     seed_everything(run.trainer.seed)
     model = task.build_model(run, data)

@@ -365,3 +365,22 @@ def test_document_masked_pretraining_learns(prepared, tmp_path):
     train = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if r["event"] == "train"]
     assert train[-1]["loss"] < 0.75 * train[0]["loss"], [r["loss"] for r in train]
     assert result.metrics["val/perplexity"] < 30
+
+
+def test_pretraining_without_validation_says_so(tmp_path):
+    import io
+
+    from fmctl import pipeline
+    from tests.helpers import compose
+
+    corpus = structured_corpus(tmp_path / "corpus.txt", n=300)
+    cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={tmp_path / 'p'}", "tokenizer.vocab_size=200",
+                                                "dedup.near=false", "validation_fraction=0"])
+    prepare_corpus(cfg, QUIET)
+    raw, run = compose("bert_mlm", [f"data.prepared={tmp_path / 'p'}", "backbone.hidden_size=32", "backbone.num_layers=1",
+                                    "backbone.num_heads=2", "data.max_length=32", "trainer.max_steps=2",
+                                    "trainer.progress=off"], tmp_path / "run")
+    printed = io.StringIO()
+    pipeline.pretrain(run, raw, console=Console(file=printed, width=200))
+    assert "warning: no validation examples, so no evaluation" in printed.getvalue()
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
