@@ -61,7 +61,7 @@ def test_multilabel_scores_by_hand_and_by_sklearn():
 
 
 def qa(qid, answers):
-    return QARow(qid, "q?", "context", [(a, 0) for a in answers], not answers, "data[0]", None)
+    return QARow(qid, "q?", "context", [(a, 0) for a in answers], not answers, "data[0]", None, list(answers))
 
 
 def test_squad_scores_follow_the_official_definition():
