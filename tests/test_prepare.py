@@ -3,6 +3,7 @@ control characters, odd Unicode, short fragments, mixed file formats."""
 import gzip
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,96 @@ def test_everything_removed_names_the_rule(tmp_path):
     with pytest.raises(DataError, match=r"every one of 3 documents was removed \(most by clean.min_chars\)"):
         prepare_corpus(cfg, Console(quiet=True))
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
+
+
+def lines_of(rng, n):
+    return [sentence(rng, 12) for _ in range(n)]
+
+
+@pytest.mark.parametrize("layout, mode", [
+    ("one per line, trailing blank lines", "line"),
+    ("one per line, leading blank lines", "line"),
+    ("one per line, a stray blank line in the middle", "line"),
+    ("one per line, a blank line every 80 lines", "line"),
+    ("hard-wrapped paragraphs", "paragraph"),
+    ("single-line paragraphs", "paragraph"),
+    ("two short paragraphs", "line"),
+])
+def test_txt_auto_mode_needs_recurring_blank_lines(tmp_path, layout, mode):
+    from fmctl.data.corpus import txt_documents_mode
+
+    rng = random.Random(1)
+    body = lines_of(rng, 300)
+    text = {
+        "one per line, trailing blank lines": "\n".join(body) + "\n\n\n",
+        "one per line, leading blank lines": "\n\n" + "\n".join(body) + "\n",
+        "one per line, a stray blank line in the middle": "\n".join(body[:150]) + "\n\n" + "\n".join(body[150:]),
+        "one per line, a blank line every 80 lines": "\n\n".join("\n".join(body[i:i + 80]) for i in range(0, 300, 80)),
+        "hard-wrapped paragraphs": "\n\n".join("\n".join(body[i:i + 6]) for i in range(0, 300, 6)) + "\n\n",
+        "single-line paragraphs": "\n\n".join(body),
+        "two short paragraphs": "\n".join(body[:3]) + "\n\n" + "\n".join(body[3:6]) + "\n",
+    }[layout]
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    assert txt_documents_mode(path, "auto") == mode
+    assert txt_documents_mode(path, "paragraph") == "paragraph"  # an explicit setting is never second-guessed
+
+
+def test_txt_auto_mode_reads_only_the_head_and_ignores_a_cut_line(tmp_path):
+    """Blank lines beyond the first 64 KB do not count (the file is streamed), and the
+    sample's possibly cut last line is not mistaken for a block."""
+    from fmctl.data.corpus import TXT_SAMPLE_CHARS, txt_documents_mode
+
+    rng = random.Random(2)
+    head = "\n".join(lines_of(rng, 2000))
+    assert len(head) > TXT_SAMPLE_CHARS
+    path = tmp_path / "big.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(head + "\n\n" + "\n\n".join(lines_of(rng, 50)))
+    assert txt_documents_mode(path, "auto") == "line"
+
+
+def test_prepare_records_the_txt_mode_of_each_file(tmp_path):
+    from rich.console import Console
+
+    from fmctl.data.prepare import summary_lines
+
+    rng = random.Random(3)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "lines.txt").write_text("\n".join(lines_of(rng, 300)) + "\n\n\n", encoding="utf-8")
+    wrapped = ["\n".join(lines_of(rng, 4)) for _ in range(40)]
+    (tmp_path / "in" / "wrapped.txt").write_text("\n\n".join(wrapped) + "\n", encoding="utf-8")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={tmp_path / 'in'}", f"out={tmp_path / 'out'}",
+                                                "tokenizer.vocab_size=200", "dedup.near=false", "workers=1"])
+    report = prepare_corpus(cfg, Console(quiet=True)).report
+    assert report["documents_in"] == 300 + 40
+    assert {Path(f).name: m for f, m in report["txt_mode"].items()} == {"lines.txt": "line", "wrapped.txt": "paragraph"}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["txt_mode"] == report["txt_mode"]
+    assert summary_lines(report) == [".txt documents (auto): one document per line: lines.txt; blank-line-separated "
+                                     "paragraphs: wrapped.txt; set txt_mode=line|paragraph to choose"]
+    forced = schema_from_overrides(PrepareConfig, [f"input={tmp_path / 'in'}", f"out={tmp_path / 'forced'}",
+                                                   "tokenizer.vocab_size=200", "dedup.near=false", "workers=1",
+                                                   "txt_mode=line"])
+    report = prepare_corpus(forced, Console(quiet=True)).report
+    assert report["documents_in"] == 300 + 40 * 4
+    assert set(report["txt_mode"].values()) == {"line"}
+
+
+def test_corpus_split_by_the_old_auto_rule_is_not_reused(tmp_path):
+    """Output the old rule may have got wrong is named, not silently reused."""
+    from rich.console import Console
+
+    from fmctl.data.prepare import fingerprint
+
+    rng = random.Random(4)
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("\n".join(lines_of(rng, 200)) + "\n", encoding="utf-8")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={tmp_path / 'out'}",
+                                                "tokenizer.vocab_size=200", "dedup.near=false", "workers=1"])
+    prepare_corpus(cfg, Console(quiet=True))
+    meta_file = tmp_path / "out" / "prepared.json"
+    meta = json.loads(meta_file.read_text())
+    meta["fingerprint"] = fingerprint(cfg, [corpus.resolve()], txt_auto_rule=1)
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(RunFolderError, match="older fmctl whose txt_mode=auto .* pass overwrite=true"):
+        prepare_corpus(cfg, Console(quiet=True))

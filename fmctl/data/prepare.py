@@ -24,12 +24,16 @@ from typing import Any
 from fmctl import __version__
 from fmctl.config.schema import PrepareConfig
 from fmctl.data.cleaning import Cleaner
-from fmctl.data.corpus import expand_inputs, iter_documents
+from fmctl.data.corpus import expand_inputs, is_txt, iter_documents, txt_documents_mode
 from fmctl.data.dedup import Deduplicator
 from fmctl.data.shards import ShardWriter, open_shards, token_dtype
 from fmctl.errors import ConfigError, DataError, RunFolderError
 
 FORMAT_VERSION = 1
+# Version of the rule that txt_mode=auto applies; part of the fingerprint when it decides
+# how a .txt input splits into documents, so a corpus split by an older rule is not reused.
+# 1: paragraphs when the first 64 KB held any blank line; 2: txt_documents_mode.
+TXT_AUTO_RULE = 2
 
 
 @dataclass
@@ -39,13 +43,15 @@ class PrepareResult:
     cached: bool
 
 
-def fingerprint(cfg: PrepareConfig, files: list[Path]) -> str:
+def fingerprint(cfg: PrepareConfig, files: list[Path], txt_auto_rule: int = TXT_AUTO_RULE) -> str:
     """Inputs (path, size, mtime) and every setting that changes the output."""
     settings = dataclasses.asdict(cfg)
     for volatile in ("out", "workers", "keep_text", "overwrite", "input"):
         settings.pop(volatile)
-    payload = {"version": FORMAT_VERSION, "settings": settings,
-               "files": [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
+    payload: dict[str, Any] = {"version": FORMAT_VERSION, "settings": settings,
+                               "files": [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]}
+    if cfg.txt_mode == "auto" and txt_auto_rule > 1 and any(is_txt(f) for f in files):
+        payload["txt_auto_rule"] = txt_auto_rule
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -55,7 +61,7 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     files = expand_inputs(cfg.input)
     out = Path(cfg.out).expanduser()
     key = fingerprint(cfg, files)
-    cached = _reuse(out, key, cfg)
+    cached = _reuse(out, key, cfg, files)
     if cached is not None:
         console.print(f"prepared corpus is up to date (same inputs and settings): {out}")
         return PrepareResult(out, cached, True)
@@ -77,7 +83,7 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     return PrepareResult(out, report, False)
 
 
-def _reuse(out: Path, key: str, cfg: PrepareConfig) -> dict[str, Any] | None:
+def _reuse(out: Path, key: str, cfg: PrepareConfig, files: list[Path]) -> dict[str, Any] | None:
     meta_file = out / "prepared.json"
     if not out.exists() or not any(out.iterdir()):
         return None
@@ -90,6 +96,10 @@ def _reuse(out: Path, key: str, cfg: PrepareConfig) -> dict[str, Any] | None:
     if meta.get("fingerprint") != key:
         if cfg.overwrite:
             return None
+        if meta.get("fingerprint") == fingerprint(cfg, files, txt_auto_rule=1):
+            raise RunFolderError(f"out: '{out}' was prepared from these inputs and settings by an older fmctl whose "
+                                 f"txt_mode=auto could make one document of a whole .txt file; pass overwrite=true "
+                                 f"to prepare it again (or txt_mode=line|paragraph)")
         raise RunFolderError(f"out: '{out}' holds a corpus prepared from other inputs or settings; pass "
                              f"overwrite=true to replace it or choose another out=")
     try:
@@ -119,10 +129,14 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
     cleaner = Cleaner(cfg.clean)
     counts = {"documents_in": 0}
     alphabet: set[str] = set()
+    txt_modes: dict[str, str] = {}
 
     def raw_documents() -> Iterator[str]:
         for path in files:
-            for text in iter_documents(path, cfg.text_column, cfg.txt_mode):
+            mode = cfg.txt_mode
+            if is_txt(path):
+                mode = txt_modes[str(path)] = txt_documents_mode(path, cfg.txt_mode)
+            for text in iter_documents(path, cfg.text_column, mode):
                 counts["documents_in"] += 1
                 yield text
 
@@ -189,12 +203,30 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
         "documents_train": kept_docs["train"], "documents_validation": kept_docs["validation"],
         "tokens_train": tokens["train"], "tokens_validation": tokens["validation"],
         "vocab_size": len(tokenizer), "token_dtype": dtype,
+        **({"txt_mode": txt_modes} if txt_modes else {}),
         **{k: round(v, 3) for k, v in timings.items()},
         "mb_per_s": round(input_bytes / 1e6 / total_s, 3) if total_s else None,
         "_meta": {"shards": shards, "dtype": dtype, "separator_id": separator, "vocab_size": len(tokenizer),
                   "tokenizer_kind": cfg.tokenizer.kind if not cfg.tokenizer.path else "given"},
     }
     return report
+
+
+def summary_lines(report: dict[str, Any], txt_mode: str = "auto") -> list[str]:
+    """What the numbers table cannot show: how each .txt file was split into documents."""
+    lines = []
+    modes = report.get("txt_mode") or {}
+    if modes:
+        described = {"line": "one document per line", "paragraph": "blank-line-separated paragraphs"}
+        parts = []
+        for mode in ("line", "paragraph"):
+            names = [Path(f).name for f, m in modes.items() if m == mode]
+            if names:
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                parts.append(f"{described[mode]}: {shown}")
+        hint = "; set txt_mode=line|paragraph to choose" if txt_mode == "auto" else ""
+        lines.append(f".txt documents ({txt_mode}): {'; '.join(parts)}{hint}")
+    return lines
 
 
 def _read_docs(path: Path) -> Iterator[str]:
