@@ -1,5 +1,6 @@
 """`fmctl data prepare` on a corpus with the usual dirt: duplicates, near-duplicates,
 control characters, odd Unicode, short fragments, mixed file formats."""
+import dataclasses
 import gzip
 import json
 import random
@@ -230,3 +231,79 @@ def test_corpus_split_by_the_old_auto_rule_is_not_reused(tmp_path):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(RunFolderError, match="older fmctl whose txt_mode=auto .* pass overwrite=true"):
         prepare_corpus(cfg, Console(quiet=True))
+
+
+@pytest.mark.parametrize("damage", ["tokenizer folder deleted", "tokenizer file deleted", "tokenizer file edited",
+                                    "index deleted", "index junk", "report deleted"])
+def test_same_command_rebuilds_a_damaged_corpus(corpus, tmp_path, damage):
+    """'Up to date' means every file pretraining reads is there and intact, as for shards."""
+    import shutil
+
+    from rich.console import Console
+
+    root, out, cfg, result, _, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    target = {"tokenizer folder deleted": copy / "tokenizer", "tokenizer file deleted": copy / "tokenizer" / "tokenizer.json",
+              "tokenizer file edited": copy / "tokenizer" / "tokenizer_config.json",
+              "index deleted": copy / "train_00000.idx.npy", "index junk": copy / "train_00000.idx.npy",
+              "report deleted": copy / "report.json"}[damage]
+    if damage == "tokenizer folder deleted":
+        shutil.rmtree(target)
+    elif damage.endswith("deleted"):
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[:-3] + b"xx\n")
+    console = Console(record=True, width=200)
+    again = prepare_corpus(dataclasses.replace(cfg, out=str(copy)), console)
+    assert not again.cached and "preparing it again" in console.export_text()
+    assert again.report["tokens_train"] == result.report["tokens_train"]
+    load_prepared(copy)  # whole and verified again
+    assert prepare_corpus(dataclasses.replace(cfg, out=str(copy)), Console(quiet=True)).cached
+
+
+def test_document_index_and_tokenizer_problems_are_named(corpus, tmp_path):
+    import shutil
+
+    _, out, _, _, _, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    meta = json.loads((copy / "prepared.json").read_text())
+    assert all(s["idx_blake2b"] for s in meta["shards"]) and "tokenizer.json" in meta["tokenizer_files"]
+    index = copy / "train_00001.idx.npy"
+    np.save(index, np.load(index)[:-1])  # a valid array that no longer matches the shard
+    with pytest.raises(DataError, match="train_00001.idx.npy: checksum mismatch"):
+        load_prepared(copy)
+    with pytest.raises(DataError, match=r"train_00001.idx.npy: document index does not match the shard"):
+        load_prepared(copy, verify=False)
+    index.write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"train_00001.idx.npy: not a readable document index .*re-run fmctl data prepare"):
+        load_prepared(copy, verify=False)
+    index.unlink()
+    with pytest.raises(DataError, match="train_00001.idx.npy: document index missing; re-run fmctl data prepare"):
+        load_prepared(copy, verify=False)
+    shutil.copy(out / "train_00001.idx.npy", index)
+    (copy / "tokenizer" / "tokenizer.json").unlink()
+    with pytest.raises(DataError, match="tokenizer.json: tokenizer file missing; re-run fmctl data prepare"):
+        load_prepared(copy, verify=False)
+    shutil.rmtree(copy / "tokenizer")
+    with pytest.raises(DataError, match="tokenizer: tokenizer folder missing"):
+        load_prepared(copy, verify=False)
+
+
+def test_corpus_prepared_before_index_checksums_still_loads(corpus, tmp_path):
+    """prepared.json without idx_blake2b/tokenizer_files (older fmctl) loads; its junk index is still named."""
+    import shutil
+
+    _, out, _, _, _, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    meta = json.loads((copy / "prepared.json").read_text())
+    for record in meta["shards"]:
+        del record["idx_blake2b"]
+    del meta["tokenizer_files"]
+    (copy / "prepared.json").write_text(json.dumps(meta))
+    load_prepared(copy)
+    (copy / "train_00000.idx.npy").write_bytes(b"\x80\x04junk")
+    with pytest.raises(DataError, match="train_00000.idx.npy: not a readable document index"):
+        load_prepared(copy)

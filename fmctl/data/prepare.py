@@ -26,7 +26,7 @@ from fmctl.config.schema import PrepareConfig
 from fmctl.data.cleaning import Cleaner
 from fmctl.data.corpus import expand_inputs, is_txt, iter_documents, txt_documents_mode
 from fmctl.data.dedup import Deduplicator
-from fmctl.data.shards import ShardWriter, open_shards, token_dtype
+from fmctl.data.shards import ShardWriter, file_digest, open_shards, token_dtype
 from fmctl.errors import ConfigError, DataError, RunFolderError
 
 FORMAT_VERSION = 1
@@ -61,7 +61,7 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     files = expand_inputs(cfg.input)
     out = Path(cfg.out).expanduser()
     key = fingerprint(cfg, files)
-    cached = _reuse(out, key, cfg, files)
+    cached = _reuse(out, key, cfg, files, console)
     if cached is not None:
         console.print(f"prepared corpus is up to date (same inputs and settings): {out}")
         return PrepareResult(out, cached, True)
@@ -83,16 +83,22 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     return PrepareResult(out, report, False)
 
 
-def _reuse(out: Path, key: str, cfg: PrepareConfig, files: list[Path]) -> dict[str, Any] | None:
+def _reuse(out: Path, key: str, cfg: PrepareConfig, files: list[Path], console: Any) -> dict[str, Any] | None:
+    """The earlier report when `out` holds this very corpus, complete and intact; None
+    when it must be (re)built. A damaged corpus of the same fingerprint is rebuilt (a
+    missing or corrupt shard, index or tokenizer file); another corpus is not clobbered."""
     meta_file = out / "prepared.json"
     if not out.exists() or not any(out.iterdir()):
         return None
-    if not meta_file.is_file():
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else None
+    except (ValueError, OSError):
+        meta = None
+    if not isinstance(meta, dict):
         if cfg.overwrite:
             return None
-        raise RunFolderError(f"out: '{out}' already holds files that are not a prepared corpus; choose another "
-                             f"out= or pass overwrite=true")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        state = "an unreadable prepared.json" if meta_file.is_file() else "files that are not a prepared corpus"
+        raise RunFolderError(f"out: '{out}' already holds {state}; choose another out= or pass overwrite=true")
     if meta.get("fingerprint") != key:
         if cfg.overwrite:
             return None
@@ -103,10 +109,16 @@ def _reuse(out: Path, key: str, cfg: PrepareConfig, files: list[Path]) -> dict[s
         raise RunFolderError(f"out: '{out}' holds a corpus prepared from other inputs or settings; pass "
                              f"overwrite=true to replace it or choose another out=")
     try:
-        open_shards(out, meta["shards"], meta["dtype"], verify=True)
-    except DataError:
-        return None  # damaged: prepare again
-    return json.loads((out / "report.json").read_text(encoding="utf-8"))
+        load_prepared(out, verify=True, meta=meta)
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except DataError as exc:
+        problem = str(exc).split("; re-run fmctl data prepare")[0]
+        console.print(f"prepared corpus is damaged ({problem}); preparing it again", markup=False, soft_wrap=True)
+        return None
+    except (ValueError, OSError):
+        console.print(f"prepared corpus has no readable report.json; preparing it again: {out}", markup=False)
+        return None
+    return report
 
 
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -172,6 +184,7 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
     start = time.perf_counter()
     tokenizer = _tokenizer(cfg, tmp / "docs_train.jsonl", alphabet)
     tokenizer.save_pretrained(tmp / "tokenizer")
+    tokenizer_files = {f.name: file_digest(f) for f in sorted((tmp / "tokenizer").iterdir()) if f.is_file()}
     separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise DataError("tokenizer.path: the tokenizer has neither a separator nor an end-of-text token")
@@ -207,6 +220,7 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
         **{k: round(v, 3) for k, v in timings.items()},
         "mb_per_s": round(input_bytes / 1e6 / total_s, 3) if total_s else None,
         "_meta": {"shards": shards, "dtype": dtype, "separator_id": separator, "vocab_size": len(tokenizer),
+                  "tokenizer_files": tokenizer_files,
                   "tokenizer_kind": cfg.tokenizer.kind if not cfg.tokenizer.path else "given"},
     }
     return report
@@ -249,15 +263,66 @@ def _tokenizer(cfg: PrepareConfig, docs: Path, alphabet: set[str]) -> Any:
                            alphabet=alphabet)
 
 
-def load_prepared(folder: Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """prepared.json and the opened shards per split, checked for truncation/corruption."""
-    meta_file = Path(folder) / "prepared.json"
-    if not meta_file.is_file():
-        raise DataError(f"data.prepared: '{folder}' is not a prepared corpus (no prepared.json); "
-                        f"make one with fmctl data prepare input=... out={folder}")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+def load_prepared(folder: Path, verify: bool = True, meta: dict[str, Any] | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """prepared.json and the opened shards per split, checked for truncation/corruption,
+    and the tokenizer's files checked to be there (and intact when verifying)."""
+    folder = Path(folder)
+    meta = _read_meta(folder) if meta is None else _checked_meta(meta, folder / "prepared.json")
     by_split: dict[str, list[Any]] = {"train": [], "validation": []}
     for record in meta["shards"]:
         by_split[record["split"]].append(record)
-    return meta, {split: open_shards(Path(folder), records, meta["dtype"], verify)
-                  for split, records in by_split.items()}
+    shards = {split: open_shards(folder, records, meta["dtype"], verify) for split, records in by_split.items()}
+    check_tokenizer(folder, meta, verify)
+    return meta, shards
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    meta_file = folder / "prepared.json"
+    if not meta_file.is_file():
+        raise DataError(f"data.prepared: '{folder}' is not a prepared corpus (no prepared.json); "
+                        f"make one with fmctl data prepare input=... out={folder}")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{meta_file}: unreadable ({exc.__class__.__name__}); re-run fmctl data prepare") from None
+    return _checked_meta(meta, meta_file)
+
+
+def _checked_meta(meta: Any, meta_file: Path) -> dict[str, Any]:
+    if (not isinstance(meta, dict) or not isinstance(meta.get("shards"), list) or "dtype" not in meta
+            or not all(isinstance(r, dict) and {"name", "split", "tokens", "bytes"} <= r.keys() for r in meta["shards"])):
+        raise DataError(f"{meta_file}: not the prepared.json fmctl data prepare writes; re-run fmctl data prepare")
+    return meta
+
+
+def check_tokenizer(folder: Path, meta: dict[str, Any], verify: bool) -> Path:
+    """tokenizer/ with every file prepare wrote (checksums when verifying). Loading a
+    missing folder would send transformers to the Hugging Face Hub instead."""
+    where = Path(folder) / "tokenizer"
+    if not where.is_dir():
+        raise DataError(f"{where}: tokenizer folder missing; re-run fmctl data prepare")
+    recorded: dict[str, str] | None = meta.get("tokenizer_files")
+    if recorded is None:  # prepared.json from before tokenizer checksums
+        recorded = {name: "" for name in ("tokenizer_config.json",)}
+        if not any((where / n).is_file() for n in ("tokenizer.json", "vocab.txt", "vocab.json")):
+            raise DataError(f"{where}: holds no tokenizer.json or vocab file; re-run fmctl data prepare")
+    for name, digest in recorded.items():
+        path = where / name
+        if not path.is_file():
+            raise DataError(f"{path}: tokenizer file missing; re-run fmctl data prepare")
+        if verify and digest and file_digest(path) != digest:
+            raise DataError(f"{path}: checksum mismatch; the tokenizer file is corrupt; re-run fmctl data prepare")
+    return where
+
+
+def load_prepared_tokenizer(folder: Path, meta: dict[str, Any]) -> Any:
+    """The corpus's own tokenizer, from its folder only (never the hub)."""
+    from fmctl.models.text import load_tokenizer_only
+
+    where = check_tokenizer(folder, meta, verify=False)
+    try:
+        return load_tokenizer_only(where)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise DataError(f"{where}: the tokenizer does not load ({reason}); re-run fmctl data prepare") from None
