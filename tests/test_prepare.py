@@ -307,3 +307,56 @@ def test_corpus_prepared_before_index_checksums_still_loads(corpus, tmp_path):
     (copy / "train_00000.idx.npy").write_bytes(b"\x80\x04junk")
     with pytest.raises(DataError, match="train_00000.idx.npy: not a readable document index"):
         load_prepared(copy)
+
+
+def fake_run_folder(root, with_tokenizer=True):
+    """What fmctl finetune/pretrain leave: config.yaml and model/ (config.json, weights, tokenizer)."""
+    from fmctl.data.tokenizer_training import train_tokenizer
+
+    (root / "model").mkdir(parents=True)
+    (root / "config.yaml").write_text("recipe: bert_mlm\n", encoding="utf-8")
+    (root / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    if with_tokenizer:
+        rng = random.Random(5)
+        train_tokenizer([sentence(rng, 20) for _ in range(200)], "wordpiece", 150,
+                        model_max_length=64).save_pretrained(root / "model")
+    return root
+
+
+def test_tokenizer_path_accepts_an_fmctl_run_folder(tmp_path):
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    run = fake_run_folder(tmp_path / "run")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines_of(random.Random(6), 100)), encoding="utf-8")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={tmp_path / 'out'}", f"tokenizer.path={run}",
+                                                "dedup.near=false", "workers=1"])
+    prepare_corpus(cfg, Console(quiet=True))
+    theirs = AutoTokenizer.from_pretrained(run / "model")
+    assert AutoTokenizer.from_pretrained(tmp_path / "out" / "tokenizer").get_vocab() == theirs.get_vocab()
+    meta = json.loads((tmp_path / "out" / "prepared.json").read_text())
+    assert meta["tokenizer_source"] == str((run / "model").resolve())
+
+
+@pytest.mark.parametrize("what, message", [
+    ("run folder without a tokenizer", "holds no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt, "
+                                       "vocab.json); give a tokenizer folder, a save_pretrained model folder or an fmctl run folder"),
+    ("empty folder", "holds no tokenizer files"),
+    ("missing folder", "does not exist; give a tokenizer folder"),
+    ("a file", "is not a folder"),
+])
+def test_tokenizer_path_without_a_tokenizer_is_one_line_before_any_work(tmp_path, what, message):
+    from tests.test_bad_inputs import call_main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines_of(random.Random(7), 50)), encoding="utf-8")
+    spec = {"run folder without a tokenizer": lambda: fake_run_folder(tmp_path / "run", with_tokenizer=False),
+            "empty folder": lambda: (tmp_path / "empty").mkdir() or tmp_path / "empty",
+            "missing folder": lambda: tmp_path / "nowhere",
+            "a file": lambda: corpus}[what]()
+    code, out, err = call_main(["data", "prepare", f"input={corpus}", f"out={tmp_path / 'out'}", f"tokenizer.path={spec}"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: tokenizer.path: "), err
+    assert message in lines[0] and "Traceback" not in out + err
+    assert not (tmp_path / "out").exists()

@@ -59,6 +59,7 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     if not cfg.out:
         raise ConfigError("out: required; the folder to write the prepared corpus to (out=DIR)")
     files = expand_inputs(cfg.input)
+    given_tokenizer = tokenizer_folder(cfg.tokenizer.path) if cfg.tokenizer.path else None  # before hours of cleaning
     out = Path(cfg.out).expanduser()
     key = fingerprint(cfg, files)
     cached = _reuse(out, key, cfg, files, console)
@@ -69,7 +70,7 @@ def prepare_corpus(cfg: PrepareConfig, console: Any) -> PrepareResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        report = _run(cfg, files, tmp, console)
+        report = _run(cfg, files, tmp, console, given_tokenizer)
         meta = {"format_version": FORMAT_VERSION, "fmctl_version": __version__, "fingerprint": key,
                 "inputs": [str(f) for f in files], "settings": dataclasses.asdict(cfg), **report.pop("_meta")}
         (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -132,7 +133,8 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict[str, Any]:
+def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any,
+         given_tokenizer: Path | None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     input_bytes = sum(f.stat().st_size for f in files)
 
@@ -182,7 +184,7 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
 
     # Pass 2: tokenizer.
     start = time.perf_counter()
-    tokenizer = _tokenizer(cfg, tmp / "docs_train.jsonl", alphabet)
+    tokenizer = _tokenizer(cfg, tmp / "docs_train.jsonl", alphabet, given_tokenizer)
     tokenizer.save_pretrained(tmp / "tokenizer")
     tokenizer_files = {f.name: file_digest(f) for f in sorted((tmp / "tokenizer").iterdir()) if f.is_file()}
     separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
@@ -221,7 +223,8 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any) -> dict
         "mb_per_s": round(input_bytes / 1e6 / total_s, 3) if total_s else None,
         "_meta": {"shards": shards, "dtype": dtype, "separator_id": separator, "vocab_size": len(tokenizer),
                   "tokenizer_files": tokenizer_files,
-                  "tokenizer_kind": cfg.tokenizer.kind if not cfg.tokenizer.path else "given"},
+                  "tokenizer_kind": cfg.tokenizer.kind if not cfg.tokenizer.path else "given",
+                  **({"tokenizer_source": str(given_tokenizer.resolve())} if given_tokenizer else {})},
     }
     return report
 
@@ -249,14 +252,38 @@ def _read_docs(path: Path) -> Iterator[str]:
             yield json.loads(line)
 
 
-def _tokenizer(cfg: PrepareConfig, docs: Path, alphabet: set[str]) -> Any:
-    if cfg.tokenizer.path:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+
+
+def tokenizer_folder(spec: str) -> Path:
+    """tokenizer.path as a local folder holding a tokenizer: a tokenizer or
+    save_pretrained folder, or an fmctl run folder (its model/, found as
+    backbone.pretrained finds it). Never a hub id: a typo must not start a download."""
+    from fmctl.models.pretrained import resolve
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"tokenizer.path: '{spec}' does not exist; give a tokenizer folder, a save_pretrained model "
+                        f"folder or an fmctl run folder")
+    folder = Path(resolve(str(path), "tokenizer.path", weights=()))
+    if not folder.is_dir():
+        raise DataError(f"tokenizer.path: '{folder}' is not a folder; give a tokenizer folder, a save_pretrained "
+                        f"model folder or an fmctl run folder")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"tokenizer.path: '{folder}' holds no tokenizer files ({', '.join(TOKENIZER_FILES)}); give "
+                        f"a tokenizer folder, a save_pretrained model folder or an fmctl run folder (its model/)")
+    return folder
+
+
+def _tokenizer(cfg: PrepareConfig, docs: Path, alphabet: set[str], given: Path | None) -> Any:
+    if given is not None:
         from fmctl.models.text import load_tokenizer_only
 
-        folder = Path(cfg.tokenizer.path).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"tokenizer.path: '{folder}' is not a folder")
-        return load_tokenizer_only(folder)
+        try:
+            return load_tokenizer_only(given)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:160]
+            raise DataError(f"tokenizer.path: the tokenizer in '{given}' does not load ({reason})") from None
     from fmctl.data.tokenizer_training import train_tokenizer
 
     return train_tokenizer(_read_docs(docs), cfg.tokenizer.kind, cfg.tokenizer.vocab_size, model_max_length=512,
