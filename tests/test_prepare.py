@@ -203,8 +203,8 @@ def test_prepare_records_the_txt_mode_of_each_file(tmp_path):
     assert report["documents_in"] == 300 + 40
     assert {Path(f).name: m for f, m in report["txt_mode"].items()} == {"lines.txt": "line", "wrapped.txt": "paragraph"}
     assert json.loads((tmp_path / "out" / "report.json").read_text())["txt_mode"] == report["txt_mode"]
-    assert summary_lines(report) == [".txt documents (auto): one document per line: lines.txt; blank-line-separated "
-                                     "paragraphs: wrapped.txt; set txt_mode=line|paragraph to choose"]
+    assert summary_lines(report)[0] == (".txt documents (auto): one document per line: lines.txt; blank-line-separated "
+                                        "paragraphs: wrapped.txt; set txt_mode=line|paragraph to choose")
     forced = schema_from_overrides(PrepareConfig, [f"input={tmp_path / 'in'}", f"out={tmp_path / 'forced'}",
                                                    "tokenizer.vocab_size=200", "dedup.near=false", "workers=1",
                                                    "txt_mode=line"])
@@ -360,3 +360,39 @@ def test_tokenizer_path_without_a_tokenizer_is_one_line_before_any_work(tmp_path
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: tokenizer.path: "), err
     assert message in lines[0] and "Traceback" not in out + err
     assert not (tmp_path / "out").exists()
+
+
+def rich_texts(n=2000):
+    import string
+
+    rng = random.Random(8)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))) for _ in range(3000)]
+    return [" ".join(rng.choice(words) for _ in range(20)) + " 0123456789 ,.;:!?" for _ in range(n)]
+
+
+def test_vocab_note_says_why_the_vocabulary_is_not_the_size_asked_for():
+    from fmctl.data.tokenizer_training import train_tokenizer, vocab_note
+
+    texts = rich_texts()
+    wordpiece = train_tokenizer(texts, "wordpiece", 300, 64)
+    assert len(wordpiece) == 300 + 42  # 26 letters, 10 digits, 6 punctuation marks
+    assert vocab_note("wordpiece", 300, wordpiece).startswith(
+        "vocabulary: 342 tokens, not 300: WordPiece adds one '##' continuation piece per distinct character of the "
+        "corpus (42 here)")
+    assert vocab_note("bpe", 200, train_tokenizer(texts, "bpe", 200, 64)).startswith(
+        "vocabulary: 258 tokens, not 200: byte-level BPE starts from 256 byte tokens and 2 special tokens")
+    assert vocab_note("bpe", 300, train_tokenizer(texts, "bpe", 300, 64)) is None
+    short = vocab_note("wordpiece", 730, train_tokenizer(rich_texts(40), "wordpiece", 730, 64))
+    assert "(42 here)" in short and "; even so, the training documents offer no more pieces" in short
+    tiny = ["a b c ab", "ab c"] * 5
+    assert "fewer than the 400 asked for: the training documents offer no more pieces seen at least twice" in \
+        vocab_note("bpe", 400, train_tokenizer(tiny, "bpe", 400, 64))
+
+
+def test_prepare_reports_and_prints_the_vocab_note(corpus):
+    from fmctl.data.prepare import summary_lines
+
+    report = corpus[3].report
+    assert report["vocab_size_requested"] == 300 and report["vocab_size"] != 300
+    assert len(report["notes"]) == 1 and report["notes"][0].startswith(f"vocabulary: {report['vocab_size']} tokens")
+    assert f"note: {report['notes'][0]}" in summary_lines(report)

@@ -187,6 +187,12 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any,
     tokenizer = _tokenizer(cfg, tmp / "docs_train.jsonl", alphabet, given_tokenizer)
     tokenizer.save_pretrained(tmp / "tokenizer")
     tokenizer_files = {f.name: file_digest(f) for f in sorted((tmp / "tokenizer").iterdir()) if f.is_file()}
+    notes = []
+    if given_tokenizer is None:
+        from fmctl.data.tokenizer_training import vocab_note
+
+        note = vocab_note(cfg.tokenizer.kind, cfg.tokenizer.vocab_size, tokenizer)
+        notes += [note] if note else []
     separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise DataError("tokenizer.path: the tokenizer has neither a separator nor an end-of-text token")
@@ -217,8 +223,11 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any,
         "removed_exact_duplicates": dedup.removed_exact, "removed_near_duplicates": dedup.removed_near,
         "documents_train": kept_docs["train"], "documents_validation": kept_docs["validation"],
         "tokens_train": tokens["train"], "tokens_validation": tokens["validation"],
-        "vocab_size": len(tokenizer), "token_dtype": dtype,
+        "vocab_size": len(tokenizer),
+        **({"vocab_size_requested": cfg.tokenizer.vocab_size} if given_tokenizer is None else {}),
+        "token_dtype": dtype,
         **({"txt_mode": txt_modes} if txt_modes else {}),
+        **({"notes": notes} if notes else {}),
         **{k: round(v, 3) for k, v in timings.items()},
         "mb_per_s": round(input_bytes / 1e6 / total_s, 3) if total_s else None,
         "_meta": {"shards": shards, "dtype": dtype, "separator_id": separator, "vocab_size": len(tokenizer),
@@ -230,7 +239,8 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any,
 
 
 def summary_lines(report: dict[str, Any], txt_mode: str = "auto") -> list[str]:
-    """What the numbers table cannot show: how each .txt file was split into documents."""
+    """What the numbers table cannot show: how each .txt file was split into documents,
+    and why the vocabulary is not the size asked for."""
     lines = []
     modes = report.get("txt_mode") or {}
     if modes:
@@ -243,7 +253,7 @@ def summary_lines(report: dict[str, Any], txt_mode: str = "auto") -> list[str]:
                 parts.append(f"{described[mode]}: {shown}")
         hint = "; set txt_mode=line|paragraph to choose" if txt_mode == "auto" else ""
         lines.append(f".txt documents ({txt_mode}): {'; '.join(parts)}{hint}")
-    return lines
+    return lines + [f"note: {note}" for note in report.get("notes", [])]
 
 
 def _read_docs(path: Path) -> Iterator[str]:
