@@ -206,7 +206,7 @@ def _run(cfg: PrepareConfig, files: list[Path], tmp: Path, console: Any,
     for split in ("train", "validation"):
         writer = ShardWriter(tmp, split, dtype, cfg.shard_tokens)
         for batch in _batches(_read_docs(tmp / f"docs_{split}.jsonl"), cfg.batch_docs):
-            ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]  # long documents are fine here
             writer.add([doc + [separator] for doc in ids])
         written = writer.close()
         shards += written
