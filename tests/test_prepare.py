@@ -396,3 +396,21 @@ def test_prepare_reports_and_prints_the_vocab_note(corpus):
     assert report["vocab_size_requested"] == 300 and report["vocab_size"] != 300
     assert len(report["notes"]) == 1 and report["notes"][0].startswith(f"vocabulary: {report['vocab_size']} tokens")
     assert f"note: {report['notes'][0]}" in summary_lines(report)
+
+
+def test_unreadable_prepared_json_is_named(corpus, tmp_path):
+    import shutil
+
+    from rich.console import Console
+
+    _, out, cfg, _, _, _ = corpus
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "prepared.json").write_text('{"shards": [{"name": "train_00000"}], "dtype": "uint16"}')
+    with pytest.raises(DataError, match="prepared.json: not the prepared.json fmctl data prepare writes"):
+        load_prepared(copy)
+    (copy / "prepared.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"prepared.json: unreadable \(JSONDecodeError\)"):
+        load_prepared(copy)
+    with pytest.raises(RunFolderError, match="already holds an unreadable prepared.json; .* overwrite=true"):
+        prepare_corpus(dataclasses.replace(cfg, out=str(copy)), Console(quiet=True))

@@ -327,8 +327,10 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 
 def _checked_meta(meta: Any, meta_file: Path) -> dict[str, Any]:
+    """prepared.json with the fields shards are opened by (an edited one is named, not a KeyError)."""
+    fields = {"name", "split", "tokens", "bytes", "blake2b"}
     if (not isinstance(meta, dict) or not isinstance(meta.get("shards"), list) or "dtype" not in meta
-            or not all(isinstance(r, dict) and {"name", "split", "tokens", "bytes"} <= r.keys() for r in meta["shards"])):
+            or not all(isinstance(r, dict) and fields <= r.keys() for r in meta["shards"])):
         raise DataError(f"{meta_file}: not the prepared.json fmctl data prepare writes; re-run fmctl data prepare")
     return meta
 
@@ -341,7 +343,7 @@ def check_tokenizer(folder: Path, meta: dict[str, Any], verify: bool) -> Path:
         raise DataError(f"{where}: tokenizer folder missing; re-run fmctl data prepare")
     recorded: dict[str, str] | None = meta.get("tokenizer_files")
     if recorded is None:  # prepared.json from before tokenizer checksums
-        recorded = {name: "" for name in ("tokenizer_config.json",)}
+        recorded = {"tokenizer_config.json": ""}
         if not any((where / n).is_file() for n in ("tokenizer.json", "vocab.txt", "vocab.json")):
             raise DataError(f"{where}: holds no tokenizer.json or vocab file; re-run fmctl data prepare")
     for name, digest in recorded.items():

@@ -7,7 +7,7 @@ style BPE for T5) and wraps the result so that the folder saved into model/ load
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
@@ -92,7 +92,7 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "t5"
     raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 
-def vocab_note(kind: str, requested: int, tokenizer) -> str | None:
+def vocab_note(kind: str, requested: int, tokenizer: Any) -> str | None:
     """Why a vocabulary trained by train_tokenizer is not the size asked for (None when
     it is), so a surprising vocab_size in a report explains itself."""
     size = len(tokenizer)
