@@ -410,12 +410,14 @@ def prepare_data(args: list[str], console: Any = None) -> int:
     from fmctl import report
     from fmctl.config.compose import schema_from_overrides
     from fmctl.config.schema import PrepareConfig
-    from fmctl.data.prepare import prepare_corpus
+    from fmctl.data.prepare import prepare_corpus, summary_lines
 
     out = console or report.console()
     cfg = schema_from_overrides(PrepareConfig, args)
     result = prepare_corpus(cfg, out)
     out.print(report.metrics_table(result.report, f"data prepare{' (cached)' if result.cached else ''}"))
+    for line in summary_lines(result.report, cfg.txt_mode):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     out.print(f"prepared corpus: {result.out}")
     return 0
 

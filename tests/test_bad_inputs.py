@@ -134,10 +134,20 @@ def prepared_corpora(root: Path) -> dict[str, Path]:
     shutil.copytree(prepared, broken)
     shard = broken / "train_00000.bin"
     shard.write_bytes(shard.read_bytes()[:-4])
+    no_idx = root / "prepared_no_idx"
+    shutil.copytree(prepared, no_idx)
+    (no_idx / "train_00000.idx.npy").unlink()
+    junk_idx = root / "prepared_junk_idx"
+    shutil.copytree(prepared, junk_idx)
+    (junk_idx / "train_00000.idx.npy").write_bytes(b"not an index\n")
+    no_tokenizer = root / "prepared_no_tokenizer"
+    shutil.copytree(prepared, no_tokenizer)
+    shutil.rmtree(no_tokenizer / "tokenizer")
     small = root / "small_vocab_bert"
     BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=32)).save_pretrained(small)
-    return {"prepared": prepared, "prepared_truncated": broken, "small_vocab_bert": small}
+    return {"prepared": prepared, "prepared_truncated": broken, "small_vocab_bert": small, "prepared_no_idx": no_idx,
+            "prepared_junk_idx": junk_idx, "prepared_no_tokenizer": no_tokenizer}
 
 
 def build_task_files(root: Path, files: dict[str, Path]) -> None:
@@ -229,6 +239,10 @@ CASES = [
     ("hold-out took every example of a class", [*TEXT, "data.train={rare_csv}", "data.split_seed=5"], "rare.csv:21: the automatic validation hold-out (data.validation_fraction=0.1, data.split_seed=5) took every example of label 'refund_request' (1 row), leaving none to train on; give data.validation=FILE"),
     ("hold-out of a two-row file", [*TEXT, "data.train={two_rows_csv}"], "two_rows.csv: only one label ('positive') left for training: the automatic validation hold-out (data.validation_fraction=0.1, data.split_seed=0) took every example of 'negative'"),
     ("truncated token shard", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_truncated}", "trainer.max_steps=1"], "train_00000.bin: "),
+    ("missing document index", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_no_idx}", "trainer.max_steps=1"], "train_00000.idx.npy: document index missing; re-run fmctl data prepare"),
+    ("junk document index", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_junk_idx}", "trainer.max_steps=1"], "train_00000.idx.npy: checksum mismatch"),
+    ("junk document index, checksums off", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_junk_idx}", "data.verify_shards=false", "trainer.max_steps=1"], "train_00000.idx.npy: not a readable document index"),
+    ("prepared corpus without its tokenizer", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared_no_tokenizer}", "trainer.max_steps=1"], "prepared_no_tokenizer/tokenizer: tokenizer folder missing; re-run fmctl data prepare"),
     ("corpus vocabulary beyond the model's embedding", ["pretrain", "recipe=bert_mlm", "data.prepared={prepared}", "backbone.pretrained={small_vocab_bert}", "data.max_length=32"], "but the model's embedding holds 40"),
     ("not a prepared corpus", ["pretrain", "recipe=bert_mlm", "data.prepared={empty_dir}"], "is not a prepared corpus (no prepared.json)"),
     ("pretraining task on the finetune verb", ["recipe=bert_mlm", "data.prepared={prepared}"], "is a pretraining objective; run it with fmctl pretrain"),

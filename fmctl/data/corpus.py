@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fmctl.data.readers import detect_format, read_rows
@@ -46,9 +47,22 @@ def _corpus_file(path: Path) -> bool:
     return name.endswith(CORPUS_SUFFIXES)
 
 
+TXT_SAMPLE_CHARS = 65536
+# auto: blank lines must recur, at least this many between text and on average one per
+# PARAGRAPH_MAX_LINES text lines or more often, before they are taken as document breaks.
+PARAGRAPH_MIN_BREAKS = 2
+PARAGRAPH_MAX_LINES = 50
+
+
+def is_txt(path: Path) -> bool:
+    return path.name.lower().removesuffix(".gz").endswith((".txt", ".text"))
+
+
 def iter_documents(path: Path, text_column: str, txt_mode: str) -> Iterator[str]:
+    """Documents of one file; `txt_mode` must be resolved ('line' or 'paragraph', see
+    txt_documents_mode) for .txt files."""
     name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".txt", ".text")):
+    if is_txt(path):
         yield from _iter_txt(path, txt_mode)
         return
     if name.endswith((".jsonl", ".ndjson", ".json")):
@@ -65,29 +79,61 @@ def _open(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline=None)
 
 
+def txt_documents_mode(path: Path, txt_mode: str) -> str:
+    """'line' or 'paragraph' for a .txt file: txt_mode itself unless it is 'auto'.
+
+    auto reads the first 64 KB. A file of one document per line often has a stray blank
+    line (or a few at the end), and paragraph mode would then glue hundreds of documents
+    into one; so blank lines count as document breaks only when they recur between text:
+    at least PARAGRAPH_MIN_BREAKS breaks, and on average one per PARAGRAPH_MAX_LINES
+    lines or more often. Leading and trailing blank lines never count. (Single-line
+    paragraphs give the same documents in either mode, since line mode skips blank lines.)"""
+    if txt_mode != "auto":
+        return txt_mode
+    with _txt_errors(path), _open(path) as handle:
+        head = handle.read(TXT_SAMPLE_CHARS)
+        if len(head) == TXT_SAMPLE_CHARS:
+            head = head[: head.rfind("\n") + 1]  # the last line may be cut: drop it
+    text_lines, breaks, blank_run = 0, 0, False
+    for line in head.splitlines():
+        if not line.strip():
+            blank_run = True
+            continue
+        if blank_run and text_lines:
+            breaks += 1  # blank lines with text before and after them
+        blank_run = False
+        text_lines += 1
+    regular = breaks >= PARAGRAPH_MIN_BREAKS and text_lines <= PARAGRAPH_MAX_LINES * breaks
+    return "paragraph" if regular else "line"
+
+
 def _iter_txt(path: Path, mode: str) -> Iterator[str]:
-    """'line': every line is a document. 'paragraph': blank lines separate documents.
-    'auto': paragraph mode when the file's first 64 KB contain a blank line."""
-    try:
-        with _open(path) as handle:
-            if mode == "auto":
-                head = handle.read(65536)
-                mode = "paragraph" if "\n\n" in head.replace("\r", "") or head.count("\n\n") else "line"
-                handle.seek(0)
-            if mode == "line":
-                for line in handle:
-                    if line.strip():
-                        yield line.rstrip("\n")
-                return
-            block: list[str] = []
+    """'line': every non-blank line is a document. 'paragraph': blank lines separate
+    documents (a document's lines are joined with newlines)."""
+    if mode not in ("line", "paragraph"):
+        raise ValueError(f"txt mode {mode!r}: resolve 'auto' with txt_documents_mode first")
+    with _txt_errors(path), _open(path) as handle:
+        if mode == "line":
             for line in handle:
                 if line.strip():
-                    block.append(line.rstrip("\n"))
-                elif block:
-                    yield "\n".join(block)
-                    block = []
-            if block:
+                    yield line.rstrip("\n")
+            return
+        block: list[str] = []
+        for line in handle:
+            if line.strip():
+                block.append(line.rstrip("\n"))
+            elif block:
                 yield "\n".join(block)
+                block = []
+        if block:
+            yield "\n".join(block)
+
+
+@contextmanager
+def _txt_errors(path: Path) -> Iterator[None]:
+    """Undecodable or unreadable text as one line naming the file (and the bad line)."""
+    try:
+        yield
     except UnicodeDecodeError:
         from fmctl.data.readers import _first_bad_line
 

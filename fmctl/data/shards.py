@@ -1,8 +1,9 @@
 """Token shards: flat binary files of token ids (uint16 when the vocabulary fits, else
 uint32), with document end offsets beside them, read back through np.memmap.
 
-Every shard's length and BLAKE2 checksum are recorded in prepared.json, so a truncated or
-corrupted shard is reported by name before training instead of crashing deep inside it.
+Every shard's length and BLAKE2 checksum (and its index's checksum) are recorded in
+prepared.json, so a truncated, corrupted or missing shard or index is reported by name
+before training instead of crashing deep inside it.
 """
 from __future__ import annotations
 
@@ -61,10 +62,11 @@ class ShardWriter:
             return
         self._handle.close()
         shard = self.shards[-1]
-        np.save(self.folder / f"{shard['name']}.idx.npy", np.asarray(self._ends, dtype=np.int64))
+        index = self.folder / f"{shard['name']}.idx.npy"
+        np.save(index, np.asarray(self._ends, dtype=np.int64))
         path = self.folder / f"{shard['name']}.bin"
         shard.update(tokens=self._tokens, documents=len(self._ends), bytes=path.stat().st_size,
-                     blake2b=file_digest(path))
+                     blake2b=file_digest(path), idx_blake2b=file_digest(index))
         self._handle = None
 
     def close(self) -> list[dict[str, Any]]:
@@ -94,7 +96,32 @@ def open_shards(folder: Path, records: list[dict[str, Any]], dtype: str, verify:
                             f"is truncated or corrupt; re-run fmctl data prepare")
         if verify and file_digest(path) != record["blake2b"]:
             raise DataError(f"{path}: checksum mismatch; the shard is corrupt; re-run fmctl data prepare")
-        ends = np.load(folder / f"{record['name']}.idx.npy")
+        ends = _document_ends(folder / f"{record['name']}.idx.npy", record, verify)
         tokens = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
         shards.append(Shard(path, tokens, ends))
     return shards
+
+
+def _document_ends(path: Path, record: dict[str, Any], verify: bool) -> Any:
+    """A shard's document end offsets, checked against its record: the checksum when
+    verifying (prepared.json from before checksums of the index has none), and always
+    that it is an integer array whose count and last offset match the shard."""
+    import numpy as np
+
+    if not path.is_file():
+        raise DataError(f"{path}: document index missing; re-run fmctl data prepare")
+    if verify and record.get("idx_blake2b") and file_digest(path) != record["idx_blake2b"]:
+        raise DataError(f"{path}: checksum mismatch; the document index is corrupt; re-run fmctl data prepare")
+    try:
+        ends = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split())[:80]
+        raise DataError(f"{path}: not a readable document index ({reason}); re-run fmctl data prepare") from None
+    expected = record.get("documents")
+    if not isinstance(ends, np.ndarray):
+        raise DataError(f"{path}: not a readable document index (not one array); re-run fmctl data prepare")
+    if (ends.ndim != 1 or ends.dtype.kind not in "iu" or (expected is not None and len(ends) != expected)
+            or (len(ends) and int(ends[-1]) != record["tokens"])):
+        raise DataError(f"{path}: document index does not match the shard ({len(ends)} entries, expected "
+                        f"{expected} ending at token {record['tokens']}); re-run fmctl data prepare")
+    return ends

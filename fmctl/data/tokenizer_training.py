@@ -7,7 +7,7 @@ style BPE for T5) and wraps the result so that the folder saved into model/ load
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
@@ -90,3 +90,29 @@ def train_tokenizer(texts: Iterable[str], kind: Literal["wordpiece", "bpe", "t5"
         return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
                                        model_input_names=["input_ids", "attention_mask"], **T5_SPECIALS)
     raise ValueError(f"unknown tokenizer kind {kind!r}")
+
+
+def vocab_note(kind: str, requested: int, tokenizer: Any) -> str | None:
+    """Why a vocabulary trained by train_tokenizer is not the size asked for (None when
+    it is), so a surprising vocab_size in a report explains itself."""
+    size = len(tokenizer)
+    if size == requested:
+        return None
+    short = ("the training documents offer no more pieces seen at least twice (min_frequency=2); more text gives a "
+             "larger vocabulary")
+    if kind == "wordpiece" and size > requested:
+        reserved = sum(1 for token in tokenizer.get_vocab() if token.startswith("##") and len(token) == 3)
+        why = (f"vocabulary: {size} tokens, not {requested}: WordPiece adds one '##' continuation piece per distinct "
+               f"character of the corpus ({reserved} here) to the size asked for, reserved up front so the "
+               f"vocabulary is the same on every run")
+        if size == requested + reserved:
+            return why
+        return f"{why}; even so, {short}"
+    if kind == "bpe":
+        base = 256 + len(set(GPT_SPECIALS.values()))
+        if size == base and requested < base:
+            return (f"vocabulary: {size} tokens, not {requested}: byte-level BPE starts from 256 byte tokens and "
+                    f"{base - 256} special tokens before any merge; ask for more than {base} to get merged pieces")
+    if size < requested:
+        return f"vocabulary: {size} tokens, fewer than the {requested} asked for: {short}"
+    return f"vocabulary: {size} tokens, more than the {requested} asked for"

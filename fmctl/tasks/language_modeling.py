@@ -14,12 +14,11 @@ from fmctl.tasks.base import PreparedData
 
 
 def _prepare_blocks(run: RunConfig, block: int) -> tuple[dict[str, Any], Any, dict[str, PackedBlocks]]:
-    from fmctl.data.prepare import load_prepared
-    from fmctl.models.text import load_tokenizer_only
+    from fmctl.data.prepare import load_prepared, load_prepared_tokenizer
 
     folder = Path(run.data.prepared).expanduser()
     meta, shards = load_prepared(folder, verify=run.data.verify_shards)
-    tokenizer = load_tokenizer_only(folder / "tokenizer")
+    tokenizer = load_prepared_tokenizer(folder, meta)
     tokenizer.model_max_length = run.data.max_length
     blocks = {split: PackedBlocks(shards[split], block) for split in ("train", "validation")}
     if len(blocks["train"]) == 0:
