@@ -414,3 +414,13 @@ def test_unreadable_prepared_json_is_named(corpus, tmp_path):
         load_prepared(copy)
     with pytest.raises(RunFolderError, match="already holds an unreadable prepared.json; .* overwrite=true"):
         prepare_corpus(dataclasses.replace(cfg, out=str(copy)), Console(quiet=True))
+
+
+def test_csv_without_the_text_column_names_prepare_own_key(tmp_path):
+    from tests.test_bad_inputs import call_main
+
+    (tmp_path / "notes.csv").write_text("id,body\n1,hello there this is a body\n", encoding="utf-8")
+    code, out, err = call_main(["data", "prepare", f"input={tmp_path / 'notes.csv'}", f"out={tmp_path / 'out'}"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "no column 'text' for text_column" in lines[0] and "data.text_column" not in lines[0]
