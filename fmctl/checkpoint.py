@@ -147,6 +147,13 @@ class RunFolder:
                 if holder.get("host") == record["host"] and not _pid_alive(holder.get("pid")):
                     lock.unlink(missing_ok=True)  # stale: its process is gone
                     continue
+                if "pid" not in holder:  # empty or unreadable: a process died between creating and writing it
+                    if _age_seconds(lock) > _UNREADABLE_LOCK_GRACE_S:
+                        lock.unlink(missing_ok=True)
+                        continue
+                    raise RunFolderError(f"run_dir: '{self.path}' has an empty or unreadable lock {lock}, written "
+                                         f"less than {_UNREADABLE_LOCK_GRACE_S} s ago; if no run uses the folder, "
+                                         f"delete it (it is taken over once older)") from None
                 raise RunFolderError(f"run_dir: '{self.path}' is in use by pid {holder.get('pid')} on "
                                      f"{holder.get('host')} since {holder.get('since')}; if no run uses it, "
                                      f"delete {lock}") from None
@@ -227,11 +234,23 @@ class RunFolder:
         load_model(_unwrap(model), str(self.checkpoints_dir / name / "model.safetensors"))
 
 
+# A lock is created and then written; one still empty after this long was left by a crash.
+_UNREADABLE_LOCK_GRACE_S = 60
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _read_lock(lock: Path) -> dict[str, Any]:
     try:
-        return json.loads(lock.read_text(encoding="utf-8"))
+        holder = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _pid_alive(pid: Any) -> bool:

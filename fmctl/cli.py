@@ -113,7 +113,7 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run folder written by finetune."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | safetensors | hf"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 (dynamic) | int8-static (calibrated on train); ONNX only"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default RUN_DIR/export/<format>[-int8])."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default RUN_DIR/export/<format>[-<quantize>], e.g. onnx-int8)."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |export - PyTorch| on the fp32 outputs."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Smallest allowed label agreement with PyTorch (int8 default 0.95)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),

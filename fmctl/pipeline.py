@@ -74,6 +74,12 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
     if not run.run_dir:
         raise RunFolderError("run_dir: not set")
     run_dir = Path(distributed.broadcast(d, str(run.run_dir)))
+    finished = _already_completed(run, run_dir)
+    if finished is not None:
+        out.print(report.metrics_table(finished["metrics"], f"best model, step {finished.get('model_step')}"))
+        out.print(f"run folder: {run_dir} (completed at step {finished.get('steps')}; trainer.resume=auto has "
+                  f"nothing to continue: raise trainer.max_steps or trainer.epochs to train longer)", soft_wrap=True)
+        return RunResult(run_dir, finished["metrics"], None)
     checkpoint = resume_point(run, run_dir)
     seed_everything(run.trainer.seed)
     _check_verb(verb, run)
@@ -291,6 +297,24 @@ def _check_trainer_choices(run: RunConfig, task: Any) -> None:
                           f"{did_you_mean(monitor, allowed)}; choose one of {', '.join(allowed)}")
 
 
+def _already_completed(run: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a run that trainer.resume=auto would only redo: completed (early
+    stopping included) with the same step budget. Why: a scheduler that requeues the same
+    command must not retrain past an early stop or re-run the last steps and rewrite
+    model/; raising max_steps or epochs still continues the run."""
+    if run.trainer.resume != "auto" or not (run_dir / "manifest.json").is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    saved_file = run_dir / "config.yaml"
+    if manifest.get("status") != "completed" or "metrics" not in manifest or not saved_file.is_file():
+        return None
+    saved = OmegaConf.load(saved_file).get("trainer", {})
+    same_budget = (saved.get("max_steps") == run.trainer.max_steps and saved.get("epochs") == run.trainer.epochs)
+    return manifest if same_budget else None
+
+
 def resume_point(run: RunConfig, run_dir: Path) -> Path | None:
     """The checkpoint folder to continue from, or None to start fresh."""
     from fmctl.checkpoint import CHECKPOINT_FILES, checkpoint_complete, latest_checkpoint
@@ -321,6 +345,10 @@ _RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.num_threads"
                      "trainer.epochs", "trainer.log_every", "run_dir", "overwrite"}
 
 
+def _global_batch(flat: dict[str, Any]) -> Any:
+    return (flat.get("trainer.batch_size") or 0) * (flat.get("trainer.nproc") or 1)
+
+
 def _warn_on_changes(folder: RunFolder, raw_cfg: Any, data: Any, out: Any) -> None:
     from omegaconf import OmegaConf
 
@@ -331,6 +359,8 @@ def _warn_on_changes(folder: RunFolder, raw_cfg: Any, data: Any, out: Any) -> No
         saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True))
         now = _flatten(absolute_local_paths(OmegaConf.to_container(raw_cfg, resolve=True)))
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in _RESUME_FREE_KEYS)
+        if _global_batch(saved) == _global_batch(now):  # rank r takes positions r, r+N, ...: the same steps
+            changed = [k for k in changed if k not in ("trainer.batch_size", "trainer.nproc")]
         if changed:
             out.print(f"warning: resuming with a config that differs from the run's config.yaml in: "
                       f"{', '.join(changed)}; the result will not match an uninterrupted run", soft_wrap=True)

@@ -7,9 +7,15 @@ from typing import Any
 
 
 def console() -> Any:
+    """Rich's console. Written to a file or CI log (no terminal, no COLUMNS), rich assumes
+    80 columns and cuts table cells to '…'; logs have no width, so tables get room there."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=200 if wide else None)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Any:

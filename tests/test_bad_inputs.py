@@ -194,6 +194,8 @@ CASES = [
     ("wrong type", [*TEXT, "data.train={train}", "trainer.batch_size=big"], "trainer.batch_size: expected an integer, got 'big'"),
     ("unknown backbone option", [*TEXT, "data.train={train}", "backbone=bret"], "backbone: unknown option 'bret' (did you mean 'bert'?)"),
     ("unknown backbone name", [*TEXT, "data.train={train}", "backbone.name=gtp"], "backbone.name: unknown backbone 'gtp' (did you mean 'gpt'?)"),
+    ("Adam betas out of range", [*TEXT, "data.train={train}", "optim.betas=[0.9,2]"], "optim.betas: expected two numbers in [0, 1)"),
+    ("Adam betas of the wrong length", [*TEXT, "data.train={train}", "optim.betas=[0.9]"], "optim.betas: expected two numbers in [0, 1) (Adam's moment decays, e.g. [0.9,0.999]), got [0.9]"),
     ("unknown task", [*TEXT, "data.train={train}", "task=text_clasification"], "task: unknown option 'text_clasification' (did you mean 'text_classification'?)"),
     ("task/backbone mismatch", ["recipe=text_csv", "data.train={train}", "backbone=vit"], "task 'text_classification' needs backbone bert or gpt"),
     ("missing data file", [*TEXT, "data.train=nowhere/train.csv"], "nowhere/train.csv: file not found"),

@@ -201,9 +201,103 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(reviews,
     shutil.copytree(reference, run_dir)
     lock = run_dir / ".lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
-    busy = run_cli(args(reviews, run_dir, "trainer.resume=auto"), cwd=tmp_path)
+    longer = [a for a in args(reviews, run_dir, "trainer.resume=auto") if not a.startswith("trainer.max_steps")]
+    longer.append(f"trainer.max_steps={STEPS + 1}")  # a completed run with the same budget has nothing to resume
+    busy = run_cli(longer, cwd=tmp_path)
     assert busy.returncode == 2 and f"is in use by pid {os.getpid()}" in busy.stderr
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "long ago"}))
-    taken = run_cli(args(reviews, run_dir, "trainer.resume=auto"), cwd=tmp_path)
+    taken = run_cli(longer, cwd=tmp_path)
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert not lock.exists()
+
+
+def test_a_changed_learning_rate_applies_after_resume(reviews, tmp_path, monkeypatch):
+    """What the non-finite-loss message advises: lower optim.lr, resume. The checkpoint's
+    optimizer and scheduler state must not bring the old rate back."""
+    from fmctl.loop.fit import NonFiniteLoss
+
+    common = [f"data.train={reviews['train']}", *TEXT_IN_PROCESS, "sched=constant", "sched.warmup_steps=0",
+              "trainer.checkpoint_every=2", "trainer.on_nonfinite=stop", "optim.lr=1e-3",
+              "optim.layer_decay=0.5", "optim.head_lr_mult=10"]
+    monkeypatch.setenv("FMCTL_FAULT_NONFINITE", "5")
+    with pytest.raises(NonFiniteLoss):
+        finetune("text_csv", common, tmp_path / "run")
+    monkeypatch.delenv("FMCTL_FAULT_NONFINITE")
+    import shutil
+
+    shutil.copytree(tmp_path / "run", tmp_path / "same_lr")
+    finetune("text_csv", [*common, "trainer.resume=auto", "optim.lr=1e-4"], tmp_path / "run")
+    finetune("text_csv", [*common, "trainer.resume=auto"], tmp_path / "same_lr")
+    lrs = {r["step"]: r["lr"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["event"] == "train"}
+    # logged: optim.lr times the schedule (constant), whatever the per-group scales
+    assert lrs[4] == pytest.approx(1e-3) and lrs[5] == lrs[6] == pytest.approx(1e-4), lrs
+    lowered, kept = (weights(tmp_path / name / "model" / "model.safetensors") for name in ("run", "same_lr"))
+    assert any(not lowered[k].equal(kept[k]) for k in kept)  # the optimizer really stepped at another rate
+
+
+def test_configured_hyperparameters_replace_the_checkpoint_ones():
+    import torch
+
+    from fmctl.loop.optim import apply_configured_hyperparameters, configured_hyperparameters
+
+    def make(lr, decay):
+        param = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.AdamW([{"params": [param], "lr": lr * 10}, {"params": [], "lr": lr}], lr=lr,
+                                      weight_decay=decay)
+        return param, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+
+    param, optimizer, scheduler = make(1e-3, 0.1)
+    param.grad = torch.ones(3)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    _, resumed, resumed_scheduler = make(1e-4, 0.0)
+    configured = configured_hyperparameters(resumed)
+    resumed.load_state_dict(optimizer.state_dict())
+    resumed_scheduler.load_state_dict(scheduler.state_dict())
+    assert resumed.param_groups[0]["lr"] == pytest.approx(1e-2 / 4)  # the checkpoint's, before the fix-up
+    apply_configured_hyperparameters(resumed, resumed_scheduler, configured)
+    assert [g["lr"] for g in resumed.param_groups] == pytest.approx([1e-3 / 4, 1e-4 / 4])
+    assert resumed.param_groups[0]["weight_decay"] == 0.0 and resumed_scheduler.get_last_lr()[0] == pytest.approx(1e-3 / 4)
+    assert resumed.state_dict()["state"][0]["step"] == 3  # the moments and counts stay the checkpoint's
+    same, same_scheduler = make(1e-3, 0.1)[1:]
+    kept = configured_hyperparameters(same)
+    same.load_state_dict(optimizer.state_dict())
+    same_scheduler.load_state_dict(scheduler.state_dict())
+    before = [dict((k, v) for k, v in g.items() if k != "params") for g in same.param_groups]
+    apply_configured_hyperparameters(same, same_scheduler, kept)
+    assert [dict((k, v) for k, v in g.items() if k != "params") for g in same.param_groups] == before
+
+
+def test_resume_auto_of_a_completed_run_changes_nothing_unless_the_budget_grows(reviews, reference, tmp_path):
+    import hashlib
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    files = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.rglob("*") if p.is_file()}
+    again = run_cli(args(reviews, run_dir, "trainer.resume=auto"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to continue" in again.stdout + again.stderr
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.rglob("*") if p.is_file()} == files
+    longer = run_cli([a for a in args(reviews, run_dir, "trainer.resume=auto") if not a.startswith("trainer.max_steps")]
+                     + [f"trainer.max_steps={STEPS + 2}"], cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert json.loads((run_dir / "manifest.json").read_text())["steps"] == STEPS + 2
+
+
+def test_an_empty_lock_is_named_and_taken_over_once_old(tmp_path):
+    from fmctl.checkpoint import LOCK_NAME, RunFolder
+    from fmctl.errors import RunFolderError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lock = run_dir / LOCK_NAME
+    lock.write_text("")  # a process died between creating the lock and writing its record
+    with pytest.raises(RunFolderError, match="has an empty or unreadable lock .* written less than 60 s ago"):
+        RunFolder.reopen(run_dir)
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    folder = RunFolder.reopen(run_dir)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    folder.unlock()

@@ -257,6 +257,10 @@ def check_semantics(run: RunConfig) -> list[str]:
         problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
                         f"({run.backbone.max_positions})")
     problems.extend(_check_task_lengths(run))
+    betas = list(run.optim.betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        problems.append(f"optim.betas: expected two numbers in [0, 1) (Adam's moment decays, e.g. [0.9,0.999]), "
+                        f"got {betas}")
     if run.trainer.dropout_masks == "packed" and run.trainer.gradient_checkpointing:
         problems.append("trainer.dropout_masks: 'packed' masks are not redrawn when gradient checkpointing "
                         "recomputes a block; use trainer.dropout_masks=auto (torch's masks under checkpointing)")

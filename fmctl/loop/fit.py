@@ -25,7 +25,7 @@ from fmctl.loop import distributed
 from fmctl.loop.distributed import Dist
 from fmctl.loop.dropout_masks import dropout_masks, resolve_dropout_masks
 from fmctl.loop.faults import Faults
-from fmctl.loop.optim import build_optimizer
+from fmctl.loop.optim import apply_configured_hyperparameters, build_optimizer, configured_hyperparameters
 from fmctl.loop.precision import Precision, pick_device, resolve_precision
 from fmctl.loop.preemption import PREEMPTED_EXIT, StopRequest, ignore_signals_in_worker
 from fmctl.loop.sampler import EpochSampler
@@ -205,6 +205,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
 
     progress = Progress()
     if resume is not None:
+        configured = configured_hyperparameters(optimizer)
         if "optimizer" in resume:
             if sharded:
                 from fmctl.errors import ConfigError
@@ -217,6 +218,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
 
             load_sharded(resume["dcp"], model, optimizer)  # resharded to this world size
         scheduler.load_state_dict(resume["scheduler"])
+        apply_configured_hyperparameters(optimizer, scheduler, configured)
         if scaler is not None and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         progress = Progress.from_dict(resume["progress"])
@@ -447,7 +449,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     window["samples"], window["tokens"] = int(totals[1]), int(totals[2])
                     stats = {"epoch": round(progress.step / steps_per_epoch, 4),
                              "loss": (totals[0] / (progress.running_count * d.world_size)).item(),
-                             "lr": scheduler.get_last_lr()[0],
+                             "lr": run.optim.lr * scheduler.lr_lambdas[0](scheduler.last_epoch),
                              "samples_per_s": window["samples"] / elapsed,
                              "elapsed_s": time.perf_counter() - train_start}
                     if grad_norm is not None:

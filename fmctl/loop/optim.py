@@ -66,3 +66,25 @@ def build_optimizer(model: Any, cfg: OptimConfig, device_type: str) -> Any:
     groups = parameter_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay, cfg.head_lr_mult)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
                              eps=cfg.eps, fused=fused)
+
+
+_HYPERPARAMETERS = ("initial_lr", "weight_decay", "betas", "eps")
+
+
+def configured_hyperparameters(optimizer: Any) -> list[dict[str, Any]]:
+    """Each group's settings as this run's config made them (before a checkpoint is loaded)."""
+    return [{k: group[k] for k in _HYPERPARAMETERS if k in group} for group in optimizer.param_groups]
+
+
+def apply_configured_hyperparameters(optimizer: Any, scheduler: Any, configured: list[dict[str, Any]]) -> None:
+    """Why: a checkpoint's optimizer and scheduler state carry the learning rate, weight
+    decay and betas the run started with, so `optim.lr=...` given on resume (what the
+    non-finite-loss message advises) would be silently ignored. The moments and step
+    counts stay the checkpoint's; the settings become the config's. With an unchanged
+    config this restores exactly the values the checkpoint held."""
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
+    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -21,7 +21,7 @@ Encoded = tuple[dict[str, Any], dict[int, str]]
 
 class LightTextEncoder:
     """The copied tokenizer.json through the `tokenizers` library: truncation to the
-    training max_length (longest first for pairs), right padding to a multiple of 8."""
+    training max_length (longest first for pairs), right padding to the manifest's pad_to_multiple_of."""
 
     def __init__(self, folder: Path, prep: dict[str, Any], input_names: list[str]):
         from tokenizers import Tokenizer
