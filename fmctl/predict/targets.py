@@ -34,8 +34,22 @@ _ELSEWHERE = {"mlm": "a masked-LM run is a starting point: fine-tune it (fmctl f
               "mim": "a masked-image run is a starting point: fine-tune it (fmctl finetune backbone.pretrained=RUN)"}
 
 
+class _ColumnRoles:
+    """The text columns a target reads by default, from its role -> column map."""
+
+    columns: dict[str, str]
+
+    @property
+    def text_column(self) -> str | None:
+        return self.columns.get("text")
+
+    @property
+    def text_pair_column(self) -> str | None:
+        return self.columns.get("text_pair")
+
+
 @dataclass
-class TargetInputs:
+class TargetInputs(_ColumnRoles):
     """What a target reads, known from its config or manifest before its model is loaded,
     so that a wrong input (a missing column, one text for a pair model) is one line that
     costs no model load."""
@@ -44,20 +58,12 @@ class TargetInputs:
     input_kind: str                                # a TASK_INPUTS value
     columns: dict[str, str]                        # role -> default input column (text kinds)
 
-    @property
-    def text_column(self) -> str | None:
-        return self.columns.get("text")
-
-    @property
-    def text_pair_column(self) -> str | None:
-        return self.columns.get("text_pair")
-
 
 BeforeLoad = Callable[[TargetInputs], None]
 
 
 @dataclass
-class Target:
+class Target(_ColumnRoles):
     path: Path
     description: str
     task: str
@@ -66,14 +72,6 @@ class Target:
     columns: dict[str, str]                        # role -> default input column (text kinds)
     predict: Callable[[list[Any]], list[Any]]      # values -> one record (dict) or error (str) each
     output_columns: list[str]                      # record fields, for CSV output
-
-    @property
-    def text_column(self) -> str | None:
-        return self.columns.get("text")
-
-    @property
-    def text_pair_column(self) -> str | None:
-        return self.columns.get("text_pair")
 
 
 class Predictor:
