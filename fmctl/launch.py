@@ -167,9 +167,16 @@ def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None) -> Any:
     except FmctlError as exc:
         if overrides is not None or _debug():
             raise
+        from fmctl.loop.fit import Preempted
+        from fmctl.loop.preemption import is_main_rank, under_launcher
+
+        if isinstance(exc, Preempted) and not is_main_rank():
+            raise SystemExit(0 if under_launcher() else exc.exit_code)  # rank 0 says it, with the checkpoint
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
-        raise SystemExit(exc.exit_code)
+        # Under the launcher a clean preemption exits 0, so torchrun reports no failure; the
+        # launcher reads `preempted` from the manifest and exits PREEMPTED_EXIT itself.
+        raise SystemExit(0 if isinstance(exc, Preempted) and under_launcher() else exc.exit_code)
     except Exception as exc:
         if overrides is not None or _debug():
             raise
