@@ -224,7 +224,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         app(args=args, prog_name="fmctl")
     except KeyboardInterrupt:
-        print("fmctl: interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per rank
+            print("fmctl: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         from fmctl.errors import FmctlError
