@@ -17,7 +17,7 @@ from typing import Any
 from fmctl import __version__
 from fmctl.checkpoint import RunFolder, replace_folder
 from fmctl.config.schema import RunConfig
-from fmctl.errors import DataError, RunFolderError
+from fmctl.errors import DataError, ModelError, RunFolderError
 
 
 @dataclass
@@ -106,6 +106,7 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
 
     seed_everything(run.trainer.seed)
     model = task.build_model(run, data)
+    _check_positions(run, model)
     custom = None
     if verb == "customize":
         from fmctl.customize import apply_all
@@ -295,6 +296,36 @@ def _check_trainer_choices(run: RunConfig, task: Any) -> None:
 
         raise ConfigError(f"trainer.monitor: '{monitor}' is not reported by task {task.name}"
                           f"{did_you_mean(monitor, allowed)}; choose one of {', '.join(allowed)}")
+
+
+# Encoders whose learned positions start after the padding index (RoBERTa's embeddings).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                     "roberta-prelayernorm", "ibert", "markuplm", "mpnet"}
+
+
+def _check_positions(run: RunConfig, model: Any) -> None:
+    """Why: a pretrained checkpoint brings its own position table (GPT-2's n_positions, a
+    RoBERTa's 514 minus its padding offset), and data.max_length is checked against
+    backbone.max_positions only; a longer sequence then fails as an index error in the
+    first step, after the run folder was made. Encoder-decoders (T5) have relative
+    positions and no such table."""
+    config = getattr(model, "config", None)
+    table = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if not isinstance(table, int) or getattr(config, "is_encoder_decoder", False):
+        return
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        table -= (getattr(config, "pad_token_id", None) or 0) + 1
+    where = f"the pretrained '{run.backbone.pretrained}'" if run.backbone.pretrained else "the model"
+    needs = [("data.max_length", "", run.data.max_length)]
+    if run.task.name in ("translation", "seq2seq"):  # decoder-only: source, separator and target in one row
+        needs = [("data.max_target_length", "data.max_length + data.max_target_length + 2 = ",
+                  run.data.max_length + run.data.max_target_length + 2),
+                 ("task.generation.max_new_tokens", "data.max_length + 1 + task.generation.max_new_tokens = ",
+                  run.data.max_length + 1 + run.task.generation.max_new_tokens)]
+    for key, sum_text, length in needs:
+        if length > table:
+            raise ModelError(f"{key}: {sum_text}{length} exceeds the {table} positions of {where}; "
+                             f"lower {'it' if not sum_text else 'them'}")
 
 
 def _already_completed(run: RunConfig, run_dir: Path) -> dict[str, Any] | None:

@@ -384,3 +384,41 @@ def test_pretraining_without_validation_says_so(tmp_path):
     pipeline.pretrain(run, raw, console=Console(file=printed, width=200))
     assert "warning: no validation examples, so no evaluation" in printed.getvalue()
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+
+    exported = export_run(tmp_path / "run", ExportOptions(fmt="hf"), out=tmp_path / "hf", log=lambda _: None)
+    assert exported.manifest["parity"]["passed"] and exported.manifest["parity"]["split"] == "train"
+
+
+def test_continued_pretraining_of_a_gpt2_without_pad_token_exports(tmp_path):
+    """Real GPT-2 tokenizers have no pad token: continued pretraining, then ONNX export."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from fmctl import pipeline
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+    from tests.helpers import compose
+
+    corpus = structured_corpus(tmp_path / "corpus.txt", n=400)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.train([str(corpus)], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = GPT2TokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>")
+    assert tokenizer.pad_token is None
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+                    ).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={tmp_path / 'p'}", f"tokenizer.path={tmp_path / 'gpt2'}",
+                                                "dedup.near=false", "validation_fraction=0.1"])
+    prepare_corpus(cfg, QUIET)
+    raw, run = compose("gpt_clm", [f"data.prepared={tmp_path / 'p'}", f"backbone.pretrained={tmp_path / 'gpt2'}",
+                                   "data.max_length=32", "trainer.max_steps=2", "trainer.progress=off"], tmp_path / "run")
+    pipeline.pretrain(run, raw, console=QUIET)
+    exported = export_run(tmp_path / "run", ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=lambda _: None)
+    assert exported.manifest["parity"]["passed"]
+    assert exported.manifest["preprocessing"]["pad_token_id"] == tokenizer.eos_token_id

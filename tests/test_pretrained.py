@@ -152,3 +152,16 @@ def test_image_size_resamples_a_pretrained_folder(shapes, tmp_path):
     third = finetune("image_folder", [f"data.train={shapes}", *small, "trainer.max_steps=1",
                                       f"backbone.pretrained={first.run_dir}"], tmp_path / "third")
     assert load_file(str(third.run_dir / "model" / "model.safetensors"))["pos_embed"].shape[1] == 1 + (16 // 4) ** 2
+
+
+def test_max_length_beyond_the_checkpoint_positions_is_refused_before_the_run(reviews, tmp_path):
+    """backbone.max_positions (512) does not describe a pretrained checkpoint: its own
+    table (64 here) does; a longer data.max_length would be an index error at step 1."""
+    from fmctl.errors import ModelError
+
+    make_bert_folder(tmp_path / "pretrained", reviews)
+    overrides = [o for o in TEXT[1:] if not o.startswith("data.max_length")]
+    with pytest.raises(ModelError, match=r"data.max_length: 100 exceeds the 64 positions of the pretrained '.*pretrained'"):
+        finetune("text_csv", overrides + [f"data.train={reviews['train']}", "data.max_length=100",
+                                          f"backbone.pretrained={tmp_path / 'pretrained'}"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -68,6 +68,7 @@ class TaskIO:
         self.model_dir = self.run_dir / "model"
         self.task = get_task(run.task)
         self._data: Any = None
+        self.parity_split = "validation"  # "train" for a run that had no validation examples
 
     @property
     def label_names(self) -> list[str]:
@@ -76,7 +77,13 @@ class TaskIO:
     @property
     def data(self) -> Any:
         if self._data is None:
-            self._data = self.task.prepare(self.run, model_dir=self.model_dir, splits=("validation",))
+            data = self.task.prepare(self.run, model_dir=self.model_dir, splits=("validation",))
+            if data.validation is None or len(data.validation) == 0:
+                # e.g. pretraining on a corpus prepared with validation_fraction=0: the
+                # export is still checked, on training examples (the manifest says which)
+                data = self.task.prepare(self.run, model_dir=self.model_dir, splits=("train",))
+                data.validation, self.parity_split = data.train, "train"
+            self._data = data
         return self._data
 
     def load_model(self) -> Any:
@@ -189,7 +196,8 @@ class TextClassificationIO(TaskIO):
             "truncation": "longest_first",
             "padding": "right",
             "pad_to_multiple_of": int(getattr(self.data.collate, "multiple_of", 1)),
-            "pad_token_id": int(tokenizer.pad_token_id),
+            # GPT-2-style tokenizers have no pad token; padded positions are masked out anyway
+            "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
             "text_column": self.run.data.text_column,
             "text_pair_column": self.run.data.text_pair_column,
         }

@@ -97,11 +97,16 @@ def _check(ctx: Context, candidate: Callable[[dict[str, Any]], Any], name: str, 
     return result, comparison
 
 
+def _parity_record(ctx: Context, result: Any) -> dict[str, Any]:
+    """The parity result for the manifest, with the split its examples came from."""
+    return {**result.as_dict(), "split": ctx.io.parity_split}
+
+
 def _evaluation(ctx: Context, comparisons: dict[str, parity_mod.Comparison]) -> dict[str, Any]:
     first = next(iter(comparisons.values()))
     accuracy = {"pytorch_fp32": first.accuracy("reference")}
     accuracy.update({name: c.accuracy("candidate") for name, c in comparisons.items()})
-    return {"split": "validation", "examples": first.result.examples, "metric": first.measure.metric,
+    return {"split": ctx.io.parity_split, "examples": first.result.examples, "metric": first.measure.metric,
             "accuracy": accuracy}
 
 
@@ -127,7 +132,7 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     sessions = {"onnx_fp32": onnx_mod.session(fp32_path, threads)}
     fp32_parity, fp32_cmp = _check(ctx, _ort_candidate(sessions["onnx_fp32"], names), "onnxruntime fp32",
                                    opts.atol, None if opts.quantize else opts.min_agreement)
-    out: dict[str, Any] = {"files": {"model": "model.onnx"}, "onnx": info, "parity": fp32_parity.as_dict()}
+    out: dict[str, Any] = {"files": {"model": "model.onnx"}, "onnx": info, "parity": _parity_record(ctx, fp32_parity)}
     comparisons = {"onnx_fp32": fp32_cmp}
     if opts.quantize:
         from fmctl.export import quantize as quant_mod
@@ -140,7 +145,7 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
         agreement = DEFAULT_INT8_AGREEMENT if opts.min_agreement is None else opts.min_agreement
         int8_parity, comparisons["onnx_int8"] = _check(ctx, _ort_candidate(sessions["onnx_int8"], names),
                                                        f"onnxruntime {opts.quantize}", None, agreement)
-        out["parity_int8"] = int8_parity.as_dict()
+        out["parity_int8"] = _parity_record(ctx, int8_parity)
     out["evaluation"] = _evaluation(ctx, comparisons)
     if opts.quantize or opts.benchmark:
         feeds = {size: io.batch_of(size).inputs for size in (1, 32)}
@@ -173,7 +178,7 @@ def write_torchscript(ctx: Context, folder: Path) -> dict[str, Any]:
     loaded = torchscript.load(path)
     result, comparison = _check(ctx, _torch_candidate(loaded, ctx.io.input_names()), "torchscript", ctx.options.atol,
                                 ctx.options.min_agreement)
-    return {"files": {"model": "model.pt"}, "torchscript": info, "parity": result.as_dict(),
+    return {"files": {"model": "model.pt"}, "torchscript": info, "parity": _parity_record(ctx, result),
             "evaluation": _evaluation(ctx, {"torchscript": comparison}), **_declared_io(ctx)}
 
 
@@ -189,7 +194,7 @@ def write_safetensors(ctx: Context, folder: Path) -> dict[str, Any]:
     rebuilt = weights.rebuild_from_safetensors(arch, path)
     candidate = _torch_candidate(ctx.io.module(rebuilt), ctx.io.input_names())
     result, comparison = _check(ctx, candidate, "safetensors reloaded", ctx.options.atol, ctx.options.min_agreement)
-    return {"files": {"weights": "model.safetensors"}, "architecture": arch, "parity": result.as_dict(),
+    return {"files": {"weights": "model.safetensors"}, "architecture": arch, "parity": _parity_record(ctx, result),
             "evaluation": _evaluation(ctx, {"safetensors": comparison}), **_declared_io(ctx)}
 
 
@@ -203,7 +208,7 @@ def write_hf(ctx: Context, folder: Path) -> dict[str, Any]:
         else "transformers"
     load = ("timm.create_model('local-dir:model', pretrained=True)" if library == "timm"
             else f"{ctx.io.auto_class}.from_pretrained('model'); AutoTokenizer.from_pretrained('model')")
-    return {"files": {"model_folder": "model"}, "library": library, "load": load, "parity": result.as_dict(),
+    return {"files": {"model_folder": "model"}, "library": library, "load": load, "parity": _parity_record(ctx, result),
             "evaluation": _evaluation(ctx, {"hf": comparison}), **_declared_io(ctx)}
 
 

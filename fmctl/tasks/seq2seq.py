@@ -112,6 +112,9 @@ class Seq2Seq:
         tokenizer = data.preprocessor
         if self.decoder_only:
             model = text_models.build_model(run.backbone, tokenizer, "causal_lm", grow_vocab=True)
+            positions = getattr(model.config, "max_position_embeddings", None)
+            if positions and isinstance(data.collate, PadCollator):  # a pretrained GPT's own table
+                data.collate.max_width = min(data.collate.max_width or positions, positions)
         else:
             model = text_models.build_model(run.backbone, tokenizer, "seq2seq_lm")
             if model.config.decoder_start_token_id is None:
