@@ -157,7 +157,8 @@ def train(verb: str, run: RunConfig, raw_cfg: Any, overrides: list[str] | None =
         if folder is not None:
             folder.unlock()
     distributed.barrier(d)
-    out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
+    if metrics:
+        out.print(report.metrics_table(metrics, f"best model, step {result.best_step}"))
     if comparison is not None:
         from fmctl.customize.report import table
 

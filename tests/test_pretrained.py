@@ -165,3 +165,24 @@ def test_max_length_beyond_the_checkpoint_positions_is_refused_before_the_run(re
         finetune("text_csv", overrides + [f"data.train={reviews['train']}", "data.max_length=100",
                                           f"backbone.pretrained={tmp_path / 'pretrained'}"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_state_dict_file_of_a_shallower_model_loads_at_its_own_depth(shapes, tmp_path):
+    """A `drop_layers` run's weights (2 of vit_tiny's 12 blocks) with backbone.arch=vit_tiny:
+    built with the file's 2 blocks and width, not 12 with 10 left random."""
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, depth=2,
+                               num_classes=5)
+    torch.save(source.state_dict(), str(tmp_path / "shallow.pth"))
+    common = [f"data.train={shapes}", "trainer.progress=off", "trainer.max_steps=1", "trainer.batch_size=4",
+              "optim.lr=1e-9", "sched=constant", "backbone.arch=vit_tiny_patch16_224",
+              f"backbone.pretrained={tmp_path / 'shallow.pth'}"]
+    result = finetune("image_folder", common, tmp_path / "run")
+    tuned = load_file(str(result.run_dir / "model" / "model.safetensors"))
+    assert max(int(k.split(".")[1]) for k in tuned if k.startswith("blocks.")) == 1
+    assert torch.allclose(tuned["blocks.1.mlp.fc2.weight"], source.state_dict()["blocks.1.mlp.fc2.weight"], atol=1e-6)
+    from fmctl.errors import ModelError
+
+    with pytest.raises(ModelError, match="holds 2 blocks, backbone.arch=vit_tiny_patch16_224 was built with 4"):
+        finetune("image_folder", [*common, "backbone.num_layers=4"], tmp_path / "deeper")

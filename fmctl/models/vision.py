@@ -71,8 +71,10 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
             if cfg.patch_size is not None and geometry.get("patch_size", cfg.patch_size) != cfg.patch_size:
                 raise ModelError(f"backbone.patch_size: {cfg.patch_size}, but '{where}' holds "
                                  f"{geometry['patch_size']}-pixel patch weights; leave it unset (null)")
-            return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": str(where)},
-                                     **{**geometry, **size}, **shape, **common)
+            model = timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": str(where)},
+                                      **{**geometry, **size, **shape}, **common)
+            _require_every_weight(model, where, cfg.arch)
+            return model
         return timm.create_model(f"hf-hub:{where}", pretrained=True, **size, **common)
     except ModelError:
         raise
@@ -94,7 +96,10 @@ def checkpoint_geometry(file: Path) -> dict[str, int]:
     kernel, positions = shapes.get("patch_embed.proj.weight"), shapes.get("pos_embed")
     if not kernel or len(kernel) != 4 or kernel[2] != kernel[3]:
         return {}
-    geometry = {"patch_size": int(kernel[2])}
+    geometry = {"patch_size": int(kernel[2]), "embed_dim": int(kernel[0])}
+    blocks = {int(name.split(".")[1]) for name in shapes if name.startswith("blocks.") and name.split(".")[1].isdigit()}
+    if blocks:
+        geometry["depth"] = max(blocks) + 1
     if positions and len(positions) == 3:
         prefix = (1 if "cls_token" in shapes else 0) + (shapes["reg_token"][1] if "reg_token" in shapes else 0)
         for tokens in (positions[1] - prefix, positions[1]):  # some archs keep no prefix positions
@@ -103,6 +108,16 @@ def checkpoint_geometry(file: Path) -> dict[str, int]:
                 geometry["img_size"] = side * geometry["patch_size"]
                 break
     return geometry
+
+
+def _require_every_weight(model: Any, file: Path, arch: str) -> None:
+    """timm loads a single file without insisting that it fills the model: blocks the file
+    does not have (backbone.num_layers above the file's depth) would stay random silently."""
+    held = {int(n.split(".")[1]) for n in _tensor_shapes(file) if n.startswith("blocks.") and n.split(".")[1].isdigit()}
+    built = len(getattr(model, "blocks", []))
+    if held and built > len(held):
+        raise ModelError(f"backbone.pretrained: '{file}' holds {len(held)} blocks, backbone.arch={arch} was built with "
+                         f"{built}; leave backbone.num_layers unset to take the file's depth")
 
 
 def _tensor_shapes(file: Path) -> dict[str, list[int]]:

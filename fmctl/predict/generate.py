@@ -52,6 +52,8 @@ def load_generator(target: Path) -> Any:
     """A callable (prompts, settings) -> records, loaded once: an ONNX export folder runs
     in onnxruntime, anything else (a run folder, an hf export, a model folder) in PyTorch."""
     target = Path(target)
+    if not target.exists():
+        raise RunFolderError(f"{target}: no such run folder or export folder")
     manifest_file = target / "export_manifest.json"
     if manifest_file.is_file() and json.loads(manifest_file.read_text(encoding="utf-8")).get("format") == "onnx":
         return OnnxGenerator(target)
