@@ -208,6 +208,7 @@ CASES = [
     ("pretrained folder missing", [*TEXT, "data.train={train}", "backbone.pretrained=/no/such/model"], "backbone.pretrained: '/no/such/model' does not exist"),
     ("pretrained folder without weights", [*TEXT, "data.train={train}", "backbone.pretrained={no_weights}"], "has no weights"),
     ("hub id offline", [*TEXT, "data.train={train}", "backbone.pretrained=bert-base-uncased"], "pass the folder: backbone.pretrained=/path/to/folder"),
+    ("timm hub id offline", [*IMAGES, "data.train={images_ok}", "backbone.pretrained=timm/vit_tiny_patch16_224"], "(offline); save it with timm's save_for_hf where you have network, then pass the folder: backbone.pretrained=/path/to/folder"),
     ("unknown recipe", ["recipe=bert_topic"], "unknown recipe 'bert_topic' (did you mean 'bert_topics'?); available:"),
     ("missing required path", ["recipe=text_csv"], "data.train: required"),
     ("bad override syntax", [*TEXT, "data.train={train}", "trainer.max_steps=[1,"], "not a valid key=value override"),

@@ -152,3 +152,11 @@ def test_image_size_resamples_a_pretrained_folder(shapes, tmp_path):
     third = finetune("image_folder", [f"data.train={shapes}", *small, "trainer.max_steps=1",
                                       f"backbone.pretrained={first.run_dir}"], tmp_path / "third")
     assert load_file(str(third.run_dir / "model" / "model.safetensors"))["pos_embed"].shape[1] == 1 + (16 // 4) ** 2
+
+
+def test_hub_messages_name_the_library_that_saves_the_folder():
+    from fmctl.models.pretrained import TIMM_SAVER, hub_error
+
+    assert "save it with save_pretrained" in str(hub_error("bert-base-uncased", "backbone.pretrained", OSError("x")))
+    timm = str(hub_error("timm/vit_tiny_patch16_224", "backbone.pretrained", OSError("x"), saver=TIMM_SAVER))
+    assert "save it with timm's save_for_hf" in timm and timm.endswith("backbone.pretrained=/path/to/folder")
