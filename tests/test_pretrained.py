@@ -154,6 +154,28 @@ def test_image_size_resamples_a_pretrained_folder(shapes, tmp_path):
     assert load_file(str(third.run_dir / "model" / "model.safetensors"))["pos_embed"].shape[1] == 1 + (16 // 4) ** 2
 
 
+def test_byte_level_behind_another_splitter_is_refused_for_words():
+    """A byte-level BPE whose space marker cannot be switched on per word (a Split before
+    ByteLevel, as in Llama-3/Qwen2 tokenizers) would glue pre-split words together: one line
+    instead of silently training on unseen pieces."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from fmctl.errors import ModelError
+    from fmctl.models.text import prefix_split_words
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\p{L}+| ?[^\s\p{L}]+|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.train_from_iterator(["alice met bob in paris"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|end|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>")
+    with pytest.raises(ModelError, match="does not mark pre-split words with the leading-space 'Ġ'"):
+        prefix_split_words(tokenizer, "backbone.pretrained")
+
+
 def test_hub_messages_name_the_library_that_saves_the_folder():
     from fmctl.models.pretrained import TIMM_SAVER, hub_error
 

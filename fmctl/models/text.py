@@ -49,12 +49,15 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
                    "tokenizer.model")
 
 
-def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterable[str]]) -> Any:
+def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterable[str]],
+                   split_words: bool = False) -> Any:
     """The tokenizer named by backbone.tokenizer or the pretrained folder, else one
     trained on the training texts (WordPiece for BERT, byte-level BPE for GPT).
 
     A pretrained folder of the wrong family or library is refused first, so the user
-    hears about the model rather than about a tokenizer it happens to lack."""
+    hears about the model rather than about a tokenizer it happens to lack. With
+    split_words (token classification) byte-level BPE tokenizers mark every word as
+    space-preceded, as the words were in pretraining."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -80,6 +83,8 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
 
         tokenizer = train_tokenizer(training_texts(), _TOKENIZER_KINDS[cfg.name], cfg.vocab_size,
                                     model_max_length=cfg.max_positions)
+    if split_words:
+        prefix_split_words(tokenizer, key)
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -108,6 +113,47 @@ def check_pretrained_folder(name: str, where: Path | str) -> None:
         raise ModelError(f"backbone.pretrained: '{where}' is a timm image model; use backbone=vit "
                          f"(recipe=image_folder)")
     _check_family(name, config.get("model_type"), where)
+
+
+def prefix_split_words(tokenizer: Any, key: str) -> None:
+    """Make a byte-level BPE tokenizer (GPT-2, RoBERTa) put the word-initial space marker
+    'Ġ' on every word of pre-split input.
+
+    Saved with add_prefix_space=False (as roberta-base and gpt2 are), each word would be
+    encoded as if glued to the previous one: pieces pretraining never saw for words
+    inside a sentence. transformers 5 no longer refuses such input, so the pre-tokenizer
+    in tokenizer.json is switched here; model/ and ONNX exports (which read that file
+    with `tokenizers`) then encode words the same way. Tokenizers where that switch
+    cannot be made (byte-level behind another splitter) are refused."""
+    from tokenizers import pre_tokenizers, processors
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = json.loads(backend.to_str()) if backend is not None else {}
+    pre = state.get("pre_tokenizer") or {}
+    if "ByteLevel" not in json.dumps(pre):
+        return  # WordPiece, SentencePiece (Metaspace): each word is marked by the pre-tokenizer itself
+    if pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space"):
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True,
+                                                         trim_offsets=pre.get("trim_offsets", True),
+                                                         use_regex=pre.get("use_regex", True))
+        post = state.get("post_processor") or {}
+        if post.get("type") == "RobertaProcessing":
+            backend.post_processor = processors.RobertaProcessing(
+                tuple(post["sep"]), tuple(post["cls"]), trim_offsets=post.get("trim_offsets", True),
+                add_prefix_space=True)
+        # save_pretrained writes this to tokenizer_config.json; RoBERTa/GPT-2 classes would
+        # otherwise rebuild the pre-tokenizer without the space when model/ is reloaded.
+        tokenizer.add_prefix_space = True
+        tokenizer.init_kwargs["add_prefix_space"] = True
+    encoded = tokenizer([["a", "b"]], is_split_into_words=True, add_special_tokens=False)
+    pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    words = encoded.word_ids(0)
+    second = [p for p, w in zip(pieces, words) if w == 1]
+    if not second or not second[0].startswith("Ġ"):
+        raise ModelError(f"{key}: this byte-level tokenizer does not mark pre-split words with the leading-space "
+                         f"'Ġ' (its pre-tokenizer is {pre.get('type')}), so token classification would feed the "
+                         f"model pieces it never saw; use a tokenizer whose pre_tokenizer is ByteLevel "
+                         f"(GPT-2/RoBERTa style) or a BERT-family one")
 
 
 def attention_kernel(name: str) -> str:
