@@ -35,6 +35,7 @@ def build_files(root: Path) -> dict[str, Path]:
     no_weights.mkdir()
     (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     files["no_weights"] = no_weights
+    files["timm_vit"] = timm_folder(root / "timm_vit")
     files["images_ok"] = write_shapes_folder(root / "images_ok", per_class=6, seed=1)
     flat = root / "flat_images"
     flat.mkdir()
@@ -59,6 +60,17 @@ def build_files(root: Path) -> dict[str, Path]:
     build_task_files(root, files)
     files.update(customize_bases(root))
     return files
+
+
+def timm_folder(folder: Path) -> Path:
+    """A tiny ViT in timm's save_for_hf layout (config.json names an architecture, no model_type)."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=16,
+                              depth=1, num_heads=2, num_classes=2)
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder
 
 
 def build_table_traps(root: Path, files: dict[str, Path]) -> None:
@@ -208,6 +220,10 @@ CASES = [
     ("pretrained folder missing", [*TEXT, "data.train={train}", "backbone.pretrained=/no/such/model"], "backbone.pretrained: '/no/such/model' does not exist"),
     ("pretrained folder without weights", [*TEXT, "data.train={train}", "backbone.pretrained={no_weights}"], "has no weights"),
     ("hub id offline", [*TEXT, "data.train={train}", "backbone.pretrained=bert-base-uncased"], "pass the folder: backbone.pretrained=/path/to/folder"),
+    ("timm hub id offline", [*IMAGES, "data.train={images_ok}", "backbone.pretrained=timm/vit_tiny_patch16_224"], "(offline); save it with timm's save_for_hf where you have network, then pass the folder: backbone.pretrained=/path/to/folder"),
+    ("pretrained folder without tokenizer files", [*TEXT, "data.train={train}", "backbone.pretrained={small_vocab_bert}"], "small_vocab_bert' has no tokenizer files (tokenizer.json, vocab.txt, ...); add them or give backbone.tokenizer="),
+    ("timm folder for a text backbone", [*TEXT, "data.train={train}", "backbone.pretrained={timm_vit}"], "timm_vit' is a timm image model; use backbone=vit (recipe=image_folder)"),
+    ("timm folder with a tokenizer for a text backbone", [*TEXT, "data.train={train}", "backbone.pretrained={timm_vit}", "backbone.tokenizer={cz_base}"], "timm_vit' is a timm image model; use backbone=vit (recipe=image_folder)"),
     ("unknown recipe", ["recipe=bert_topic"], "unknown recipe 'bert_topic' (did you mean 'bert_topics'?); available:"),
     ("missing required path", ["recipe=text_csv"], "data.train: required"),
     ("bad override syntax", [*TEXT, "data.train={train}", "trainer.max_steps=[1,"], "not a valid key=value override"),
@@ -259,6 +275,8 @@ CASES = [
     ("translation pair with an empty side", [*TRANSLATION, "data.train={empty_side_tsv}"], "empty_side.tsv:3: empty target text (column 'target')"),
     ("headerless pair without a tab", [*TRANSLATION, "data.train={no_tab_txt}", "data.format=pairs"], "no_tab.txt:2: expected source<TAB>target"),
     ("translation on an encoder", [*TRANSLATION, "data.train={pairs}", "backbone=bert"], "task 'translation' needs backbone gpt or t5"),
+    ("BERT folder for T5 translation", [*TRANSLATION, "data.train={pairs}", "backbone.pretrained={cz_base}"], "cz_base' is an encoder (bert); use backbone=bert"),
+    ("BERT folder for GPT translation", ["recipe=translation_gpt", *TINY_TEXT, "trainer.max_steps=2", "data.train={pairs}", "backbone.pretrained={cz_base}"], "cz_base' is an encoder (bert); use backbone=bert"),
     ("GPT source and target beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=48", "task.generation.max_new_tokens=8"], "data.max_target_length: a GPT reads source and target as one sequence"),
     ("GPT generation beyond positions", [*TRANSLATION, "data.train={pairs}", "backbone=gpt", "backbone.max_positions=64", "data.max_length=32", "data.max_target_length=16", "task.generation.max_new_tokens=40"], "task.generation.max_new_tokens: a GPT generates after the source and separator, and data.max_length + 1 + task.generation.max_new_tokens = 73 exceeds backbone.max_positions (64)"),
     ("numeric label column holding text", [*REGRESSION, "data.train={text_score_csv}"], "text_score.csv:3: label 'high' in column 'score' is not a number"),

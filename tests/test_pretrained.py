@@ -186,3 +186,33 @@ def test_state_dict_file_of_a_shallower_model_loads_at_its_own_depth(shapes, tmp
 
     with pytest.raises(ModelError, match="holds 2 blocks, backbone.arch=vit_tiny_patch16_224 was built with 4"):
         finetune("image_folder", [*common, "backbone.num_layers=4"], tmp_path / "deeper")
+
+
+def test_byte_level_behind_another_splitter_is_refused_for_words():
+    """A byte-level BPE whose space marker cannot be switched on per word (a Split before
+    ByteLevel, as in Llama-3/Qwen2 tokenizers) would glue pre-split words together: one line
+    instead of silently training on unseen pieces."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from fmctl.errors import ModelError
+    from fmctl.models.text import prefix_split_words
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\p{L}+| ?[^\s\p{L}]+|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.train_from_iterator(["alice met bob in paris"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|end|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>")
+    with pytest.raises(ModelError, match="does not mark pre-split words with the leading-space 'Ġ'"):
+        prefix_split_words(tokenizer, "backbone.pretrained")
+
+
+def test_hub_messages_name_the_library_that_saves_the_folder():
+    from fmctl.models.pretrained import TIMM_SAVER, hub_error
+
+    assert "save it with save_pretrained" in str(hub_error("bert-base-uncased", "backbone.pretrained", OSError("x")))
+    timm = str(hub_error("timm/vit_tiny_patch16_224", "backbone.pretrained", OSError("x"), saver=TIMM_SAVER))
+    assert "save it with timm's save_for_hf" in timm and timm.endswith("backbone.pretrained=/path/to/folder")

@@ -124,3 +124,82 @@ def test_words_past_max_length_are_predicted_outside(tmp_path):
     assert metrics.predicted[0] == ["B-PER", "O", "B-PER", "O", "O"]
     report = metrics.report()
     assert report["precision"] == 1.0 and report["recall"] == pytest.approx(2 / 3)
+
+
+def make_roberta_folder(folder, texts):
+    """A RoBERTa-style folder as roberta-base ships: byte-level BPE saved with
+    add_prefix_space=False (words inside text carry 'Ġ', a text's first word does not)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                      add_prefix_space=False)
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                     cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                     add_prefix_space=False, model_max_length=64)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=70, pad_token_id=1,
+                               type_vocab_size=1)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_byte_level_words_keep_their_space_marker_in_training_and_serving(tmp_path):
+    """A RoBERTa tokenizer saved with add_prefix_space=False encodes pre-split words glued
+    together ('met' instead of 'Ġmet') and transformers 5 no longer refuses it: fmctl must
+    feed every word with its space marker, save model/ that way, and ONNX serving must
+    encode words as the run folder does."""
+    from fmctl.config.schema import DataConfig
+    from fmctl.data.conll import read_token_rows
+    from fmctl.export.run import export_run
+    from fmctl.export.writers import ExportOptions
+    from fmctl.predict import encode
+    from fmctl.predict.run import predict
+    from fmctl.tasks.token_classification import TokenClassification
+    from tests.helpers import compose
+
+    train = write_conll(tmp_path / "train.conll", 120, seed=1)
+    texts = [" ".join(r.tokens) for r in read_token_rows(train, DataConfig())]
+    folder = make_roberta_folder(tmp_path / "roberta", texts)
+    overrides = [f"data.train={train}", f"backbone.pretrained={folder}", "data.max_length=48",
+                 "trainer.progress=off", "trainer.precision=fp32", "trainer.num_threads=1", "trainer.max_steps=4",
+                 "trainer.batch_size=16", *[s for s in STEPS if s.startswith("trainer.eval")]]
+    _, run = compose("ner_conll", overrides, tmp_path / "prepared")
+    task = TokenClassification(run.task)
+    data = task.prepare(run, splits=("train",))
+    tokenizer = data.preprocessor
+    for feature in list(data.train.features)[:20]:
+        pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+        starts = [pieces[i] for i, w in enumerate(feature["word_index"]) if w >= 0]
+        assert len(starts) > 2 and all(p.startswith("Ġ") for p in starts[1:]), pieces
+
+    result = finetune("ner_conll", overrides, tmp_path / "run")
+    saved = json.loads((result.run_dir / "model" / "tokenizer.json").read_text())
+    assert saved["pre_tokenizer"]["type"] == "ByteLevel" and saved["pre_tokenizer"]["add_prefix_space"] is True
+    exported = export_run(result.run_dir, ExportOptions(fmt="onnx", exporter="torchscript"), log=lambda _l: None)
+    names = ["input_ids", "attention_mask"]
+    words = [{"text": ["alice", "met", "jordan", "in", "paris", "today", "."]}, {"text": "bob visited josé near rome"}]
+    light = encode.LightWordEncoder(exported.folder, exported.manifest["preprocessing"], names)(words)
+    from fmctl.models.text import load_tokenizer_only
+
+    reference = encode.ReferenceWordEncoder(load_tokenizer_only(result.run_dir / "model"), 48, names)(words)
+    assert light[2] == reference[2]
+    for name in names:
+        width = reference[0][name].shape[1]
+        assert (light[0][name][:, :width] == reference[0][name]).all(), name
+    sentences = tmp_path / "new.jsonl"
+    sentences.write_text("".join(json.dumps({"tokens": w["text"] if isinstance(w["text"], list)
+                                             else w["text"].split()}) + "\n" for w in words), encoding="utf-8")
+    from_run = predict(result.run_dir, input_file=sentences, out=tmp_path / "run.jsonl", log=lambda _l: None)
+    from_onnx = predict(exported.folder, input_file=sentences, out=tmp_path / "onnx.jsonl", log=lambda _l: None)
+    assert from_run.predicted == from_onnx.predicted == 2
+    assert [r["tags"] for r in read_jsonl(tmp_path / "run.jsonl")] == \
+        [r["tags"] for r in read_jsonl(tmp_path / "onnx.jsonl")]

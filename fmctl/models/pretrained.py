@@ -14,6 +14,9 @@ from fmctl.errors import ModelError
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
               "pytorch_model.bin.index.json")
 TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+# How each library writes a loadable folder: the offline hub messages tell the user which to run.
+HF_SAVER = "save_pretrained"
+TIMM_SAVER = "timm's save_for_hf"
 
 
 def resolve(spec: str, key: str = "backbone.pretrained", weights: tuple[str, ...] = HF_WEIGHTS) -> Path | str:
@@ -28,12 +31,13 @@ def resolve(spec: str, key: str = "backbone.pretrained", weights: tuple[str, ...
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".safetensors", ".pth", ".bin")):
         raise ModelError(f"{key}: '{spec}' does not exist; give a folder in the save_pretrained layout "
                          f"(config.json + model.safetensors) or an fmctl run folder")
-    return _hub(spec, key)
+    return _hub(spec, key, TIMM_SAVER if weights == TIMM_WEIGHTS else HF_SAVER)
 
 
-def _hub(spec: str, key: str) -> Path | str:
+def _hub(spec: str, key: str, saver: str = HF_SAVER) -> Path | str:
     """A hub id: its cached snapshot if there is one, the id itself if the hub answers,
-    else a one-line error now (instead of minutes of download retries)."""
+    else a one-line error now (instead of minutes of download retries). `saver` names the
+    call that writes the folder the model's library loads (timm ids: save_for_hf)."""
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id=spec, filename="config.json")
@@ -41,7 +45,7 @@ def _hub(spec: str, key: str) -> Path | str:
         return Path(cached).parent
     if not _hub_reachable():
         raise ModelError(f"{key}: '{spec}' is not a local folder and the Hugging Face Hub cannot be reached "
-                         f"(offline); save it with save_pretrained where you have network, then pass the folder: "
+                         f"(offline); save it with {saver} where you have network, then pass the folder: "
                          f"{key}=/path/to/folder")
     return spec
 
@@ -79,7 +83,10 @@ def _check_folder(path: Path, key: str, weights: tuple[str, ...]) -> Path:
     return path
 
 
-def hub_error(spec: str, key: str, exc: BaseException) -> ModelError:
+def hub_error(spec: str, key: str, exc: BaseException, saver: str = HF_SAVER) -> ModelError:
+    """A hub id that failed to load; `saver` (TIMM_SAVER for timm ids) is how to write the
+    local folder to pass instead."""
     reason = " ".join(str(exc).split())[:160]
     return ModelError(f"{key}: could not load '{spec}' from the Hugging Face Hub (no network, or not cached: "
-                      f"{reason}); download it where you have network and pass the folder: {key}=/path/to/folder")
+                      f"{reason}); save it with {saver} where you have network and pass the folder: "
+                      f"{key}=/path/to/folder")

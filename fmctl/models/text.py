@@ -6,6 +6,7 @@ transformers alone and gives the same predictions as fmctl.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,35 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterable[str]]) -> Any:
+# Files a tokenizer is built from. Without one of them transformers 5 builds an empty
+# tokenizer from config.json alone (every word unknown) instead of failing.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterable[str]],
+                   split_words: bool = False) -> Any:
     """The tokenizer named by backbone.tokenizer or the pretrained folder, else one
-    trained on the training texts (WordPiece for BERT, byte-level BPE for GPT)."""
+    trained on the training texts (WordPiece for BERT, byte-level BPE for GPT).
+
+    A pretrained folder of the wrong family or library is refused first, so the user
+    hears about the model rather than about a tokenizer it happens to lack. With
+    split_words (token classification) byte-level BPE tokenizers mark every word as
+    space-preceded, as the words were in pretraining."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
+    if cfg.pretrained:
+        check_pretrained_folder(cfg.name, pretrained.resolve(cfg.pretrained))
     source = cfg.tokenizer or cfg.pretrained
     key = "backbone.tokenizer" if cfg.tokenizer else "backbone.pretrained"
     if source:
         where = pretrained.resolve(source, key, weights=()) if cfg.tokenizer else pretrained.resolve(source, key)
-        if isinstance(where, Path) and cfg.tokenizer and not any((where / n).is_file() for n in (
-                "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")):
-            raise ModelError(f"{key}: '{where}' holds no tokenizer files (tokenizer.json, vocab.txt, ...)")
+        if isinstance(where, Path) and not has_tokenizer_files(where):
+            if cfg.tokenizer:
+                raise ModelError(f"{key}: '{where}' holds no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
+            raise ModelError(f"{key}: '{where}' has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); "
+                             f"add them or give backbone.tokenizer=")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(where))
         except OSError as exc:
@@ -66,6 +83,8 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
 
         tokenizer = train_tokenizer(training_texts(), _TOKENIZER_KINDS[cfg.name], cfg.vocab_size,
                                     model_max_length=cfg.max_positions)
+    if split_words:
+        prefix_split_words(tokenizer, key)
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -73,6 +92,68 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
     if tokenizer.model_max_length > 10**6:  # "no limit" sentinel in many tokenizer configs
         tokenizer.model_max_length = cfg.max_positions
     return tokenizer
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def check_pretrained_folder(name: str, where: Path | str) -> None:
+    """Refuse a local folder that another backbone loads (a timm image model, or a
+    transformers model of another family), reading only its config.json."""
+    if not isinstance(where, Path) or not (where / "config.json").is_file():
+        return  # hub ids and single files: checked when loaded
+    try:
+        config = json.loads((where / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # AutoConfig reports an unreadable config.json
+    if not isinstance(config, dict):
+        return
+    if not config.get("model_type") and "architecture" in config:  # timm's save_for_hf layout
+        raise ModelError(f"backbone.pretrained: '{where}' is a timm image model; use backbone=vit "
+                         f"(recipe=image_folder)")
+    _check_family(name, config.get("model_type"), where)
+
+
+def prefix_split_words(tokenizer: Any, key: str) -> None:
+    """Make a byte-level BPE tokenizer (GPT-2, RoBERTa) put the word-initial space marker
+    'Ġ' on every word of pre-split input.
+
+    Saved with add_prefix_space=False (as roberta-base and gpt2 are), each word would be
+    encoded as if glued to the previous one: pieces pretraining never saw for words
+    inside a sentence. transformers 5 no longer refuses such input, so the pre-tokenizer
+    in tokenizer.json is switched here; model/ and ONNX exports (which read that file
+    with `tokenizers`) then encode words the same way. Tokenizers where that switch
+    cannot be made (byte-level behind another splitter) are refused."""
+    from tokenizers import pre_tokenizers, processors
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = json.loads(backend.to_str()) if backend is not None else {}
+    pre = state.get("pre_tokenizer") or {}
+    if "ByteLevel" not in json.dumps(pre):
+        return  # WordPiece, SentencePiece (Metaspace): each word is marked by the pre-tokenizer itself
+    if pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space"):
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True,
+                                                         trim_offsets=pre.get("trim_offsets", True),
+                                                         use_regex=pre.get("use_regex", True))
+        post = state.get("post_processor") or {}
+        if post.get("type") == "RobertaProcessing":
+            backend.post_processor = processors.RobertaProcessing(
+                tuple(post["sep"]), tuple(post["cls"]), trim_offsets=post.get("trim_offsets", True),
+                add_prefix_space=True)
+        # save_pretrained writes this to tokenizer_config.json; RoBERTa/GPT-2 classes would
+        # otherwise rebuild the pre-tokenizer without the space when model/ is reloaded.
+        tokenizer.add_prefix_space = True
+        tokenizer.init_kwargs["add_prefix_space"] = True
+    encoded = tokenizer([["a", "b"]], is_split_into_words=True, add_special_tokens=False)
+    pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    words = encoded.word_ids(0)
+    second = [p for p, w in zip(pieces, words) if w == 1]
+    if not second or not second[0].startswith("Ġ"):
+        raise ModelError(f"{key}: this byte-level tokenizer does not mark pre-split words with the leading-space "
+                         f"'Ġ' (its pre-tokenizer is {pre.get('type')}), so token classification would feed the "
+                         f"model pieces it never saw; use a tokenizer whose pre_tokenizer is ByteLevel "
+                         f"(GPT-2/RoBERTa style) or a BERT-family one")
 
 
 def attention_kernel(name: str) -> str:
@@ -118,6 +199,7 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
     auto = getattr(transformers, HEADS[head])
     if cfg.pretrained:
         where = pretrained.resolve(cfg.pretrained)
+        check_pretrained_folder(cfg.name, where)
         try:
             config = transformers.AutoConfig.from_pretrained(str(where), **updates)
         except OSError as exc:
@@ -179,7 +261,7 @@ def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def _check_family(name: str, model_type: str, where: Any) -> None:
+def _check_family(name: str, model_type: str | None, where: Any) -> None:
     for other, (kind, types) in _FAMILIES.items():
         if other != name and model_type in types:
             raise ModelError(f"backbone.pretrained: '{where}' is {kind} ({model_type}); use backbone={other}")
@@ -225,6 +307,7 @@ def build_language_model(cfg: TextBackboneConfig, tokenizer: Any, causal: bool) 
     auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     if cfg.pretrained:
         where = pretrained.resolve(cfg.pretrained)
+        check_pretrained_folder(cfg.name, where)
         config = AutoConfig.from_pretrained(str(where))
         _check_family(cfg.name, config.model_type, where)
         if isinstance(where, Path) and any((where / n).is_file() for n in ("tokenizer.json", "vocab.txt", "vocab.json")):

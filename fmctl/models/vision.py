@@ -80,7 +80,7 @@ def _load_pretrained(cfg: VisionBackboneConfig, where: Path | str, common: dict[
         raise
     except Exception as exc:
         if isinstance(where, str):
-            raise pretrained.hub_error(where, "backbone.pretrained", exc) from None
+            raise pretrained.hub_error(where, "backbone.pretrained", exc, saver=pretrained.TIMM_SAVER) from None
         raise ModelError(f"backbone.pretrained: cannot load '{where}' with timm "
                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
 

@@ -19,7 +19,6 @@ from fmctl.data.conll import TokenRow, read_token_rows
 from fmctl.data.labels import label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
-from fmctl.errors import ModelError
 from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData
 from fmctl.tasks.classification import check_labels, read_splits
@@ -54,8 +53,8 @@ class TokenClassification:
         self.label_names = names
         self.entities = self._entity_tags(names)
         self.main_metric = "f1" if self.entities else "accuracy"
-        tokenizer = tokenizer_for(run, model_dir, lambda: (" ".join(r.tokens) for r in rows["train"]))
-        _check_pretokenized_input(tokenizer)
+        tokenizer = tokenizer_for(run, model_dir, lambda: (" ".join(r.tokens) for r in rows["train"]),
+                                  split_words=True)
         datasets, cut = {}, 0
         for split, split_rows in rows.items():
             dataset, missing = self._encode(split_rows, tokenizer, run.data.max_length)
@@ -122,18 +121,6 @@ class TokenClassification:
 
     def example_fields(self, row: TokenRow) -> dict[str, Any]:
         return {"tokens": row.tokens}
-
-
-def _check_pretokenized_input(tokenizer: Any) -> None:
-    """Byte-level BPE tokenizers from GPT-2/RoBERTa checkpoints refuse word lists unless
-    they mark each word as preceded by a space."""
-    if getattr(tokenizer, "add_prefix_space", None) is False:
-        try:
-            tokenizer([["a", "b"]], is_split_into_words=True)
-        except Exception:
-            raise ModelError("backbone.tokenizer: this tokenizer cannot take pre-split words; save it with "
-                             "add_prefix_space=True (AutoTokenizer.from_pretrained(..., add_prefix_space=True)) "
-                             "and pass that folder as backbone.tokenizer") from None
 
 
 class TaggingMetrics:
