@@ -210,11 +210,19 @@ def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunF
     if custom is not None:
         model = custom.finalize(model, folder.path)
     _save_model_atomically(task, model, data, folder)
-    if data.test is not None and len(data.test):
-        from fmctl.loop.precision import Precision
+    # The reported metrics are model/'s in fp32, as `fmctl eval` computes them: evaluations
+    # during training run in the training precision (bf16 rounds regression outputs and
+    # changes generated text), which picks the best step but would not be reproducible.
+    from fmctl.loop.precision import Precision
 
-        loader = make_loader(data.test, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
-        test = evaluate(model, task, loader, result.device, Precision(result.precision, result.device)).compute()
+    full = Precision("fp32", result.device)
+    batch = run.trainer.eval_batch_size or run.trainer.batch_size * 2
+    if result.precision != "fp32" and result.best_step is not None and data.validation is not None \
+            and len(data.validation):
+        again = evaluate(model, task, make_loader(data.validation, batch, data.collate), result.device, full).compute()
+        metrics.update({f"val/{k}": v for k, v in again.items()})
+    if data.test is not None and len(data.test):
+        test = evaluate(model, task, make_loader(data.test, batch, data.collate), result.device, full).compute()
         metrics.update({f"test/{k}": v for k, v in test.items()})
     folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
                            model_step=result.best_step if result.best_step is not None else result.steps,

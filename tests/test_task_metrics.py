@@ -58,6 +58,23 @@ def test_multilabel_scores_by_hand_and_by_sklearn():
     # per label F1: 1.0, 1.0, 0.0
     assert scores["macro_f1"] == pytest.approx(2 / 3) == pytest.approx(f1_score(gold, predicted, average="macro"))
     assert scores["subset_accuracy"] == pytest.approx(2 / 4)
+    # a fourth label nobody has and nobody predicts: no say in the macro average
+    absent = multilabel_scores([row + [0] for row in gold], [row + [0] for row in predicted])
+    assert absent["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_classification_macro_f1_ignores_classes_absent_from_gold_and_predictions():
+    import torch
+
+    from fmctl.tasks.classification import ClassificationMetrics
+
+    metrics = ClassificationMetrics(["a", "b", "rare"])
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 2.0, -1.0], [2.0, 0.0, -1.0], [2.0, 0.0, -1.0]])
+    metrics.update(logits, {"labels": torch.tensor([0, 1, 0, 1])}, None)
+    scores = metrics.compute()
+    # a: P 2/3 R 1 -> 0.8; b: P 1 R 1/2 -> 2/3; 'rare' has no gold row and no prediction
+    assert scores["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert [row["support"] for row in metrics.report()["per_class"].values()] == [2, 2, 0]  # still listed
 
 
 def qa(qid, answers):

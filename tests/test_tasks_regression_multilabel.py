@@ -48,6 +48,58 @@ def test_regression_beats_predicting_the_mean(regression):
     assert manifest["task"] == "regression" and "val/mse" in manifest["metrics"]
 
 
+def test_regression_on_a_price_scale_learns_as_on_a_unit_scale(regression, tmp_path):
+    """Labels in the hundreds of thousands (house prices): the head trains on standardised
+    labels, so the run is the unit-scale run up to the affine map, and model/ still
+    predicts prices with transformers alone."""
+    import csv
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result, report, test = regression
+    config = load_run_config(result.run_dir, [])[1]
+
+    def priced(source, target):
+        with open(source, encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["review", "price"])
+            writer.writerows([r["review"], 500000 + 80000 * int(r["score"])] for r in rows)
+        return target
+
+    train, priced_test = priced(config.data.train, tmp_path / "train.csv"), priced(test, tmp_path / "test.csv")
+    prices = finetune("regression_csv", [f"data.train={train}", f"data.test={priced_test}", "data.text_column=review",
+                                         "data.label_column=price", *TINY, *STEPS, "trainer.max_steps=200",
+                                         "trainer.eval_every=100", "optim.lr=1e-3"], tmp_path / "run")
+    assert prices.metrics["test/pearson"] == pytest.approx(result.metrics["test/pearson"], abs=0.02)
+    assert prices.metrics["test/pearson"] > 0.9 and prices.metrics["test/mae"] < 80000
+    model_dir = prices.run_dir / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with open(priced_test, encoding="utf-8") as handle:
+        sample = list(csv.DictReader(handle))[:8]
+    with torch.no_grad():
+        outside = model(**tokenizer([r["review"] for r in sample], padding=True, return_tensors="pt")).logits[:, 0]
+    again = evaluate(prices.run_dir, ["trainer.precision=fp32"])
+    mine = [r["prediction"] for r in read_jsonl(prices.run_dir / "eval" / "predictions.jsonl")[:8]]
+    assert outside.tolist() == pytest.approx(mine, abs=1.0)  # prices to the unit, without fmctl
+    assert again["mse"] == pytest.approx(prices.metrics["test/mse"], rel=1e-5)
+
+
+def test_a_regression_run_feeds_the_next_with_its_head(regression, tmp_path):
+    """model/'s head predicts real values; a run starting from it (and its own label
+    statistics) must carry the same predictions on, not rescale them twice."""
+    result, _, test = regression
+    config = load_run_config(result.run_dir, [])[1]
+    again = finetune("regression_csv", [f"data.train={config.data.train}", f"data.test={test}",
+                                        "data.text_column=review", "data.label_column=score", *STEPS,
+                                        f"backbone.pretrained={result.run_dir}", "trainer.max_steps=1",
+                                        "optim.lr=1e-9", "sched=constant", "trainer.precision=fp32"], tmp_path / "run")
+    assert again.metrics["test/mse"] == pytest.approx(result.metrics["test/mse"], rel=1e-3)
+
+
 def test_regression_model_reloads_with_its_problem_type(regression):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -114,7 +114,10 @@ def save_adapter(model: Any, folder: Path, pre_lora: Any, ctx: Any) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=folder.parent))
     try:
-        model.save_pretrained(str(tmp))
+        import contextlib
+
+        with getattr(ctx.task, "folded", lambda _m: contextlib.nullcontext())(model):  # regression: real-scale head
+            model.save_pretrained(str(tmp))
         if pre_lora is not None:
             ctx.task.save_model(pre_lora, ctx.data, tmp / "base")
             base = "base"

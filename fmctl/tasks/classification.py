@@ -163,8 +163,9 @@ class ClassificationMetrics:
             return {}
         out = {
             "accuracy": float(accuracy_score(labels, preds)),
-            "macro_f1": float(f1_score(labels, preds, average="macro", labels=range(len(self.label_names)),
-                                       zero_division=0)),
+            # over the classes in the gold labels or the predictions (scikit-learn's default): a
+            # class absent from both says nothing about this split, it is not an F1 of 0
+            "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
         }
         if self.count:
             out["loss"] = self.loss_sum / self.count

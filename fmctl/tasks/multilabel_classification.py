@@ -168,11 +168,16 @@ class MultilabelMetrics:
 def multilabel_scores(gold: Any, predicted: Any) -> dict[str, float]:
     """Micro/macro F1, micro precision/recall and subset accuracy (every label of a row
     right), from scikit-learn on 0/1 indicator matrices."""
+    import numpy as np
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
+    # macro over the labels that occur in the gold or the predictions: a label absent from
+    # both (a rare one missing from a small validation split) says nothing, not F1 = 0
+    seen = np.flatnonzero(np.asarray(gold).sum(0) + np.asarray(predicted).sum(0))
     return {
         "micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", labels=seen, zero_division=0)) if len(seen)
+        else 0.0,
         "micro_precision": float(precision_score(gold, predicted, average="micro", zero_division=0)),
         "micro_recall": float(recall_score(gold, predicted, average="micro", zero_division=0)),
         "subset_accuracy": float(accuracy_score(gold, predicted)),

@@ -7,6 +7,7 @@ are scikit-learn's MSE/MAE and scipy's Pearson and Spearman correlations.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +35,10 @@ class Regression:
     def __init__(self, cfg: RegressionTaskConfig):
         self.cfg = cfg
         self.target_name = "score"
+        # The head is trained on standardised labels, (y - shift) / scale, from the training
+        # split's mean and std; forward() returns real-scale predictions and model/ holds the
+        # head with the scaling folded in. Identity for a saved model/ (already folded).
+        self.shift, self.scale = 0.0, 1.0
 
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
@@ -50,6 +55,8 @@ class Regression:
 
         tokenizer = tokenizer_for(run, model_dir, training_texts)
         self.target_name = saved_label_names(model_dir)[0] if model_dir else run.data.label_column
+        if model_dir is None and rows.get("train"):
+            self.shift, self.scale = label_standardisation([r.label for r in rows["train"]])
         datasets = {split: EncodedDataset(encode_rows(split_rows, tokenizer, run.data.max_length),
                                           [r.label for r in split_rows])
                     for split, split_rows in rows.items()}
@@ -60,22 +67,50 @@ class Regression:
             warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        return text_models.build_sequence_classifier(run.backbone, data.preprocessor, [self.target_name],
-                                                     problem_type="regression")
+        model = text_models.build_sequence_classifier(run.backbone, data.preprocessor, [self.target_name],
+                                                      problem_type="regression")
+        head = output_layer(model)
+        if head.bias is None:  # GPT-2's score layer: no bias to hold the mean, so scale only
+            self.shift = 0.0
+        if _trained_regression_head(run):  # an earlier regression model/: its head predicts real values
+            _rescale(head, 1.0 / self.scale, -self.shift / self.scale)
+        return model  # a fresh head starts near 0: the label mean, in standard units
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
-        return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits.squeeze(-1)
+        standard = model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits.squeeze(-1)
+        return standard.float() * self.scale + self.shift
 
     def loss(self, predictions: Any, batch: dict[str, Any]) -> Any:
+        """MSE in standardised units: the same gradients whether prices or ratings."""
         import torch.nn.functional as F
 
-        return F.mse_loss(predictions.float(), batch["labels"].float())
+        return F.mse_loss((predictions.float() - self.shift) / self.scale,
+                          (batch["labels"].float() - self.shift) / self.scale)
 
     def new_metrics(self) -> "RegressionMetrics":
         return RegressionMetrics()
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        text_models.save(model, data.preprocessor, folder)
+        with self.folded(model):
+            text_models.save(model, data.preprocessor, folder)
+
+    @contextlib.contextmanager
+    def folded(self, model: Any) -> Iterator[None]:
+        """While saving: the label scaling folded into the output layer, so model/ (or a
+        LoRA adapter's head) predicts real-scale values with transformers alone; the
+        training weights are restored afterwards, bit for bit."""
+        import torch
+
+        head = output_layer(model)
+        params = [t for t in (head.weight, head.bias) if t is not None]
+        kept = [t.detach().clone() for t in params]
+        _rescale(head, self.scale, self.shift)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for tensor, original in zip(params, kept):
+                    tensor.copy_(original)
 
     def load_model(self, folder: Path) -> Any:
         model, _ = text_models.load_for_inference(folder)
@@ -83,6 +118,60 @@ class Regression:
 
     def example_fields(self, row: Any) -> dict[str, Any]:
         return example_text(row)
+
+
+def label_standardisation(labels: list[float]) -> tuple[float, float]:
+    """(mean, std) of the training labels; std 1 when they are constant. Why: the head
+    starts near 0 with unit-scale weights, and AdamW moves each weight by about lr per step,
+    so labels in the hundreds of thousands (prices) would need thousands of steps just to
+    reach their scale, and gradient clipping then freezes everything else."""
+    import statistics
+
+    mean = float(statistics.fmean(labels))
+    std = float(statistics.pstdev(labels)) if len(labels) > 1 else 0.0
+    return mean, (std if std > 0 else 1.0)
+
+
+def _trained_regression_head(run: RunConfig) -> bool:
+    """Whether backbone.pretrained brings a one-output regression head that transformers
+    loads as it is (an fmctl regression run or any save_pretrained regression model)."""
+    import json
+
+    from fmctl.models import pretrained
+
+    if not run.backbone.pretrained:
+        return False
+    try:
+        where = pretrained.resolve(run.backbone.pretrained)
+    except Exception:
+        return False
+    config_file = where / "config.json" if isinstance(where, Path) else None
+    if config_file is None or not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    labels = config.get("num_labels") or len(config.get("id2label") or {})
+    return config.get("problem_type") == "regression" and labels == 1
+
+
+def output_layer(model: Any) -> Any:
+    """The last linear layer with one output: the regression head's (BERT's classifier,
+    RoBERTa's out_proj, GPT-2's score, an MLP head's last layer)."""
+    import torch
+
+    found = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+    if not found:
+        raise ValueError("no one-output linear layer in the regression model")
+    return found[-1]
+
+
+def _rescale(head: Any, factor: float, offset: float) -> None:
+    """head(x) becomes factor * head(x) + offset (offset needs a bias)."""
+    import torch
+
+    with torch.no_grad():
+        head.weight.mul_(factor)
+        if head.bias is not None:
+            head.bias.mul_(factor).add_(offset)
 
 
 class RegressionMetrics:
