@@ -254,7 +254,7 @@ def _job_function(verb: str) -> Callable[[Any], Any]:
 
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
-            return _run_job(verb, cfg)
+            return _run_job(verb, cfg, recorded=list(hc.overrides.task))
         from omegaconf import OmegaConf
 
         run_dir = Path(hc.runtime.output_dir)
@@ -274,13 +274,15 @@ def _job_function(verb: str) -> Callable[[Any], Any]:
     return job
 
 
-def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None) -> Any:
+def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None, recorded: list[str] | None = None) -> Any:
+    """`overrides`: a sweep job's (its errors are raised for the sweep to record);
+    `recorded`: a single run's, only for its manifest."""
     from fmctl import pipeline
     from fmctl.config.validate import validate
 
     try:
         run = validate(cfg)
-        return getattr(pipeline, verb)(run, cfg, overrides=overrides)
+        return getattr(pipeline, verb)(run, cfg, overrides=overrides if overrides is not None else recorded)
     except FmctlError as exc:
         if overrides is not None or _debug():
             raise

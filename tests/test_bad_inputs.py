@@ -286,6 +286,7 @@ CASES = [
     ("customize drop_layers beyond the model", [*CUSTOMIZE, "customize=[drop_layers]", "customize.drop_layers.bottom=5"], "customize.drop_layers.bottom: asks for 5 layers but the model has only 1"),
     ("customize LoRA target that matches no module", [*CUSTOMIZE, "customize=[lora]", "customize.lora.target_modules=[qeury]"], "customize.lora.target_modules: 'qeury' matches no module; linear modules here are named classifier, dense, key, query, value"),
     ("customize distillation from a teacher with other labels", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_teacher}"], "customize.distill.teacher: its labels [a, b, c] differ from the student's [negative, positive]"),
+    ("customize setting for an op not in the list", [*CUSTOMIZE, "customize=[lora]", "customize.freeze.bottom=1"], "customize.freeze.bottom: op 'freeze' is not in customize=[lora]; add it to the list or drop the setting"),
     ("customize distillation from a teacher with another tokenizer", [*CUSTOMIZE, "customize=[distill]", "customize.distill.teacher={cz_other_tokenizer}"], "cz_other_tokenizer' uses another tokenizer ("),
     ("customize sparsity outside [0, 1)", [*CUSTOMIZE, "customize=[prune]", "customize.prune.sparsity=1.0"], "customize.prune.sparsity: must be < 1.0, got 1.0"),
     ("customize without a base", ["customize", *TEXT, "data.train={train}", "customize=[head]"], "base: required"),

@@ -79,6 +79,8 @@ def bert_cli_run(reviews, tmp_path_factory):
 def test_finetune_cli_prints_metrics_and_run_folder(bert_cli_run):
     run_dir, done, _ = bert_cli_run
     assert "val/accuracy" in done.stdout and f"run folder: {run_dir}" in done.stdout
+    overrides = json.loads((run_dir / "manifest.json").read_text())["overrides"]
+    assert "trainer.max_steps=100" in overrides and "data.text_column=Review Text" in overrides  # what was asked
 
 
 def test_eval_writes_metrics_predictions_and_plot(bert_cli_run):

@@ -165,3 +165,10 @@ def test_gpt_at_the_edge_of_its_positions_trains_and_generates(corpus, tmp_path)
                                           "trainer.eval_every=3", "trainer.batch_size=32", "data.max_eval_examples=20"],
                       tmp_path / "edge")
     assert "test/bleu" in result.metrics
+
+
+def test_eval_loss_does_not_depend_on_the_batch_size(gpt):
+    result, report = gpt
+    small = evaluate(result.run_dir, ["trainer.eval_batch_size=7"])
+    assert small["loss"] == pytest.approx(report["loss"], rel=1e-4)
+    assert small["bleu"] == pytest.approx(report["bleu"])

@@ -201,6 +201,14 @@ def preflight(inv: Invocation, extra: list[str] = (), strict: bool = True) -> Pr
             continue
         values = _values(ov)
         exists = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+        parts = key.split(".")
+        swept_ops = any(o.key_or_group == "customize" and o.is_sweep_override() for _, o in group_ovs)
+        if parts[0] == "customize" and len(parts) > 2 and not exists and not swept_ops:
+            chosen = list((cfg.get("customize") or {}).keys()) if OmegaConf.is_dict(cfg.get("customize")) else []
+            if parts[1] not in chosen and parts[1] in paths.group_options("customize"):
+                problems.append(f"{key}: op '{parts[1]}' is not in customize=[{','.join(map(str, chosen))}]; "
+                                f"add it to the list or drop the setting")
+                continue
         if key.split(".")[0] in RUN_KEYS or (not exists and schema_accepts(key, cfg)):
             text = "++" + text.lstrip("+")
         final_dotted.append(text)

@@ -224,8 +224,8 @@ class TranslationMetrics:
                                                 clean_up_tokenization_spaces=False)
             for i, text in zip(batch["pair"].cpu().tolist(), texts):
                 self.hypotheses[i] = text.strip()
-        if loss is not None:
-            n = batch["labels"].shape[0]
+        if loss is not None:  # the loss is a mean over target tokens: weighted by them, not by rows,
+            n = int((batch["labels"] != IGNORE_INDEX).sum())  # so it does not depend on the batch size
             self.loss_sum += float(loss) * n
             self.count += n
 
