@@ -77,6 +77,7 @@ def swept_overrides(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 def print_sweep_summary(sweep_dir: Path) -> int:
     """Print and save (summary.json) the jobs' final metrics; exit status 1 if any failed."""
+    from rich.markup import escape
     from rich.table import Table
 
     from fmctl.checkpoint import atomic_write_text
@@ -90,7 +91,7 @@ def print_sweep_summary(sweep_dir: Path) -> int:
     for row, swept in zip(rows, varied):
         values = [f"{row['metrics'][m]:.4f}" if m in row["metrics"] else "" for m in metric_names]
         status = row["status"] if row["status"] != "failed" else f"failed: {row['error']}"
-        table.add_row(str(row["job"]), " ".join(swept), status, *values)
+        table.add_row(str(row["job"]), escape(" ".join(swept)), escape(status), *values)  # [lora] is not markup
     console().print(table)
     ranked = sorted((r for r in rows if "rank" in r), key=lambda r: r["rank"])
     if ranked:
@@ -100,11 +101,11 @@ def print_sweep_summary(sweep_dir: Path) -> int:
             order.add_column(column, justify="left" if column == "swept" else "right")
         for row in ranked:
             order.add_row(str(row["rank"]), str(row["job"]), f"{row['objective']['value']:.4f}",
-                          " ".join(varied[rows.index(row)]))
+                          escape(" ".join(varied[rows.index(row)])))
         console().print(order)
         best = ranked[0]
         console().print(f"best trial: job {best['job']} ({objective['metric']} {best['objective']['value']:.4f}) "
-                        f"{' '.join(varied[rows.index(best)])} -> {best['run_dir']}", soft_wrap=True)
+                        f"{escape(' '.join(varied[rows.index(best)]))} -> {best['run_dir']}", soft_wrap=True)
     atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=2))
     failed = sum(r["status"] != "completed" for r in rows)
     if failed:

@@ -74,3 +74,19 @@ def test_jobs_survive_pickling_through_submitit(reviews, tmp_path):
                     "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", f"run_dir={sweep}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((sweep / "0" / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_sweep_table_shows_list_values(tmp_path, capsys):
+    """customize=[lora] is an override, not rich markup: the table must show it whole."""
+    import json
+
+    from fmctl.report import print_sweep_summary
+
+    for job, ops in enumerate(("[lora]", "[freeze,head]")):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "manifest.json").write_text(json.dumps(
+            {"status": "completed", "overrides": [f"customize={ops}", "trainer.max_steps=2"],
+             "metrics": {"val/accuracy": 0.5}}))
+    print_sweep_summary(tmp_path)
+    out = capsys.readouterr().out
+    assert "customize=[lora]" in out and "customize=[freeze,head]" in out
