@@ -233,6 +233,12 @@ def test_gpt_run_generates_text_from_a_prompt(prepared, tmp_path):
 
     exported = export_run(result.run_dir, ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=lambda _: None)
     assert exported.manifest["parity"]["passed"] and exported.manifest["parity"]["label_agreement"] >= 0.99
+    cache = exported.manifest["kv_cache"]  # decoding feeds one token a step through decoder_with_past.onnx
+    assert cache["written"] and (exported.folder / cache["file"]).is_file()
+    assert cache["parity"]["max_abs_diff"] <= 1e-4 and cache["parity"]["next_token_agreement"] == 1.0
+    from fmctl.predict.generate import OnnxGenerator
+
+    assert OnnxGenerator(exported.folder).cached is not None
     prompts = ["goal match coach", "oven sauce flour", ""]
     assert generate(exported.folder, prompts, GenerationSettings(max_new_tokens=12)) == \
         generate(result.run_dir, prompts, GenerationSettings(max_new_tokens=12))

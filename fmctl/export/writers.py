@@ -147,6 +147,8 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
                                                        f"onnxruntime {opts.quantize}", None, agreement)
         out["parity_int8"] = _parity_record(ctx, int8_parity)
     out["evaluation"] = _evaluation(ctx, comparisons)
+    if io.task_name == "clm":
+        out.update(_write_kv_cache(ctx, folder))
     if opts.quantize or opts.benchmark:
         feeds = {size: io.batch_of(size).inputs for size in (1, 32)}
         runners = {"pytorch_fp32": ctx.reference()}
@@ -157,6 +159,30 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
                           "runs, on real validation inputs", "results": latency_table(runners, feeds)}
     out.update(onnx_mod.graph_io(path))
     return out
+
+
+def _write_kv_cache(ctx: Context, folder: Path) -> dict[str, Any]:
+    """A causal LM's decoder_with_past.onnx for generation, fp32 exports only; a graph that
+    cannot be captured or does not decode as PyTorch does is left out (model.onnx still
+    generates, without a cache) and the manifest says why."""
+    from fmctl.export import kv_cache
+
+    if ctx.options.quantize:
+        return {"kv_cache": {"written": False, "reason": "quantized exports generate with model.onnx (no cache)"}}
+    batch = ctx.io.batch_of(kv_cache.PARITY_PROMPTS).inputs
+    room = max(4, (ctx.io.max_sequence() or 64) - kv_cache.PARITY_STEPS - 1)
+    prompts = [[int(t) for t, keep in zip(ids, mask) if keep][: min(12, room)] or [int(ids[0])]
+               for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist())]
+    try:
+        entry = kv_cache.write(ctx.model, prompts, folder / kv_cache.FILE_NAME, ctx.options.opset, ctx.options.atol)
+    except Exception as exc:  # torch.export raises many types for models it cannot capture
+        (folder / kv_cache.FILE_NAME).unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())[:200]
+        ctx.log(f"kv cache: not written ({type(exc).__name__}: {reason}); generation uses model.onnx")
+        return {"kv_cache": {"written": False, "reason": f"{type(exc).__name__}: {reason}"}}
+    ctx.log(f"kv cache: {kv_cache.FILE_NAME} decodes as PyTorch does "
+            f"(max abs diff {entry['parity']['max_abs_diff']:.2g} over {entry['parity']['prompts']} prompts)")
+    return {"kv_cache": {"written": True, **entry}}
 
 
 def _calibration_feeds(ctx: Context) -> Any:

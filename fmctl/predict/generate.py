@@ -151,11 +151,38 @@ class OnnxGenerator:
         # exports made before max_positions was recorded: the tokenizer's limit (the training length)
         limit = manifest.get("postprocessing", {}).get("max_positions") or manifest["preprocessing"].get("max_length")
         self.max_positions = int(limit) if limit else None
+        cache = manifest.get("kv_cache") or {}
+        self.cached = None
+        if cache.get("written") and (folder / cache["file"]).is_file():
+            from fmctl.export.onnx import session
+
+            self.cached = session(folder / cache["file"])
+            self.layers, self.heads, self.head_dim = int(cache["layers"]), int(cache["heads"]), int(cache["head_dim"])
 
     def _next_logits(self, rows: Any) -> Any:
         import numpy as np
 
         return self.run({"input_ids": rows, "attention_mask": np.ones_like(rows)})[0][:, -1, :].astype(np.float64)
+
+    def _stepper(self, prompt_rows: Any) -> Any:
+        """rows -> next-token logits. With the export's key/value cache graph each step
+        feeds only the tokens added since the last one; without it, the whole sequence."""
+        import numpy as np
+
+        if self.cached is None:
+            return self._next_logits
+        from fmctl.export.kv_cache import step_feed
+
+        state = {"seen": 0, "past": [np.zeros((len(prompt_rows), self.heads, 0, self.head_dim), dtype=np.float32)
+                                     for _ in range(2 * self.layers)]}
+
+        def step(rows: Any) -> Any:
+            feed = step_feed(rows[:, state["seen"]:], state["seen"], state["past"], self.layers)
+            outputs = self.cached.run(None, feed)
+            state["seen"], state["past"] = rows.shape[1], outputs[1:]
+            return outputs[0][:, -1, :].astype(np.float64)
+
+        return step
 
     def __call__(self, prompts: list[str], settings: GenerationSettings) -> list[dict[str, Any]]:
         import numpy as np
@@ -173,8 +200,9 @@ class OnnxGenerator:
                 continue
             rows = np.array([prompt_ids] * settings.num_return_sequences, dtype=np.int64)
             finished = np.zeros(len(rows), dtype=bool)
+            step = self._stepper(rows)
             for _ in range(room):
-                logits = self._next_logits(rows)
+                logits = step(rows)
                 chosen = (logits.argmax(-1) if settings.strategy == "greedy"
                           else np.array([_sample(row, settings, rng) for row in logits]))
                 chosen = np.where(finished, pad, chosen)
