@@ -109,3 +109,26 @@ def test_translation_scores_agree_with_sacrebleu():
     assert translation_scores(references, references)["bleu"] == pytest.approx(100.0)
     assert translation_scores(["zzz qqq"] * 3, references)["bleu"] == pytest.approx(0.0)
     assert "tok:13a" in scores["bleu_signature"]
+
+
+def test_many_classes_give_a_sparse_matrix_and_top_probabilities(tmp_path):
+    """150 classes: no C x C matrix (50k classes would need 18 GiB), no unreadable picture,
+    and each prediction lists its top classes rather than all of them."""
+    import torch
+
+    from fmctl.tasks.classification import TOP_PROBABILITIES, ClassificationMetrics
+
+    names = [f"c{i}" for i in range(150)]
+    metrics = ClassificationMetrics(names)
+    logits = torch.full((4, 150), -5.0)
+    for row, cls in enumerate([3, 3, 7, 120]):
+        logits[row, cls] = 5.0
+    metrics.update(logits, {"labels": torch.tensor([3, 4, 7, 120])}, None)
+    report = metrics.report()
+    assert report["confusion_matrix"]["cells"] == [[3, 3, 1], [4, 3, 1], [7, 7, 1], [120, 120, 1]]
+    metrics.write_files(tmp_path, report)
+    assert not (tmp_path / "confusion_matrix.png").exists()
+    rows = [type("Row", (), {"label": names[k]})() for k in (3, 4, 7, 120)]
+    records = list(metrics.records(rows, lambda row: {}))
+    assert all(len(r["probabilities"]) == TOP_PROBABILITIES for r in records)
+    assert next(iter(records[3]["probabilities"])) == "c120"  # the most likely first

@@ -12,11 +12,12 @@ def confusion_matrix_png(matrix: list[list[int]], label_names: list[str], path: 
     import numpy as np
 
     values = np.asarray(matrix)
-    size = max(4.0, 0.5 * len(label_names) + 2)
+    size = min(24.0, max(4.0, 0.5 * len(label_names) + 2))  # at most 2,880 px a side at 120 dpi
     fig, ax = plt.subplots(figsize=(size, size))
     image = ax.imshow(values, cmap="Blues")
-    ax.set_xticks(range(len(label_names)), labels=label_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(label_names)), labels=label_names)
+    if len(label_names) <= 50:  # more tick labels than that overlap into a black band
+        ax.set_xticks(range(len(label_names)), labels=label_names, rotation=45, ha="right")
+        ax.set_yticks(range(len(label_names)), labels=label_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(label_names) <= 30:

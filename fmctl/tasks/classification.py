@@ -16,6 +16,12 @@ from fmctl.errors import DataError
 Row = TypeVar("Row")
 
 
+# Up to this many classes eval writes the dense confusion matrix, its picture and every
+# class's probability per prediction; above it the non-zero cells and the top classes.
+DENSE_MATRIX_CLASSES = 100
+TOP_PROBABILITIES = 10
+
+
 def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Callable[[Path], list[Row]],
                 wanted: Sequence[str]) -> dict[str, list[Row]]:
     """Rows for the wanted splits. Validation comes from its own file or, failing that,
@@ -186,7 +192,14 @@ class ClassificationMetrics:
                    "support": int(support[i])}
             for i, name in enumerate(self.label_names)
         }
-        out["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
+        if len(ids) <= DENSE_MATRIX_CLASSES:
+            out["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
+        else:  # C x C numbers would not fit (50k classes: 18 GiB); the non-zero cells do
+            import numpy as np
+
+            cells, counts = np.unique(np.stack([labels, preds], axis=1), axis=0, return_counts=True)
+            out["confusion_matrix"] = {"format": "sparse: [true index, predicted index, count] of the non-zero cells",
+                                       "cells": [[int(t), int(p), int(c)] for (t, p), c in zip(cells, counts)]}
         return out
 
     def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -196,13 +209,20 @@ class ClassificationMetrics:
             record = dict(example_fields(row))
             record["label"] = row.label
             record["prediction"] = self.label_names[int(preds[i])]
-            record["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.label_names, probs[i])}
+            if len(self.label_names) <= DENSE_MATRIX_CLASSES:
+                record["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.label_names, probs[i])}
+            else:  # a dict of every class would make each line megabytes long
+                top = probs[i].argsort()[::-1][:TOP_PROBABILITIES]
+                record["probabilities"] = {self.label_names[int(k)]: round(float(probs[i][k]), 6) for k in top}
             yield record
 
     def write_files(self, folder: Path, report: dict[str, Any]) -> None:
+        """confusion_matrix.png up to DENSE_MATRIX_CLASSES classes; beyond that a picture of
+        the matrix has no readable cell (and would take gigabytes to draw)."""
         from fmctl.evaluate.plots import confusion_matrix_png
 
-        confusion_matrix_png(report["confusion_matrix"], self.label_names, folder / "confusion_matrix.png")
+        if isinstance(report["confusion_matrix"], list):
+            confusion_matrix_png(report["confusion_matrix"], self.label_names, folder / "confusion_matrix.png")
 
     def tables(self, report: dict[str, Any]) -> list[Any]:
         from fmctl.report import per_class_table
