@@ -183,6 +183,21 @@ def test_qa_spans_from_long_contexts_are_the_same_from_run_and_onnx(runs, onnx_e
     assert found > 0.6 and long_found > 0.5   # including contexts read in several windows
 
 
+def test_qa_windows_run_in_bounded_chunks_with_the_same_answers(runs, onnx_exports, tmp_path, monkeypatch):
+    """A long context makes many windows from one row; they go through the model a few at
+    a time (memory stays bounded) and the answers are the ones of one big call."""
+    import fmctl.predict.targets as targets
+
+    run_dirs, inputs = runs
+    whole = predict(onnx_exports["qa"].folder, input_file=inputs["qa"], out=tmp_path / "whole.jsonl", log=quiet)
+    monkeypatch.setattr(targets, "MAX_RUN_ROWS", 2)
+    for name, folder in (("onnx", onnx_exports["qa"].folder), ("run", run_dirs["qa"])):
+        chunked = predict(folder, input_file=inputs["qa"], out=tmp_path / f"{name}.jsonl", log=quiet)
+        assert chunked.predicted == whole.predicted
+        assert [(r["answer"], r["start"]) for r in read_jsonl(tmp_path / f"{name}.jsonl")] == \
+            [(r["answer"], r["start"]) for r in read_jsonl(tmp_path / "whole.jsonl")]
+
+
 def test_one_question_from_the_command_line(runs, onnx_exports, tmp_path):
     from fmctl.errors import DataError
 
