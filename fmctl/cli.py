@@ -190,11 +190,13 @@ def predict(
             if "error" in record:
                 typer.echo(f"row error: --prompt '{record['prompt'][:40]}': {record['error']}", err=True)
         writer = Writer(out, ["prompt"], [], ["generated"])
+        written = False
         try:
             for row, record in enumerate(records, 1):  # JSONL keeps its records as they were; CSV numbers rows
                 writer.write(record if writer.kind == "jsonl" else {"row": row, **record})
+            written = True
         finally:
-            writer.close()
+            writer.close(written)
         return
     from fmctl.predict.run import predict as run_predict
 

@@ -350,3 +350,37 @@ def test_bad_export_and_predict_input_gives_one_line(case, argv, expected, tiny_
     assert "Traceback" not in err + out
     after = sorted(p.name for p in (tiny_bert_run / "export").iterdir()) if (tiny_bert_run / "export").exists() else []
     assert after == before
+
+
+def test_an_interrupted_predict_keeps_the_earlier_output_and_its_partial_rows(tiny_onnx_exports, tmp_path,
+                                                                                   monkeypatch):
+    """Output goes to <out>.partial and takes the --out name only when every row is in: a
+    run stopped half-way (Ctrl-C, SIGTERM, a crash) leaves the previous file as it was and
+    a valid partial one beside it (a gzip stream closed properly)."""
+    import fmctl.predict.run as run_mod
+
+    source = tmp_path / "texts.csv"
+    source.write_text("id,Review Text\n" + "".join(f"r{i},great loved it {i}\n" for i in range(6)), encoding="utf-8")
+    out = tmp_path / "preds.csv.gz"
+    with gzip.open(out, "wt", encoding="utf-8") as handle:
+        handle.write("earlier results\n")
+    real = run_mod._predict_chunk
+    calls = {"n": 0}
+
+    def stop_on_third(target, chunk):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(target, chunk)
+
+    monkeypatch.setattr(run_mod, "_predict_chunk", stop_on_third)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        predict(tiny_onnx_exports["bert"].folder, input_file=source, out=out, batch_size=2, log=said.append)
+    assert gzip.open(out, "rt", encoding="utf-8").read() == "earlier results\n"
+    partial = list(csv.DictReader(gzip.open(f"{out}.partial", "rt", encoding="utf-8")))
+    assert [r["id"] for r in partial] == ["r0", "r1", "r2", "r3"]
+    assert any("stopped after 4 rows" in line for line in said)
+    monkeypatch.setattr(run_mod, "_predict_chunk", real)
+    predict(tiny_onnx_exports["bert"].folder, input_file=source, out=out, batch_size=2, log=said.append)
+    assert len(list(csv.DictReader(gzip.open(out, "rt", encoding="utf-8")))) == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -51,12 +52,15 @@ class Writer:
                  columns: list[str] | None = None, has_id: Callable[[], bool | None] = lambda: False):
         self.out = out
         self.kind, compressed = out_kind(out)
+        # Written under <out>.partial and renamed when every row is in: an interrupted or
+        # failed run leaves an earlier --out file as it was, and its partial rows beside it.
+        self.partial = Path(f"{out}.partial") if out is not None else None
         if out is None:
             self.handle: TextIO = sys.stdout
         elif compressed:
-            self.handle = gzip.open(out, "wt", encoding="utf-8", newline="")
+            self.handle = gzip.open(self.partial, "wt", encoding="utf-8", newline="")
         else:
-            self.handle = open(out, "w", encoding="utf-8", newline="")
+            self.handle = open(self.partial, "w", encoding="utf-8", newline="")
         self.label_names = label_names
         self.has_id = has_id
         self.pending: list[dict[str, Any]] = []
@@ -100,11 +104,15 @@ class Writer:
             flat[f"prob_{name}"] = p
         self.csv.writerow(flat)
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Finish the file (a gzip stream is closed properly either way); only a complete
+        one takes the --out name."""
         if self.kind != "jsonl" and self.csv is None:
             self._header(bool(self.has_id()))
             self._flush_pending()
         if self.out:
             self.handle.close()
+            if complete:
+                os.replace(self.partial, self.out)
         else:
             self.handle.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     log(f"predict: {target.description} at {target.path}, task {target.task}")
     summary = PredictSummary(str(target.path))
     writer = Writer(out, id_fields, target.label_names, target.output_columns, lambda: where.has_id)
+    complete = False
+    previous = _sigterm_as_interrupt()
     try:
         with _progress_bar(where, progress) as advance:
             for chunk in _chunks(items, batch_size):
@@ -92,8 +95,13 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
                         if "label" in record:
                             summary.label_counts[record["label"]] = summary.label_counts.get(record["label"], 0) + 1
                 advance()
+        complete = True
     finally:
-        writer.close()
+        writer.close(complete)
+        signal.signal(signal.SIGTERM, previous)
+        if not complete and out is not None:
+            log(f"predict stopped after {summary.rows} rows; they are in {writer.partial}"
+                + (f", and {out} is as it was" if Path(out).exists() else ""))
     for message in summary.errors[:20]:
         log(f"row error: {message}")
     if len(summary.errors) > 20:
@@ -101,6 +109,18 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     log(f"predicted {summary.predicted} of {summary.rows} rows ({len(summary.errors)} errors)"
         + (f"; written: {out}" if out else ""))
     return summary
+
+
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM stops predict as Ctrl-C does, so the output is closed (a gzip stream
+    finished) and the partial rows kept; returns the handler to restore."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return signal.getsignal(signal.SIGTERM)
 
 
 def _items(target: TargetInputs, input_file: Path | None, text: str | None, text_pair: str | None,
