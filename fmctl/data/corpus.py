@@ -69,11 +69,7 @@ def iter_documents(path: Path, text_column: str, txt_mode: str) -> Iterator[str]
         yield from _iter_jsonl(path, text_column)
         return
     fmt = detect_format(path)
-    try:
-        rows = read_rows(path, {"text": text_column}, fmt)
-    except DataError as exc:  # the shared reader names fine-tuning's key; prepare's is text_column
-        raise DataError(str(exc).replace("data.text_column", "text_column")) from None
-    for row in rows:
+    for row in read_rows(path, {"text": text_column}, fmt, keys={"text": "text_column"}):  # prepare's own key
         if row["text"] is not None:
             yield str(row["text"])
 

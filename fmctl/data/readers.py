@@ -37,14 +37,16 @@ def detect_format(path: Path, declared: str = "auto") -> str:
                     f"(optionally .gz), or set data.format")
 
 
-def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto") -> list[dict[str, Any]]:
+def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto",
+              keys: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Rows as dicts keyed by the roles in `columns` (e.g. {'text': 'review', 'label': 'stars'}).
 
     Column names are matched exactly, then ignoring case and surrounding spaces. Each row
     also carries '_line', the line (or row) number to quote in later error messages.
     A CSV/TSV header is checked before any row: a used name that appears twice would
     otherwise silently read the last copy. JSONL columns are the keys of all records, not
-    just the first (records often leave out a field).
+    just the first (records often leave out a field). `keys` (role -> setting name) is what
+    messages call the setting that chooses a column (default data.<role>_column).
     """
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -58,13 +60,13 @@ def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto") -> 
         header = _read_header(path, delimiter)
         if header is None:
             raise DataError(f"{path}: no examples (the file is empty or holds only a header)")
-        mapping = _check_header(path, header, wanted, fmt)
+        mapping = _check_header(path, header, wanted, fmt, keys)
         raw = _read_delimited(path, delimiter)
     elif fmt == "jsonl":
         raw = _read_jsonl(path)
     elif fmt == "parquet":
         names, raw = _read_parquet(path)
-        mapping = _check_header(path, names, wanted, fmt)
+        mapping = _check_header(path, names, wanted, fmt, keys)
     else:
         raise DataError(f"{path}: format '{fmt}' is not a table format ({', '.join(TABLE_FORMATS)})")
     rows: list[dict[str, Any]] = []
@@ -74,45 +76,55 @@ def read_rows(path: Path, columns: dict[str, str | None], fmt: str = "auto") -> 
     for line, record in raw:
         if mapping is None:
             seen.update(dict.fromkeys(record))
-            partial.update(_match_some(path, list(record), {r: n for r, n in wanted.items() if r not in partial}))
+            partial.update(_match_some(path, list(record), {r: n for r, n in wanted.items() if r not in partial},
+                                       keys))
             pending.append((line, record))
             if len(partial) < len(wanted):
                 continue
             mapping = partial
             for held_line, held in pending:
-                rows.append(_pick(path, held_line, held, mapping))
+                rows.append(_pick(path, held_line, held, mapping, keys))
             pending = []
             continue
-        rows.append(_pick(path, line, record, mapping))
+        rows.append(_pick(path, line, record, mapping, keys))
     if mapping is None and pending:
-        _match_columns(path, list(seen), wanted)  # raises: a column no record has
+        _match_columns(path, list(seen), wanted, keys)  # raises: a column no record has
     if not rows:
         raise DataError(f"{path}: no examples (the file is empty or holds only a header)")
     return rows
 
 
-def _pick(path: Path, line: int, record: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+def _pick(path: Path, line: int, record: dict[str, Any], mapping: dict[str, str],
+          keys: dict[str, str] | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"_line": line}
     for role, key in mapping.items():
         if key not in record:
-            raise DataError(f"{path}:{line}: row has no field '{key}' (data.{role}_column)")
+            raise DataError(f"{path}:{line}: row has no field '{key}' ({_setting(role, keys)})")
         row[role] = record[key]
     return row
 
 
-def _match_columns(path: Path, available: list[str], wanted: dict[str, str]) -> dict[str, str]:
+def _setting(role: str, keys: dict[str, str] | None) -> str:
+    """The setting that chooses the column for `role`: fine-tuning's data.<role>_column
+    unless the caller names its own (predict's --text-column, prepare's text_column)."""
+    return (keys or {}).get(role, f"data.{role}_column")
+
+
+def _match_columns(path: Path, available: list[str], wanted: dict[str, str],
+                   keys: dict[str, str] | None = None) -> dict[str, str]:
     """The column for each role: its exact name, else the one name equal ignoring case and
     surrounding spaces (two such names, e.g. 'Text' and 'text ', is ambiguous)."""
-    mapping = _match_some(path, available, wanted)
+    mapping = _match_some(path, available, wanted, keys)
     for role, name in wanted.items():
         if role not in mapping:
             shown = ", ".join(str(a) for a in available[:20])
-            raise DataError(f"{path}: no column '{name}' for data.{role}_column{did_you_mean(name, available)}; "
+            raise DataError(f"{path}: no column '{name}' for {_setting(role, keys)}{did_you_mean(name, available)}; "
                             f"columns are: {shown}")
     return mapping
 
 
-def _match_some(path: Path, available: list[str], wanted: dict[str, str]) -> dict[str, str]:
+def _match_some(path: Path, available: list[str], wanted: dict[str, str],
+                keys: dict[str, str] | None = None) -> dict[str, str]:
     """Like _match_columns, leaving out the roles whose column is not there."""
     mapping = {}
     for role, name in wanted.items():
@@ -122,7 +134,7 @@ def _match_some(path: Path, available: list[str], wanted: dict[str, str]) -> dic
         close = list(dict.fromkeys(a for a in available if str(a).strip().lower() == name.strip().lower()))
         if len(close) > 1:
             places = " and ".join(f"'{a}' (column {available.index(a) + 1})" for a in close)
-            raise DataError(f"{path}: data.{role}_column '{name}' matches {places} ignoring case and spaces; "
+            raise DataError(f"{path}: {_setting(role, keys)} '{name}' matches {places} ignoring case and spaces; "
                             f"set it to one of them exactly")
         if close:
             mapping[role] = close[0]
@@ -132,7 +144,8 @@ def _match_some(path: Path, available: list[str], wanted: dict[str, str]) -> dic
 _OTHER_DELIMITERS = {"csv": ((";", "';'"), ("\t", "tab"), ("|", "'|'")), "tsv": ((",", "comma"), (";", "';'"), ("|", "'|'"))}
 
 
-def _check_header(path: Path, header: list[str], wanted: dict[str, str], fmt: str) -> dict[str, str]:
+def _check_header(path: Path, header: list[str], wanted: dict[str, str], fmt: str,
+                  keys: dict[str, str] | None = None) -> dict[str, str]:
     """The role -> column mapping, after the checks a header allows before any row is read:
     a one-column header that is really another delimiter's, and a used name that appears
     more than once (a dict keeps the last copy, so the first would be silently dropped).
@@ -142,14 +155,14 @@ def _check_header(path: Path, header: list[str], wanted: dict[str, str], fmt: st
             if char in str(header[0]):
                 raise DataError(f"{path}: the header {str(header[0])[:80]!r} is one column that looks "
                                 f"{name}-delimited; {_delimiter_fix(char)}")
-    mapping = _match_columns(path, header, wanted)
+    mapping = _match_columns(path, header, wanted, keys)
     for role, key in mapping.items():
         places = [i + 1 for i, name in enumerate(header) if name == key]
         if len(places) > 1:
             times = "twice" if len(places) == 2 else f"{len(places)} times"
             listed = ", ".join(str(p) for p in places[:-1]) + f" and {places[-1]}"
             raise DataError(f"{path}: column '{key}' appears {times} in the header (columns {listed}); "
-                            f"rename the copies so data.{role}_column names one column")
+                            f"rename the copies so {_setting(role, keys)} names one column")
     return mapping
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from fmctl.data.images import IMAGE_EXTENSIONS, image_files
-from fmctl.data.readers import _match_columns, detect_format
+from fmctl.data.readers import _match_columns, detect_format, value_kind
 from fmctl.errors import DataError
 
 
@@ -146,32 +146,23 @@ def _not_text(value: Any, words: bool = False) -> str | None:
     """What a JSON or Parquet value is when it is no text ('an object', 'a list', ...), or
     None when it reads as one. Numbers read as text (an id-like code, a year); a structure
     or a boolean would be predicted on its Python spelling ("{'en': 'bad'}", "True")."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "an object"
     if isinstance(value, (bytes, bytearray)):
         return "binary data"
-    if isinstance(value, list):
-        if not words:
-            return "a list"
+    if isinstance(value, list) and words:
         inner = next((w for w in (_not_text(v) if v is not None else "a null" for v in value) if w), None)
         return f"a list holding {inner}" if inner else None
-    return None
+    return value_kind(value)
 
 
 def _columns(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, str]:
     """The header's column for each role; the message names the predict option that
     chooses it (--text-column, ...) rather than the training config's data.<role>_column."""
-    options = {"text": "--text-column", "text_pair": "--text-pair-column", "question": "--question-column",
-               "context": "--context-column", "source": "--text-column", "prompt": "--text-column"}
-    try:
-        return _match_columns(path, header, wanted)
-    except DataError as exc:
-        message = str(exc)
-        for role in set(wanted) & set(options):
-            message = message.replace(f"data.{role}_column", options[role])
-        raise DataError(message) from None
+    return _match_columns(path, header, wanted, _OPTIONS)
+
+
+# The predict flag that chooses each role's column, as column errors name it.
+_OPTIONS = {"text": "--text-column", "text_pair": "--text-pair-column", "question": "--question-column",
+            "context": "--context-column", "source": "--text-column", "prompt": "--text-column"}
 
 
 def _jsonl(path: Path, handle: Any, wanted: dict[str, str], progress: Progress | None = None,
