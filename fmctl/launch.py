@@ -311,7 +311,7 @@ def objective_of(run: Any) -> tuple[str, str]:
     monitor = run.trainer.monitor or f"val/{task.main_metric}"
     mode = run.trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}" else
                                         "min" if monitor.endswith("loss") or monitor.removeprefix("val/")
-                                        in getattr(task, "minimized", ()) else "max")
+                                        in task.minimized else "max")
     return monitor, "maximize" if mode == "max" else "minimize"
 
 

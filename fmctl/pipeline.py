@@ -257,14 +257,15 @@ def _customize_report(custom: Any, model: Any, task: Any, data: Any, run: RunCon
 
 
 def _check_verb(verb: str, run: RunConfig) -> None:
-    from fmctl.config.schema import PRETRAINING_TASKS
+    from fmctl import tasks
     from fmctl.errors import ConfigError
 
     name = run.task.name
-    if verb == "pretrain" and name not in PRETRAINING_TASKS:
+    pretraining = tasks.declaration(name).pretraining
+    if verb == "pretrain" and not pretraining:
         raise ConfigError(f"task: '{name}' is not a pretraining objective; fmctl pretrain runs task=mlm (bert), "
                           f"clm (gpt) or mim (vit); fine-tune with fmctl finetune")
-    if verb in ("finetune", "customize") and name in PRETRAINING_TASKS:
+    if verb in ("finetune", "customize") and pretraining:
         raise ConfigError(f"task: '{name}' is a pretraining objective; run it with fmctl pretrain")
     if verb != "customize" and run.customize:
         raise ConfigError(f"customize: operations run with fmctl customize base=... (not fmctl {verb})")

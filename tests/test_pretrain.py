@@ -325,9 +325,8 @@ def test_document_mask_keeps_packed_documents_apart(family, attention):
     import torch
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-    from fmctl.config.schema import CLMTaskConfig, MLMTaskConfig
     from fmctl.data.packed import DocumentCollate, stack_blocks
-    from fmctl.tasks.language_modeling import CausalLM, MaskedLM
+    from fmctl.tasks.language_modeling import CausalLM, CLMTaskConfig, MaskedLM, MLMTaskConfig
 
     torch.manual_seed(0)
     if family == "gpt":

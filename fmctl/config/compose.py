@@ -18,7 +18,7 @@ from typing import Any
 
 from fmctl import paths
 from fmctl._suggest import did_you_mean
-from fmctl.config.schema import BACKBONE_SCHEMAS, TASK_SCHEMAS, RunConfig
+from fmctl.config.schema import RunConfig
 from fmctl.errors import ConfigError
 
 DEFAULT_RECIPE = "bert_topics"
@@ -302,7 +302,9 @@ def schema_accepts(dotted_key: str, cfg: Any) -> bool:
         if not dataclasses.is_dataclass(schema):
             return False
         if depth == 0 and part in ("backbone", "task"):
-            table = BACKBONE_SCHEMAS if part == "backbone" else TASK_SCHEMAS
+            from fmctl.config.validate import named_schemas
+
+            table = named_schemas(part)
             name = cfg.get(part, {}).get("name") if hasattr(cfg, "get") else None
             schema = table.get(name)
             if schema is None:

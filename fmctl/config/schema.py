@@ -8,13 +8,18 @@ so the validator can report every violation at once with its dotted key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 SIZES = ("tiny", "mini", "small", "base")
 
 
-def _bounded(default, **bounds):
+def bounded(default, **bounds):
+    """A field whose bounds the validator checks (ge, gt, le, lt), so every config
+    dataclass, in fmctl or in a task module, states its limits the same way."""
     return field(default=default, metadata=bounds)
+
+
+_bounded = bounded
 
 
 @dataclass
@@ -115,122 +120,6 @@ class VisionBackboneConfig:
 
 BACKBONE_SCHEMAS = {"bert": TextBackboneConfig, "gpt": TextBackboneConfig, "t5": TextBackboneConfig,
                     "vit": VisionBackboneConfig}
-
-
-@dataclass
-class ClassificationTaskConfig:
-    name: Literal["text_classification", "image_classification"] = "text_classification"
-    label_smoothing: float = _bounded(0.0, ge=0.0, lt=1.0)
-
-
-@dataclass
-class MLMTaskConfig:
-    name: Literal["mlm"] = "mlm"
-    # Fraction of tokens chosen for prediction; of those 80% become [MASK], 10% a random
-    # token and 10% stay unchanged (BERT's recipe).
-    mask_prob: float = _bounded(0.15, gt=0.0, lt=1.0)
-    # Mask all pieces of a word together (WordPiece '##' continuations).
-    whole_word: bool = False
-
-
-@dataclass
-class CLMTaskConfig:
-    name: Literal["clm"] = "clm"
-
-
-@dataclass
-class MIMTaskConfig:
-    name: Literal["mim"] = "mim"
-    # SimMIM: the fraction of patches replaced by a learned mask token and reconstructed.
-    mask_ratio: float = _bounded(0.6, gt=0.0, lt=1.0)
-
-
-@dataclass
-class TokenClassificationTaskConfig:
-    name: Literal["token_classification"] = "token_classification"
-    # Entity-level scores need IOB/IOBES-style tags (B-PER, I-PER, O); auto turns them on
-    # when every tag looks like that, so POS tagging reports token accuracy alone.
-    entity_metrics: Literal["auto", "on", "off"] = "auto"
-
-
-@dataclass
-class ExtractiveQATaskConfig:
-    name: Literal["extractive_qa"] = "extractive_qa"
-    # Contexts longer than data.max_length are cut into windows that overlap by this many tokens.
-    doc_stride: int = _bounded(64, ge=0)
-    # Answers longer than this many tokens are never predicted.
-    max_answer_length: int = _bounded(30, ge=1)
-    # Start and end candidates kept per window when searching for the best span.
-    n_best: int = _bounded(20, ge=1)
-    # SQuAD v2: predict "no answer" when its score beats the best span's by more than this.
-    null_score_threshold: float = 0.0
-    # null: allow "no answer" exactly when the data is SQuAD v2.0 (is_impossible questions).
-    allow_no_answer: Optional[bool] = None
-
-
-@dataclass
-class RegressionTaskConfig:
-    name: Literal["regression"] = "regression"
-
-
-@dataclass
-class MultilabelTaskConfig:
-    name: Literal["multilabel_classification"] = "multilabel_classification"
-    # A label is predicted when its sigmoid probability reaches this.
-    threshold: float = _bounded(0.5, gt=0.0, lt=1.0)
-
-
-@dataclass
-class GenerationConfig:
-    # 1 is greedy decoding; more is beam search.
-    num_beams: int = _bounded(1, ge=1)
-    max_new_tokens: int = _bounded(64, ge=1)
-    # Beam search only: > 1 favours longer outputs, < 1 shorter ones (transformers' meaning).
-    length_penalty: float = 1.0
-
-
-@dataclass
-class Seq2SeqTaskConfig:
-    name: Literal["translation", "seq2seq"] = "translation"
-    # GPT only: the token between source and target. Added to the tokenizer as a special
-    # token when it is not one already (a pretrained model's embeddings grow by one row).
-    separator: str = "<sep>"
-    # Put before every source text, e.g. 'translate English to German: ' for pretrained T5.
-    source_prefix: str = ""
-    label_smoothing: float = _bounded(0.0, ge=0.0, lt=1.0)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-
-
-TASK_SCHEMAS = {
-    "text_classification": ClassificationTaskConfig,
-    "image_classification": ClassificationTaskConfig,
-    "token_classification": TokenClassificationTaskConfig,
-    "extractive_qa": ExtractiveQATaskConfig,
-    "regression": RegressionTaskConfig,
-    "multilabel_classification": MultilabelTaskConfig,
-    "translation": Seq2SeqTaskConfig,
-    "seq2seq": Seq2SeqTaskConfig,
-    "mlm": MLMTaskConfig,
-    "clm": CLMTaskConfig,
-    "mim": MIMTaskConfig,
-}
-
-# Which backbones each task can sit on; checked before anything is built.
-TASK_BACKBONES = {
-    "text_classification": ("bert", "gpt"),
-    "image_classification": ("vit",),
-    "token_classification": ("bert", "gpt"),
-    "extractive_qa": ("bert",),
-    "regression": ("bert", "gpt"),
-    "multilabel_classification": ("bert", "gpt"),
-    "translation": ("gpt", "t5"),
-    "seq2seq": ("gpt", "t5"),
-    "mlm": ("bert",),
-    "clm": ("gpt",),
-    "mim": ("vit",),
-}
-# Tasks that `fmctl pretrain` runs (and `fmctl finetune` does not).
-PRETRAINING_TASKS = ("mlm", "clm", "mim")
 
 
 @dataclass
@@ -341,9 +230,9 @@ class RunConfig:
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     backbone: TextBackboneConfig | VisionBackboneConfig = field(default_factory=TextBackboneConfig)
-    task: (ClassificationTaskConfig | TokenClassificationTaskConfig | ExtractiveQATaskConfig | RegressionTaskConfig
-           | MultilabelTaskConfig | Seq2SeqTaskConfig | MLMTaskConfig | CLMTaskConfig | MIMTaskConfig) = field(
-        default_factory=ClassificationTaskConfig)
+    # The task's own config dataclass, chosen by task.name from the task registry
+    # (fmctl/tasks/__init__.py); each task module declares its own.
+    task: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -13,18 +13,19 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from fmctl._suggest import did_you_mean, one_of
-from fmctl.config.schema import (
-    BACKBONE_SCHEMAS,
-    CUSTOMIZE_OPS,
-    CustomizeStep,
-    TASK_BACKBONES,
-    TASK_SCHEMAS,
-    RunConfig,
-)
+from fmctl.config.schema import BACKBONE_SCHEMAS, CUSTOMIZE_OPS, CustomizeStep, RunConfig
 from fmctl.errors import ConfigError
 
 MISSING = object()  # a '???' value nobody filled in
-_GROUPS_WITH_NAMED_SCHEMA = {"backbone": BACKBONE_SCHEMAS, "task": TASK_SCHEMAS}
+
+
+def named_schemas(group: str) -> dict[str, type]:
+    """backbone and task pick their schema by their `name` key: name -> config dataclass."""
+    if group == "backbone":
+        return BACKBONE_SCHEMAS
+    from fmctl import tasks
+
+    return {name: tasks.declaration(name).config for name in tasks.names()}
 
 
 def to_plain(cfg: Any, path: str, problems: list[str]) -> Any:
@@ -94,7 +95,7 @@ def _build(schema: type, node: Any, path: str, problems: list[str]) -> Any:
             continue
         dotted = f"{path}{name}"
         value = node[name]
-        if path == "" and name in _GROUPS_WITH_NAMED_SCHEMA:
+        if path == "" and name in ("backbone", "task"):
             kwargs[name] = _build_named(name, value, problems)
             continue
         if path == "" and name == "customize":
@@ -113,7 +114,7 @@ def _build(schema: type, node: Any, path: str, problems: list[str]) -> Any:
 
 def _build_named(group: str, node: Any, problems: list[str]) -> Any:
     """backbone and task pick their schema by their `name` key."""
-    schemas = _GROUPS_WITH_NAMED_SCHEMA[group]
+    schemas = named_schemas(group)
     default_schema = next(iter(schemas.values()))
     if not isinstance(node, Mapping):
         problems.append(f"{group}: expected a mapping of keys, got {_show(node)}")
@@ -229,34 +230,36 @@ def _check_bounds(value: Any, meta: Mapping, key: str, problems: list[str]) -> b
 def _check_pairing(plain: Any) -> list[str]:
     """Task and backbone must fit; checked first because a wrong pairing also makes the
     backbone's other keys look wrong."""
+    from fmctl import tasks
+
     try:
         task, backbone = plain["task"]["name"], plain["backbone"]["name"]
     except (KeyError, TypeError):
         return []
-    if task in TASK_BACKBONES and backbone in BACKBONE_SCHEMAS and backbone not in TASK_BACKBONES[task]:
-        pairs = ", ".join(f"{t}+{'/'.join(b)}" for t, b in TASK_BACKBONES.items())
-        return [f"backbone: task '{task}' needs backbone {' or '.join(TASK_BACKBONES[task])}, "
-                f"got '{backbone}' (set backbone={TASK_BACKBONES[task][0]}; valid pairs: {pairs})"]
+    if task not in tasks.names() or backbone not in BACKBONE_SCHEMAS:
+        return []
+    accepted = tasks.declaration(task).backbones
+    if backbone not in accepted:
+        pairs = ", ".join(f"{t}+{'/'.join(tasks.declaration(t).backbones)}" for t in tasks.names())
+        return [f"backbone: task '{task}' needs backbone {' or '.join(accepted)}, "
+                f"got '{backbone}' (set backbone={accepted[0]}; valid pairs: {pairs})"]
     return []
 
 
 def check_semantics(run: RunConfig) -> list[str]:
-    """Rules that involve several keys."""
+    """Rules that involve several keys; the task's own rules come from its declaration."""
+    from fmctl import tasks
+
+    declared = tasks.declaration(run.task.name)
     problems = []
-    task = run.task.name
-    if task in ("mlm", "clm"):
-        if run.data.prepared is None:
-            problems.append("data.prepared: required for pretraining on text; make one with "
-                            "fmctl data prepare input=... out=DIR, then data.prepared=DIR")
-    elif run.data.train is None and run.data.builtin is None:
+    if declared.reads == "files" and run.data.train is None and run.data.builtin is None:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
                         "or a built-in dataset (data=topics or data=digits)")
-    if run.data.builtin is not None and task not in _BUILTIN_TASKS[run.data.builtin]:
-        problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{task}'")
-    if hasattr(run.backbone, "max_positions") and run.data.max_length > run.backbone.max_positions:
-        problems.append(f"data.max_length: {run.data.max_length} exceeds backbone.max_positions "
-                        f"({run.backbone.max_positions})")
-    problems.extend(_check_task_lengths(run))
+    if run.data.builtin is not None and run.data.builtin not in declared.builtin_data:
+        problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{run.task.name}'")
+    if declared.checks is not None:
+        problems.extend(declared.checks(run))
+    problems.extend(_check_lengths(run, declared))
     betas = list(run.optim.betas)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         problems.append(f"optim.betas: expected two numbers in [0, 1) (Adam's moment decays, e.g. [0.9,0.999]), "
@@ -303,38 +306,30 @@ def _check_customize(run: RunConfig) -> list[str]:
     if "lora" in names and "prune" in names:
         problems.append("customize: lora and prune cannot be combined (merging the adapter would fill the pruned "
                         "weights back in); prune in one run, then customize that run with lora")
-    if names and run.task.name not in ("text_classification", "image_classification", "token_classification",
-                                       "regression", "multilabel_classification"):
-        problems.append(f"customize: task '{run.task.name}' is not supported; customize classification, "
-                        f"token classification or regression runs")
-    if "distill" in names and run.task.name not in ("text_classification", "image_classification"):
+    from fmctl import tasks
+
+    declared = tasks.declaration(run.task.name)
+    if names and not declared.customize:
+        supported = [d.name for d in tasks.declarations() if d.customize]
+        problems.append(f"customize: task '{run.task.name}' is not supported; customize runs of "
+                        f"{', '.join(supported)}")
+    if "distill" in names and not declared.distill:
         problems.append(f"customize.distill: needs a classification task, got '{run.task.name}'")
     return problems
 
 
-# The built-in datasets and the tasks they are labelled for.
-_BUILTIN_TASKS = {"topics": ("text_classification",), "digits": ("image_classification", "mim")}
-
-
-def _check_task_lengths(run: RunConfig) -> list[str]:
-    """Length settings that only make sense together with the task's."""
-    task, data = run.task, run.data
+def _check_lengths(run: RunConfig, declared: Any) -> list[str]:
+    """The lengths the task needs (data.max_length, or a GPT translation's sums) against
+    backbone.max_positions, for backbones with a position table."""
+    positions = getattr(run.backbone, "max_positions", None)
+    if positions is None:
+        return []
     problems = []
-    if task.name == "extractive_qa" and task.doc_stride >= data.max_length // 2:
-        problems.append(f"task.doc_stride: {task.doc_stride} must be less than half of data.max_length "
-                        f"({data.max_length}) so that every window adds new context")
-    if task.name in ("translation", "seq2seq") and run.backbone.name == "gpt":
-        needed = data.max_length + data.max_target_length + 2
-        if needed > run.backbone.max_positions:
-            problems.append(f"data.max_target_length: a GPT reads source and target as one sequence, and "
-                            f"data.max_length + data.max_target_length + 2 = {needed} exceeds "
-                            f"backbone.max_positions ({run.backbone.max_positions})")
-        generating = data.max_length + 1 + task.generation.max_new_tokens
-        if generating > run.backbone.max_positions:
-            problems.append(f"task.generation.max_new_tokens: a GPT generates after the source and separator, and "
-                            f"data.max_length + 1 + task.generation.max_new_tokens = {generating} exceeds "
-                            f"backbone.max_positions ({run.backbone.max_positions}); lower max_new_tokens or "
-                            f"raise backbone.max_positions")
+    for need in declared.sequence_lengths(run):
+        if need.length > positions:
+            how = (f"{need.why}, and " if need.why else "") + (f"{need.formula} = " if need.formula else "")
+            problems.append(f"{need.key}: {how}{need.length} exceeds backbone.max_positions ({positions})"
+                            + (f"; {need.advice}" if need.advice else ""))
     return problems
 
 

@@ -32,6 +32,7 @@ from fmctl.loop.sampler import EpochSampler
 from fmctl.loop.schedule import build_scheduler
 from fmctl.loop.state import Progress, capture_rng, restore_rng
 from fmctl.loop.tracking import Display, MetricsLog
+from fmctl.tasks.base import Task
 
 
 class Preempted(FmctlError):
@@ -107,12 +108,17 @@ class TaskForward(torch.nn.Module):
     """Calls task.forward(model, batch) as a module's forward, so that DDP and FSDP see
     every forward pass even when a task reaches into submodules (the MLM head)."""
 
-    def __init__(self, model: Any, task: Any):
+    def __init__(self, model: Any, task: Any, fused: bool = False):
         super().__init__()
         self.model = model
         self.task = task
+        self.fused = fused   # trainer.kernels=triton: the task's fused loss in training, where it has one
 
     def forward(self, batch: dict[str, Any]) -> Any:
+        if self.fused and self.model.training:
+            outputs = self.task.fused_forward(self.model, batch)
+            if outputs is not None:
+                return outputs
         return self.task.forward(self.model, batch)
 
 
@@ -124,7 +130,7 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
     metrics = task.new_metrics()
     was_training = model.training
     model.eval()
-    if hasattr(task, "eval_forward"):  # tasks that generate at evaluation call the plain model
+    if type(task).eval_forward is not Task.eval_forward:  # tasks that generate at evaluation call the plain model
         forward = lambda batch: task.eval_forward(model, batch)  # noqa: E731
     elif forward is None:
         forward = lambda batch: task.forward(model, batch)  # noqa: E731
@@ -133,8 +139,7 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
             batch.pop("num_tokens", None)
             batch = move(batch, device)
             outputs = forward(batch)
-            has_targets = task.has_targets(batch) if hasattr(task, "has_targets") else "labels" in batch
-            loss = task.loss(outputs, batch) if has_targets else None
+            loss = task.loss(outputs, batch) if task.has_targets(batch) else None
             metrics.update(outputs, batch, loss)
     model.train(was_training)
     return metrics
@@ -165,11 +170,9 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         from fmctl.kernels.patch import apply as patch_kernels
 
         patched = patch_kernels(model)
-        if hasattr(task, "fused_loss"):
-            task.fused_loss = True
     masks_name = resolve_dropout_masks(trainer.dropout_masks, device, trainer.gradient_checkpointing, trainer.compile)
     masks = dropout_masks(masks_name)
-    net = distributed.wrap(TaskForward(model, task), model, trainer.strategy, d, device)
+    net = distributed.wrap(TaskForward(model, task, fused=kernels == "triton"), model, trainer.strategy, d, device)
     # dynamic=True: length-grouped batches change the sequence length every step, and one
     # graph with a symbolic length beats a recompile per length.
     train_forward = torch.compile(net, dynamic=True) if trainer.compile else net
@@ -227,7 +230,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
             ema.load_state_dict(resume["ema"])
 
     monitor = trainer.monitor or f"val/{task.main_metric}"
-    lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in getattr(task, "minimized", ())
+    lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in task.minimized
     mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
                                     else ("min" if lower_better else "max"))
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
@@ -235,16 +238,16 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
                     f"×{trainer.grad_accum}, precision {precision.name}, device {device}, kernels {kernels}"
                     + (f" ({patched['layer_norms']} LayerNorms, {patched['bias_gelu']} bias+GELU, fused LM loss: "
-                       f"{'yes' if getattr(task, 'fused_loss', False) else 'no'})" if kernels == "triton" else "")
+                       f"{'yes' if type(task).fused_forward is not Task.fused_forward else 'no'})" if kernels == "triton" else "")
                     + f", dropout masks {masks_name}" + (", torch.compile" if trainer.compile else "")
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
 
-    flops_per_token = peak = None
-    if hasattr(task, "flops_per_token"):  # pretraining tasks report model FLOPs utilisation
+    peak = None
+    flops_per_token = task.flops_per_token(model, run.data.max_length)
+    if flops_per_token:  # pretraining tasks report model FLOPs utilisation
         from fmctl.loop.flops import measure_peak_flops
 
         rng_state = torch.get_rng_state()  # the measurement must not move the training RNG
-        flops_per_token = task.flops_per_token(model, run.data.max_length)
         peak = measure_peak_flops(device, precision.name)
         torch.set_rng_state(rng_state)
         display.message(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({precision.name}); "

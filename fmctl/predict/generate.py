@@ -256,7 +256,7 @@ class Translator:
 
     @classmethod
     def from_manifest(cls, folder: Path, manifest: dict[str, Any]) -> "Translator":
-        from fmctl.config.schema import GenerationConfig, Seq2SeqTaskConfig
+        from fmctl.tasks.seq2seq import GenerationConfig, Seq2SeqTaskConfig
 
         post = manifest["postprocessing"]
         cfg = Seq2SeqTaskConfig(name=manifest["task"], separator=post["separator"], source_prefix=post["source_prefix"],

@@ -238,10 +238,9 @@ _RUNNERS = {"onnx": onnx_runner, "torchscript": _torchscript_runner, "hf": _hf_r
 def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]:
     import torch
 
-    from fmctl.config.schema import TASK_SCHEMAS
-    from fmctl.tasks import get_task
+    from fmctl import tasks
 
-    model = get_task(TASK_SCHEMAS[task](name=task)).load_model(model_dir).eval()
+    model = tasks.create(tasks.default_config(task)).load_model(model_dir).eval()
     text = TASK_INPUTS[task] != "image"
     outputs = TASK_OUTPUTS.get(task, ("logits",))
 

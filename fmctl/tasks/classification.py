@@ -5,10 +5,11 @@ formulas, so they match what users compute themselves.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
 
-from fmctl.config.schema import DataConfig
+from fmctl.config.schema import DataConfig, bounded
 from fmctl.data.labels import align_to_saved, check_known, label_names_from
 from fmctl.data.splits import split_off, subset
 from fmctl.errors import DataError
@@ -20,6 +21,12 @@ Row = TypeVar("Row")
 # class's probability per prediction; above it the non-zero cells and the top classes.
 DENSE_MATRIX_CLASSES = 100
 TOP_PROBABILITIES = 10
+
+
+@dataclass
+class ClassificationTaskConfig:
+    name: Literal["text_classification", "image_classification"] = "text_classification"
+    label_smoothing: float = bounded(0.0, ge=0.0, lt=1.0)
 
 
 def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Callable[[Path], list[Row]],

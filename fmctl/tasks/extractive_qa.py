@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
-from fmctl.config.schema import ExtractiveQATaskConfig, RunConfig
+from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.alignment import char_span_to_tokens, tokens_to_char_span
 from fmctl.data.collate import PadCollator
 from fmctl.data.sources import split_paths
@@ -29,9 +29,26 @@ from fmctl.data.squad import QARow, read_squad
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import DataError
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
+from fmctl.tasks.declare import Serving, TaskDeclaration
 from fmctl.tasks.text_inputs import fingerprints, mean_loss, tokenizer_for
+
+
+@dataclass
+class ExtractiveQATaskConfig:
+    name: Literal["extractive_qa"] = "extractive_qa"
+    # Contexts longer than data.max_length are cut into windows that overlap by this many tokens.
+    doc_stride: int = bounded(64, ge=0)
+    # Answers longer than this many tokens are never predicted.
+    max_answer_length: int = bounded(30, ge=1)
+    # Start and end candidates kept per window when searching for the best span.
+    n_best: int = bounded(20, ge=1)
+    # SQuAD v2: predict "no answer" when its score beats the best span's by more than this.
+    null_score_threshold: float = 0.0
+    # null: allow "no answer" exactly when the data is SQuAD v2.0 (is_impossible questions).
+    allow_no_answer: bool | None = None
+
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -52,13 +69,7 @@ class Answer:
     end: int | None = None
 
 
-class ExtractiveQA:
-    name = "extractive_qa"
-    main_metric = "f1"
-    main_mode = "max"
-    metric_names = ("exact_match", "f1", "has_answer_exact_match", "has_answer_f1", "no_answer_exact_match",
-                    "no_answer_f1", "loss")
-
+class ExtractiveQA(Task):
     def __init__(self, cfg: ExtractiveQATaskConfig):
         self.cfg = cfg
         self.questions: list[QARow] = []   # every split's questions; windows point into it
@@ -107,7 +118,7 @@ class ExtractiveQA:
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PadCollator({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}), label_names=[],
-            preprocessor=tokenizer, sources=fingerprints(paths), rows=rows, warnings=warnings)
+            preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows, warnings=warnings)
 
     def _encode(self, rows: list[QARow], tokenizer: Any, max_length: int) -> EncodedDataset:
         stride = self.cfg.doc_stride
@@ -300,3 +311,18 @@ def squad_scores(rows: list[QARow], predictions: list[str]) -> dict[str, float]:
         out |= dict(zip(("has_answer_exact_match", "has_answer_f1"), score(has_answer)))
         out |= dict(zip(("no_answer_exact_match", "no_answer_f1"), score(no_answer)))
     return out
+
+
+def _check_stride(run: RunConfig) -> list[str]:
+    if run.task.doc_stride >= run.data.max_length // 2:
+        return [f"task.doc_stride: {run.task.doc_stride} must be less than half of data.max_length "
+                f"({run.data.max_length}) so that every window adds new context"]
+    return []
+
+
+TASKS = (TaskDeclaration(
+    name="extractive_qa", config=ExtractiveQATaskConfig, implementation=ExtractiveQA, backbones=("bert",),
+    metrics=("exact_match", "f1", "has_answer_exact_match", "has_answer_f1", "no_answer_exact_match", "no_answer_f1",
+             "loss"),
+    main_metric="f1", main_mode="max", checks=_check_stride,
+    serving=Serving(reads="qa", outputs=("start_logits", "end_logits"), auto_class="AutoModelForQuestionAnswering")),)

@@ -1,24 +1,23 @@
 """Image classification with a ViT backbone on ImageFolder data."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fmctl.config.schema import ClassificationTaskConfig, RunConfig
+from fmctl.config.schema import RunConfig
 from fmctl.data.images import ImageDataset, build_transform, collate_images, scan_image_folder, verify_images
-from fmctl.data.sources import fingerprint, split_paths
+from fmctl.data.sources import split_paths
 from fmctl.models import vision
-from fmctl.tasks.base import PreparedData
-from fmctl.tasks.classification import ClassificationMetrics, cross_entropy, label_ids, label_vocabulary, read_splits
+from fmctl.models.saved import saved_config, saved_label_names
+from fmctl.tasks.base import PreparedData, Task
+from fmctl.tasks.classification import (
+    ClassificationMetrics, ClassificationTaskConfig, cross_entropy, label_ids, label_vocabulary, read_splits,
+)
+from fmctl.tasks.declare import IMAGE_INPUTS, Serving, TaskDeclaration
+from fmctl.tasks.text_inputs import fingerprints
 
 
-class ImageClassification:
-    name = "image_classification"
-    main_metric = "accuracy"
-    main_mode = "max"
-    metric_names = ("accuracy", "macro_f1", "loss")  # reported as val/<name> during training
-
+class ImageClassification(Task):
     def __init__(self, cfg: ClassificationTaskConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
@@ -31,7 +30,7 @@ class ImageClassification:
         if run.data.verify_images:
             for split_rows in rows.values():
                 verify_images(split_rows)
-        known = _saved_label_names(model_dir) if model_dir else None
+        known = saved_label_names(model_dir) if model_dir else None
         names = label_vocabulary(rows, known, paths, run.data)
         datasets = {split: ImageDataset(split_rows, label_ids(split_rows, names), None, run.backbone.in_chans)
                     for split, split_rows in rows.items()}
@@ -40,7 +39,7 @@ class ImageClassification:
         data = PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=collate_images, label_names=names,
-            sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows)
+            sources=fingerprints(paths), rows=rows)
         if model_dir:
             self.set_preprocessing(data, _saved_preprocessing(model_dir))
         return data
@@ -79,15 +78,11 @@ class ImageClassification:
         return {"image": str(row.path)}
 
 
-def _saved_config(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-
-
-def _saved_label_names(model_dir: Path) -> list[str]:
-    config = _saved_config(model_dir)
-    names = config.get("label_names") or config.get("pretrained_cfg", {}).get("label_names")
-    return list(names) if names else [str(i) for i in range(int(config["num_classes"]))]
-
-
 def _saved_preprocessing(model_dir: Path) -> dict[str, Any]:
-    return vision.preprocessing_from_cfg(_saved_config(model_dir)["pretrained_cfg"])
+    return vision.preprocessing_from_cfg(saved_config(model_dir)["pretrained_cfg"])
+
+
+TASKS = (TaskDeclaration(
+    name="image_classification", config=ClassificationTaskConfig, implementation=ImageClassification,
+    backbones=("vit",), metrics=("accuracy", "macro_f1", "loss"), main_metric="accuracy", main_mode="max",
+    builtin_data=("digits",), customize=True, distill=True, serving=Serving(reads="image", inputs=IMAGE_INPUTS)),)

@@ -4,13 +4,30 @@ projection costs 15% of what a full-sequence head would."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fmctl.config.schema import CLMTaskConfig, MLMTaskConfig, RunConfig
+from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.packed import CausalBlocks, DocumentCollate, MaskedBlocks, PackedBlocks, stack_blocks
 from fmctl.errors import DataError
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
+from fmctl.tasks.declare import WEIGHT_FORMATS, Serving, TaskDeclaration
+
+
+@dataclass
+class MLMTaskConfig:
+    name: Literal["mlm"] = "mlm"
+    # Fraction of tokens chosen for prediction; of those 80% become [MASK], 10% a random
+    # token and 10% stay unchanged (BERT's recipe).
+    mask_prob: float = bounded(0.15, gt=0.0, lt=1.0)
+    # Mask all pieces of a word together (WordPiece '##' continuations).
+    whole_word: bool = False
+
+
+@dataclass
+class CLMTaskConfig:
+    name: Literal["clm"] = "clm"
 
 
 def _prepare_blocks(run: RunConfig, block: int) -> tuple[dict[str, Any], Any, dict[str, PackedBlocks]]:
@@ -83,18 +100,12 @@ class LMMetrics:
         return []
 
 
-class _LanguageModeling:
-    main_metric = "loss"
-    main_mode = "min"
-    metric_names = ("loss", "perplexity", "accuracy")
+class _LanguageModeling(Task):
     label_names: list[str] = []
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.head_fraction = 1.0
-        # Set by the loop when trainer.kernels picks Triton: training steps compute the
-        # loss with fused linear + cross-entropy and never build the logits.
-        self.fused_loss = False
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         from fmctl.models.text import build_language_model
@@ -150,8 +161,6 @@ class _LanguageModeling:
 
 
 class MaskedLM(_LanguageModeling):
-    name = "mlm"
-
     def __init__(self, cfg: MLMTaskConfig):
         super().__init__(cfg)
         self.head_fraction = cfg.mask_prob
@@ -166,29 +175,35 @@ class MaskedLM(_LanguageModeling):
                                         run.trainer.seed + (0 if split == "train" else 7919))
                     for split in ("train", "validation")}
         return PreparedData(train=datasets["train"], validation=datasets["validation"] or None, test=None,
-                            collate=_collate(run, meta), label_names=[], preprocessor=tokenizer,
+                            collate=_collate(run, meta), label_names=[], preprocessors={"text": tokenizer},
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
                                                   "fingerprint": meta["fingerprint"]}},
                             rows={"validation": []})
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return _mlm_head(model)(self._masked_hidden(model, batch)), batch["labels"][batch["labels"] != -100]
+
+    def fused_forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The masked positions' loss by fused linear + cross-entropy (no logits built);
+        BERT-style heads only (a transform, then the vocabulary decoder)."""
+        predictions = getattr(_mlm_head(model), "predictions", None)
+        if predictions is None:
+            return None
+        from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
+
+        decoder = predictions.decoder
+        labels = batch["labels"][batch["labels"] != -100]
+        return FusedLoss(fused_linear_cross_entropy(predictions.transform(self._masked_hidden(model, batch)),
+                                                    decoder.weight, labels, bias=decoder.bias))
+
+    @staticmethod
+    def _masked_hidden(model: Any, batch: dict[str, Any]) -> Any:
         hidden = model.base_model(input_ids=batch["input_ids"],
                                   **_attention(model, batch, causal=False)).last_hidden_state
-        chosen = batch["labels"] != -100
-        head = getattr(model, "cls", None) or getattr(model, "lm_head")
-        predictions = getattr(head, "predictions", None)  # BERT: transform, then the vocabulary decoder
-        if self.fused_loss and model.training and predictions is not None:
-            from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
-
-            decoder = predictions.decoder
-            return FusedLoss(fused_linear_cross_entropy(predictions.transform(hidden[chosen]), decoder.weight,
-                                                        batch["labels"][chosen], bias=decoder.bias))
-        return head(hidden[chosen]), batch["labels"][chosen]
+        return hidden[batch["labels"] != -100]
 
 
 class CausalLM(_LanguageModeling):
-    name = "clm"
-
     def __init__(self, cfg: CLMTaskConfig):
         super().__init__(cfg)
 
@@ -196,19 +211,47 @@ class CausalLM(_LanguageModeling):
                 splits: tuple[str, ...] = ("train", "validation")) -> PreparedData:
         meta, tokenizer, blocks = _prepare_blocks(run, run.data.max_length)
         return PreparedData(train=CausalBlocks(blocks["train"]), validation=CausalBlocks(blocks["validation"]) or None,
-                            test=None, collate=_collate(run, meta), label_names=[], preprocessor=tokenizer,
+                            test=None, collate=_collate(run, meta), label_names=[], preprocessors={"text": tokenizer},
                             sources={"prepared": {"path": str(Path(run.data.prepared).resolve()),
                                                   "fingerprint": meta["fingerprint"]}},
                             rows={"validation": []})
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         ids = batch["input_ids"]
-        if self.fused_loss and model.training:
-            from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
-
-            hidden = model.base_model(input_ids=ids, **_attention(model, batch, causal=True)).last_hidden_state[:, :-1]
-            head = model.get_output_embeddings()
-            return FusedLoss(fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
-                                                        ids[:, 1:].reshape(-1), bias=head.bias))
         logits = model(input_ids=ids, **_attention(model, batch, causal=True)).logits
         return logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+
+    def fused_forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Next-token loss by fused linear + cross-entropy: the vocabulary logits are never built."""
+        from fmctl.kernels.cross_entropy import fused_linear_cross_entropy
+
+        ids = batch["input_ids"]
+        hidden = model.base_model(input_ids=ids, **_attention(model, batch, causal=True)).last_hidden_state[:, :-1]
+        head = model.get_output_embeddings()
+        return FusedLoss(fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
+                                                    ids[:, 1:].reshape(-1), bias=head.bias))
+
+
+def _mlm_head(model: Any) -> Any:
+    """The vocabulary head of a masked LM: BERT's `cls`, other families' `lm_head`."""
+    return getattr(model, "cls", None) or getattr(model, "lm_head")
+
+
+def _needs_prepared(run: RunConfig) -> list[str]:
+    if run.data.prepared is None:
+        return ["data.prepared: required for pretraining on text; make one with fmctl data prepare input=... "
+                "out=DIR, then data.prepared=DIR"]
+    return []
+
+
+_LM_METRICS = dict(metrics=("loss", "perplexity", "accuracy"), main_metric="loss", main_mode="min",
+                   pretraining=True, reads="prepared", checks=_needs_prepared)
+TASKS = (
+    TaskDeclaration(
+        name="mlm", config=MLMTaskConfig, implementation=MaskedLM, backbones=("bert",), **_LM_METRICS,
+        serving=Serving(elsewhere="a masked-LM run is a starting point: fine-tune it (fmctl finetune "
+                                  "backbone.pretrained=RUN)", formats=WEIGHT_FORMATS, auto_class="AutoModelForMaskedLM")),
+    TaskDeclaration(
+        name="clm", config=CLMTaskConfig, implementation=CausalLM, backbones=("gpt",), **_LM_METRICS,
+        serving=Serving(reads="prompt", formats=("onnx", "safetensors", "hf"), auto_class="AutoModelForCausalLM")),
+)

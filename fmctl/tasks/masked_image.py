@@ -1,16 +1,26 @@
 """Masked image modelling (SimMIM) on unlabelled images: class folders are optional."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from fmctl.config.schema import MIMTaskConfig, RunConfig
+from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.images import ImageDataset, build_transform, scan_images, verify_images
-from fmctl.data.sources import fingerprint, split_paths
-from fmctl.tasks.base import PreparedData
+from fmctl.data.sources import split_paths
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
+from fmctl.tasks.declare import IMAGE_INPUTS, WEIGHT_FORMATS, Serving, TaskDeclaration
+from fmctl.tasks.text_inputs import fingerprints
+
+
+@dataclass
+class MIMTaskConfig:
+    name: Literal["mim"] = "mim"
+    # SimMIM: the fraction of patches replaced by a learned mask token and reconstructed.
+    mask_ratio: float = bounded(0.6, gt=0.0, lt=1.0)
 
 
 class MaskedPatches:
@@ -59,11 +69,7 @@ class MIMMetrics:
         return {"loss": self.loss_sum / self.count} if self.count else {}
 
 
-class MaskedImageModeling:
-    name = "mim"
-    main_metric = "loss"
-    main_mode = "min"
-    metric_names = ("loss",)
+class MaskedImageModeling(Task):
     label_names: list[str] = []
 
     def __init__(self, cfg: MIMTaskConfig):
@@ -81,7 +87,7 @@ class MaskedImageModeling:
                     for split, split_rows in rows.items()}
         return PreparedData(train=datasets.get("train"), validation=datasets.get("validation"), test=None,
                             collate=collate, label_names=[],
-                            sources={split: fingerprint(p) for split, p in paths.items() if p is not None},
+                            sources=fingerprints(paths),
                             rows=rows)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
@@ -132,3 +138,11 @@ class MaskedImageModeling:
         from fmctl.models import vision
 
         vision.save(model.encoder, folder, [])
+
+
+TASKS = (TaskDeclaration(
+    name="mim", config=MIMTaskConfig, implementation=MaskedImageModeling, backbones=("vit",), metrics=("loss",),
+    main_metric="loss", main_mode="min", pretraining=True, builtin_data=("digits",),
+    serving=Serving(elsewhere="a masked-image run is a starting point: fine-tune it (fmctl finetune "
+                              "backbone.pretrained=RUN)", inputs=IMAGE_INPUTS, outputs=("features",),
+                    formats=WEIGHT_FORMATS)),)

@@ -8,29 +8,34 @@ scikit-learn's micro/macro F1, subset accuracy and a per-label table.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
-from fmctl.config.schema import MultilabelTaskConfig, RunConfig
+from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.collate import PadCollator
 from fmctl.data.labels import align_to_saved, label_list, label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.errors import DataError
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
-from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for
+from fmctl.tasks.declare import Serving, TaskDeclaration
+from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for, training_texts
+
+
+@dataclass
+class MultilabelTaskConfig:
+    name: Literal["multilabel_classification"] = "multilabel_classification"
+    # A label is predicted when its sigmoid probability reaches this.
+    threshold: float = bounded(0.5, gt=0.0, lt=1.0)
+
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class MultilabelClassification:
-    name = "multilabel_classification"
-    main_metric = "micro_f1"
-    main_mode = "max"
-    metric_names = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy", "loss")
-
+class MultilabelClassification(Task):
     def __init__(self, cfg: MultilabelTaskConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
@@ -56,13 +61,7 @@ class MultilabelClassification:
         check_labels(rows, names, paths, None if model_dir else run.data,
                      lambda r: [(label, f"{r.source}:{r.line}") for label in r.label])
 
-        def training_texts():
-            for r in rows["train"]:
-                yield r.text
-                if r.pair:
-                    yield r.pair
-
-        tokenizer = tokenizer_for(run, model_dir, training_texts)
+        tokenizer = tokenizer_for(run, model_dir, lambda: training_texts(rows["train"]))
         index = {n: i for i, n in enumerate(names)}
 
         def multi_hot(labels: list[str]) -> list[float]:
@@ -78,7 +77,7 @@ class MultilabelClassification:
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PadCollator({"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}), label_names=names,
-            preprocessor=tokenizer, sources=fingerprints(paths), rows=rows, warnings=warnings)
+            preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows, warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names,
@@ -182,3 +181,10 @@ def multilabel_scores(gold: Any, predicted: Any) -> dict[str, float]:
         "micro_recall": float(recall_score(gold, predicted, average="micro", zero_division=0)),
         "subset_accuracy": float(accuracy_score(gold, predicted)),
     }
+
+
+TASKS = (TaskDeclaration(
+    name="multilabel_classification", config=MultilabelTaskConfig, implementation=MultilabelClassification,
+    backbones=("bert", "gpt"), metrics=("micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy",
+                                        "loss"),
+    main_metric="micro_f1", main_mode="max", customize=True, serving=Serving(reads="text")),)

@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
-from fmctl.config.schema import RegressionTaskConfig, RunConfig
+from fmctl.config.schema import RunConfig
 from fmctl.data.collate import PadCollator
 from fmctl.data.labels import number_label
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
-from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for
+from fmctl.tasks.declare import Serving, TaskDeclaration
+from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for, training_texts
+
+
+@dataclass
+class RegressionTaskConfig:
+    name: Literal["regression"] = "regression"
+
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class Regression:
-    name = "regression"
-    main_metric = "mse"
-    main_mode = "min"
-    metric_names = ("mse", "rmse", "mae", "pearson", "spearman", "loss")
-    minimized = ("mse", "rmse", "mae")
-
+class Regression(Task):
     def __init__(self, cfg: RegressionTaskConfig):
         self.cfg = cfg
         self.target_name = "score"
@@ -47,13 +49,7 @@ class Regression:
         rows = read_splits(run.data, paths,
                            lambda p: read_text_rows(p, run.data, parse_label=number_label, warnings=warnings), splits)
 
-        def training_texts():
-            for r in rows["train"]:
-                yield r.text
-                if r.pair:
-                    yield r.pair
-
-        tokenizer = tokenizer_for(run, model_dir, training_texts)
+        tokenizer = tokenizer_for(run, model_dir, lambda: training_texts(rows["train"]))
         self.target_name = saved_label_names(model_dir)[0] if model_dir else run.data.label_column
         if model_dir is None and rows.get("train"):
             self.shift, self.scale = label_standardisation([r.label for r in rows["train"]])
@@ -63,7 +59,7 @@ class Regression:
         pad = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0}
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=PadCollator(pad), label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows,
+            collate=PadCollator(pad), label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows,
             warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
@@ -223,3 +219,11 @@ def regression_scores(targets: list[float], predictions: list[float]) -> dict[st
     out["pearson"] = 0.0 if constant else float(pearsonr(targets, predictions).statistic)
     out["spearman"] = 0.0 if constant else float(spearmanr(targets, predictions).statistic)
     return out
+
+
+TASKS = (TaskDeclaration(
+    name="regression", config=RegressionTaskConfig, implementation=Regression, backbones=("bert", "gpt"),
+    metrics=("mse", "rmse", "mae", "pearson", "spearman", "loss"), main_metric="mse", main_mode="min",
+    minimized=("mse", "rmse", "mae"), customize=True,
+    serving=Serving(reads="text", not_quantizable="a regression output has no label to agree on, so a quantized "
+                                                  "model could not be checked")),)

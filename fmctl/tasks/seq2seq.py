@@ -14,20 +14,42 @@ generation_config.json.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
-from fmctl.config.schema import RunConfig, Seq2SeqTaskConfig
+from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.collate import IGNORE_INDEX, PadCollator
 from fmctl.data.pairs import PairRow, read_pairs
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import ModelError
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
+from fmctl.tasks.declare import WEIGHT_FORMATS, Length, Serving, TaskDeclaration
 from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_config, tokenizer_for
+
+
+@dataclass
+class GenerationConfig:
+    # 1 is greedy decoding; more is beam search.
+    num_beams: int = bounded(1, ge=1)
+    max_new_tokens: int = bounded(64, ge=1)
+    # Beam search only: > 1 favours longer outputs, < 1 shorter ones (transformers' meaning).
+    length_penalty: float = 1.0
+
+
+@dataclass
+class Seq2SeqTaskConfig:
+    name: Literal["translation", "seq2seq"] = "translation"
+    # GPT only: the token between source and target. Added to the tokenizer as a special
+    # token when it is not one already (a pretrained model's embeddings grow by one row).
+    separator: str = "<sep>"
+    # Put before every source text, e.g. 'translate English to German: ' for pretrained T5.
+    source_prefix: str = ""
+    label_smoothing: float = bounded(0.0, ge=0.0, lt=1.0)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -38,14 +60,9 @@ class Generated:
     sequences: Any
 
 
-class Seq2Seq:
-    main_metric = "bleu"
-    main_mode = "max"
-    metric_names = ("bleu", "chrf", "loss")
-
+class Seq2Seq(Task):
     def __init__(self, cfg: Seq2SeqTaskConfig):
         self.cfg = cfg
-        self.name = cfg.name
         self.decoder_only = True
         self.tokenizer: Any = None
         self.pairs: list[PairRow] = []       # every split's pairs; batches carry indices into it
@@ -81,7 +98,7 @@ class Seq2Seq:
                               max_width=run.backbone.max_positions if self.decoder_only else None)
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=collate, label_names=[], preprocessor=tokenizer, sources=fingerprints(paths), rows=rows)
+            collate=collate, label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows)
 
     def _add_separator(self, tokenizer: Any) -> None:
         from tokenizers import AddedToken
@@ -278,3 +295,25 @@ def _room_after(width: int, prompt_mask: Any, model: Any, settings: dict[str, An
         return settings["max_new_tokens"]
     longest = int(prompt_mask.sum(dim=1).max()) if prompt_mask is not None else width
     return max(1, min(settings["max_new_tokens"], limit - max(longest, 1)))
+
+
+def _lengths(run: RunConfig) -> list[Length]:
+    """A GPT reads the source, the separator and the target as one sequence, and
+    generates after the source and separator: the sums must fit its positions."""
+    lengths = [Length("data.max_length", run.data.max_length)]
+    if run.backbone.name == "gpt":
+        data, gen = run.data, run.task.generation
+        lengths += [Length("data.max_target_length", data.max_length + data.max_target_length + 2,
+                           "data.max_length + data.max_target_length + 2", "a GPT reads source and target as one sequence"),
+                    Length("task.generation.max_new_tokens", data.max_length + 1 + gen.max_new_tokens,
+                           "data.max_length + 1 + task.generation.max_new_tokens",
+                           "a GPT generates after the source and separator",
+                           "lower max_new_tokens or raise backbone.max_positions")]
+    return lengths
+
+
+TASKS = (TaskDeclaration(
+    name="translation", aliases=("seq2seq",), config=Seq2SeqTaskConfig, implementation=Seq2Seq,
+    backbones=("gpt", "t5"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max", lengths=_lengths,
+    serving=Serving(reads="source", inputs=("input_ids", "attention_mask", "decoder_input_ids"),
+                    formats=WEIGHT_FORMATS, auto_class="AutoModelForSeq2SeqLM")),)

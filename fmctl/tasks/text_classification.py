@@ -1,28 +1,24 @@
 """Text classification of single texts or text pairs with a BERT or GPT backbone."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fmctl.config.schema import ClassificationTaskConfig, RunConfig
-from fmctl.data.sources import fingerprint, split_paths
+from fmctl.config.schema import RunConfig
+from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, pad_multiple, read_text_rows
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import (
-    ClassificationMetrics, cross_entropy, label_ids, label_vocabulary, read_splits,
+    ClassificationMetrics, ClassificationTaskConfig, cross_entropy, label_ids, label_vocabulary, read_splits,
 )
+from fmctl.tasks.declare import Serving, TaskDeclaration
+from fmctl.tasks.text_inputs import example_text, fingerprints, saved_label_names, tokenizer_for, training_texts
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TextClassification:
-    name = "text_classification"
-    main_metric = "accuracy"
-    main_mode = "max"
-    metric_names = ("accuracy", "macro_f1", "loss")  # reported as val/<name> during training
-
+class TextClassification(Task):
     def __init__(self, cfg: ClassificationTaskConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
@@ -32,19 +28,9 @@ class TextClassification:
         paths = split_paths(run.data)
         warnings: list[str] = []
         rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, warnings=warnings), splits)
-        known = _saved_label_names(model_dir) if model_dir else None
+        known = saved_label_names(model_dir) if model_dir else None
         names = label_vocabulary(rows, known, paths, run.data)
-        if model_dir:
-            tokenizer = text_models.load_tokenizer_only(model_dir)
-        else:
-            def training_texts():
-                for r in rows["train"]:
-                    yield r.text
-                    if r.pair:
-                        yield r.pair
-            tokenizer = text_models.load_tokenizer(run.backbone, training_texts)
-            # Saved with model/, so `tokenizer(text, truncation=True)` truncates as fmctl did.
-            tokenizer.model_max_length = run.data.max_length
+        tokenizer = tokenizer_for(run, model_dir, lambda: training_texts(rows["train"]))
         datasets = {split: EncodedDataset(encode_rows(split_rows, tokenizer, run.data.max_length),
                                           label_ids(split_rows, names))
                     for split, split_rows in rows.items()}
@@ -52,8 +38,8 @@ class TextClassification:
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PaddingCollator(tokenizer.pad_token_id, pad_multiple(run)), label_names=names,
-            preprocessor=tokenizer,
-            sources={split: fingerprint(p) for split, p in paths.items() if p is not None}, rows=rows,
+            preprocessors={"text": tokenizer},
+            sources=fingerprints(paths), rows=rows,
             warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
@@ -76,13 +62,10 @@ class TextClassification:
         return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:
-        out = {"text": row.text}
-        if row.pair is not None:
-            out["text_pair"] = row.pair
-        return out
+        return example_text(row)
 
 
-def _saved_label_names(model_dir: Path) -> list[str]:
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = config.get("id2label") or {}
-    return [id2label[k] for k in sorted(id2label, key=int)]
+TASKS = (TaskDeclaration(
+    name="text_classification", config=ClassificationTaskConfig, implementation=TextClassification,
+    backbones=("bert", "gpt"), metrics=("accuracy", "macro_f1", "loss"), main_metric="accuracy", main_mode="max",
+    builtin_data=("topics",), customize=True, distill=True, serving=Serving(reads="text")),)

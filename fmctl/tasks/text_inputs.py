@@ -6,14 +6,14 @@ evaluation tokenises exactly as training did.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fmctl.config.schema import RunConfig
 from fmctl.data.sources import fingerprint
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_config, saved_label_names  # noqa: F401  (the text tasks read both)
 
 
 def tokenizer_for(run: RunConfig, model_dir: Path | None, training_texts: Callable[[], Iterable[str]],
@@ -28,13 +28,12 @@ def tokenizer_for(run: RunConfig, model_dir: Path | None, training_texts: Callab
     return tokenizer
 
 
-def saved_config(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-
-
-def saved_label_names(model_dir: Path) -> list[str]:
-    id2label = saved_config(model_dir).get("id2label") or {}
-    return [id2label[k] for k in sorted(id2label, key=int)]
+def training_texts(rows: Iterable[Any]) -> Iterator[str]:
+    """Every text of single-text or text-pair rows, for training a tokenizer on them."""
+    for row in rows:
+        yield row.text
+        if row.pair:
+            yield row.pair
 
 
 def fingerprints(paths: dict[str, Path | None]) -> dict[str, Any]:

@@ -9,10 +9,11 @@ accuracy too; model/ is AutoModelForTokenClassification with the tags as id2labe
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
-from fmctl.config.schema import RunConfig, TokenClassificationTaskConfig
+from fmctl.config.schema import RunConfig
 from fmctl.data.alignment import first_pieces, token_labels, word_predictions
 from fmctl.data.collate import IGNORE_INDEX, PadCollator
 from fmctl.data.conll import TokenRow, read_token_rows
@@ -20,20 +21,25 @@ from fmctl.data.labels import label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.models import text as text_models
-from fmctl.tasks.base import PreparedData
+from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
+from fmctl.tasks.declare import Serving, TaskDeclaration
 from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_label_names, tokenizer_for
+
+
+@dataclass
+class TokenClassificationTaskConfig:
+    name: Literal["token_classification"] = "token_classification"
+    # Entity-level scores need IOB/IOBES-style tags (B-PER, I-PER, O); auto turns them on
+    # when every tag looks like that, so POS tagging reports token accuracy alone.
+    entity_metrics: Literal["auto", "on", "off"] = "auto"
+
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ENTITY_TAG = re.compile(r"^(O|[BIESLU][-_].+)$")
 
 
-class TokenClassification:
-    name = "token_classification"
-    main_metric = "f1"        # accuracy when the tags are not entity tags (see prepare)
-    main_mode = "max"
-    metric_names = ("f1", "precision", "recall", "accuracy", "loss")
-
+class TokenClassification(Task):
     def __init__(self, cfg: TokenClassificationTaskConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
@@ -52,7 +58,6 @@ class TokenClassification:
                      lambda r: [(tag, r.where(i)) for i, tag in enumerate(r.tags)])
         self.label_names = names
         self.entities = self._entity_tags(names)
-        self.main_metric = "f1" if self.entities else "accuracy"
         tokenizer = tokenizer_for(run, model_dir, lambda: (" ".join(r.tokens) for r in rows["train"]),
                                   split_words=True)
         datasets, cut = {}, 0
@@ -67,8 +72,13 @@ class TokenClassification:
         pad = {"input_ids": tokenizer.pad_token_id, "token_type_ids": 0, "labels": IGNORE_INDEX, "word_index": -1}
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=PadCollator(pad), label_names=names, preprocessor=tokenizer, sources=fingerprints(paths),
+            collate=PadCollator(pad), label_names=names, preprocessors={"text": tokenizer}, sources=fingerprints(paths),
             rows=rows, warnings=warnings)
+
+    @property
+    def main_metric(self) -> str:
+        """Entity F1 for entity tags; token accuracy when the tags are not (POS), known after prepare."""
+        return "f1" if self.entities else "accuracy"
 
     def _entity_tags(self, names: list[str]) -> bool:
         if self.cfg.entity_metrics != "auto":
@@ -197,3 +207,9 @@ def tagging_scores(gold: list[list[str]], predicted: list[list[str]], entities: 
         out["recall"] = float(recall_score(gold, predicted, zero_division=0))
         out["f1"] = float(f1_score(gold, predicted, zero_division=0))
     return out
+
+
+TASKS = (TaskDeclaration(
+    name="token_classification", config=TokenClassificationTaskConfig, implementation=TokenClassification,
+    backbones=("bert", "gpt"), metrics=("f1", "precision", "recall", "accuracy", "loss"), main_metric="f1",
+    main_mode="max", customize=True, serving=Serving(reads="words", auto_class="AutoModelForTokenClassification")),)

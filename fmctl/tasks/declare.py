@@ -1,0 +1,102 @@
+"""What a task says about itself, in one value per task.
+
+A task module ends with a `TaskDeclaration` (or several): its names, its config
+dataclass, the backbones it sits on, whether `fmctl pretrain` runs it, the data it
+reads, which customizations apply, its config checks, its metrics, and how predict and
+export serve it. The registry (fmctl/tasks/__init__.py) holds the declarations, and
+every question the rest of fmctl asks about a task by name (which schema validates
+`task.*`, which pairs with which backbone, which formats it exports to, what predict
+reads) is answered from them; no other table keyed by task name exists.
+
+Only dataclasses and typing are imported here, so declarations are read without torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+# Export formats: one forward pass with named outputs (onnx, torchscript), the weights
+# alone, or a folder the model's own library loads.
+ALL_FORMATS = ("onnx", "torchscript", "safetensors", "hf")
+WEIGHT_FORMATS = ("safetensors", "hf")
+# Model inputs an export may feed, in this order, when the task's data provides them.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+IMAGE_INPUTS = ("pixel_values",)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How `fmctl predict` and `fmctl export` meet a task's trained model.
+
+    `reads` is predict's input kind: text (and its pair), words (a tag per word), qa
+    (question + context), image, source (text to translate) or prompt (text a causal LM
+    continues); None when predict does not serve the task, and `elsewhere` then says what
+    to do with such a run instead. `decoder` names how outputs become predictions
+    (fmctl.predict.decode.DECODERS, the export manifest's postprocessing kind), or is the
+    decoder class itself for a task that brings its own. `measure` is the same for what
+    agreement with PyTorch means in an export's parity check (fmctl.export.measures)."""
+
+    reads: Literal["text", "words", "qa", "image", "source", "prompt"] | None = None
+    elsewhere: str = ""
+    inputs: tuple[str, ...] = TEXT_INPUTS
+    outputs: tuple[str, ...] = ("logits",)
+    decoder: str | type | None = None
+    measure: str | type = "argmax_label"
+    formats: tuple[str, ...] = ALL_FORMATS
+    # Why --quantize is refused for this task; empty: int8 is offered.
+    not_quantizable: str = ""
+    # How a user rebuilds model/ with transformers (the hf and safetensors manifests say it).
+    auto_class: str = "AutoModelForSequenceClassification"
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.inputs == IMAGE_INPUTS else "text"
+
+
+@dataclass(frozen=True)
+class Length:
+    """A sequence length a model must hold: `key` is the setting to lower, `formula` how
+    the length is made up of settings (empty: it is that setting), `why` the reason."""
+
+    key: str
+    length: int
+    formula: str = ""
+    why: str = ""
+    advice: str = ""
+
+
+@dataclass(frozen=True)
+class TaskDeclaration:
+    name: str
+    config: type                      # the task's config dataclass (the `task:` group)
+    implementation: type              # the class the loop and verbs call (fmctl.tasks.base.Task)
+    backbones: tuple[str, ...]        # backbone families it sits on, the first the suggested one
+    aliases: tuple[str, ...] = ()     # other names for the same task (seq2seq for translation)
+    metrics: tuple[str, ...] = ("loss",)   # what evaluation reports, as val/<name>
+    main_metric: str = "loss"         # monitored by default
+    main_mode: Literal["max", "min"] = "min"
+    # Metrics besides *loss where lower is better, so trainer.monitor=val/<name> runs the right way.
+    minimized: tuple[str, ...] = ()
+    pretraining: bool = False         # run by `fmctl pretrain`, not `fmctl finetune`
+    # Where its examples come from: labelled files (data.train=...) or a corpus written by
+    # `fmctl data prepare` (data.prepared=...).
+    reads: Literal["files", "prepared"] = "files"
+    builtin_data: tuple[str, ...] = ()     # built-in datasets labelled for it (data.builtin)
+    customize: bool = False           # `fmctl customize` operations apply
+    distill: bool = False             # customize.distill applies (a teacher's class probabilities)
+    # Rules over several keys that only this task has (a stride shorter than the window);
+    # each problem is "<dotted.key>: <what is wrong>".
+    checks: Callable[[Any], list[str]] | None = None
+    # The sequence lengths a model must hold under this config (checked against
+    # backbone.max_positions and a pretrained model's own position table); None: data.max_length.
+    lengths: Callable[[Any], list[Length]] | None = None
+    serving: Serving = field(default_factory=Serving)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def sequence_lengths(self, run: Any) -> list[Length]:
+        if self.lengths is not None:
+            return self.lengths(run)
+        return [Length("data.max_length", run.data.max_length)]
