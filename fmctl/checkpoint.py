@@ -80,6 +80,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(complete, key=lambda p: p.name) if complete else None
 
 
+def check_run_dir_free(run_dir: Path, overwrite: bool) -> bool:
+    """Whether run_dir holds files (True: overwrite=true lets a run replace them); refused
+    with one line when it holds files and overwrite is off, or is not a folder at all."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"run_dir: '{run_dir}' exists and is not a folder")
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    if occupied and not overwrite:
+        raise RunFolderError(f"run_dir: '{run_dir}' already holds files; choose another run_dir= "
+                             f"or pass overwrite=true to replace them")
+    return occupied
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -97,12 +110,7 @@ class RunFolder:
     @classmethod
     def create(cls, path: Path, overwrite: bool) -> "RunFolder":
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise RunFolderError(f"run_dir: '{path}' exists and is not a folder")
-        occupied = path.is_dir() and any(path.iterdir())
-        if occupied and not overwrite:
-            raise RunFolderError(f"run_dir: '{path}' already holds files; choose another run_dir= or pass "
-                                 f"overwrite=true to replace them")
+        occupied = check_run_dir_free(path, overwrite)
         folder = cls(path)
         folder.probe_writable()
         folder.lock()  # before clearing: a folder another live run holds is refused, not emptied

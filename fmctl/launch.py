@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmctl.config.compose import Invocation, parse_invocation, preflight, searchpath_override
-from fmctl.errors import ConfigError, FmctlError, RunFolderError
+from fmctl.checkpoint import check_run_dir_free
+from fmctl.errors import ConfigError, FmctlError
 from fmctl.loop.distributed import torchrun_command, under_torchrun
 
 
@@ -36,20 +37,19 @@ def default_run_dir(recipe: str, suffix: str = "") -> Path:
     return candidate
 
 
-def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"run_dir: '{run_dir}' exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise RunFolderError(f"run_dir: '{run_dir}' already holds files; choose another run_dir= "
-                             f"or pass overwrite=true to replace them")
-
-
 DEFAULT_RECIPES = {"finetune": "bert_topics", "pretrain": "bert_mlm", "customize": "customize_bert_lora"}
+
+
+def _verbs() -> dict[str, Callable[..., Any]]:
+    """The training verbs and the spine function each runs: an explicit table."""
+    from fmctl import pipeline
+
+    return {"finetune": pipeline.finetune, "pretrain": pipeline.pretrain, "customize": pipeline.customize}
 
 
 def run_training_verb(verb: str, args: list[str]) -> int:
     if verb == "customize":
-        from fmctl.config.compose import customize_invocation
+        from fmctl.config.saved_runs import customize_invocation
 
         args = customize_invocation(args)
     inv = parse_invocation(args, DEFAULT_RECIPES[verb])
@@ -75,7 +75,7 @@ def run_training_verb(verb: str, args: list[str]) -> int:
     if checked.run.trainer.resume is None:
         check_run_dir_free(run_dir, checked.run.overwrite)
     overrides = [o for o in checked.overrides if not o.lstrip("+").startswith("run_dir=")]
-    return _call_hydra(inv, overrides + [f"++run_dir={_quote(run_dir)}"], _job_function(verb))
+    return _call_hydra(inv, overrides + [f"++run_dir={_quote(run_dir)}"], _job_function(verb, checked))
 
 
 def _relaunch_under_torchrun(verb: str, inv: Invocation, checked: Any, nproc: int, nnodes: int) -> int:
@@ -91,126 +91,9 @@ def _relaunch_under_torchrun(verb: str, inv: Invocation, checked: Any, nproc: in
     command = torchrun_command(nproc, nnodes, int(inv.launch.get("node_rank", 0)), inv.launch.get("rdzv_endpoint"),
                                [verb, *words])
     print(f"launching {nproc} processes x {nnodes} node(s) under torchrun; run folder {run_dir}", file=sys.stderr)
-    return _supervise(command, run_dir)
+    from fmctl.supervise import supervise
 
-
-def _supervise(command: list[str], run_dir: Path) -> int:
-    """Run torchrun in a session of its own and stand between it and the signals.
-
-    A signal to torchrun makes it print a traceback and kill the ranks after a timeout, and
-    a launcher that just dies leaves torchrun and the ranks training with nobody waiting
-    for them. So the launcher takes SIGTERM, SIGINT (and SIGHUP, as SIGTERM) itself, for
-    itself or for its whole process group, and forwards the first to the ranks, which
-    finish the step, checkpoint and exit 0 (torchrun then has nothing to report); the
-    manifest saying `preempted` turns that into PREEMPTED_EXIT here. A second signal ends
-    torchrun and the ranks at once."""
-    import signal
-    import subprocess
-
-    from fmctl.loop.preemption import LAUNCHER_ENV, PREEMPTED_EXIT
-
-    received: list[int] = []
-
-    def take(signum: int, frame: Any) -> None:
-        received.append(signal.SIGTERM if signum == signal.SIGHUP else signum)
-
-    caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, take) for sig in caught}
-    try:
-        proc = subprocess.Popen(command, env={**os.environ, LAUNCHER_ENV: str(os.getpid())},
-                                start_new_session=True, preexec_fn=_die_with_parent)
-        told: set[int] = set()  # ranks the first signal has reached
-        while True:
-            try:
-                code = proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if len(received) >= 2:
-                return _stop_now(proc, received[1])
-            if received and not Path("/proc").is_dir():  # no way to find the ranks: torchrun passes it on
-                if not told:
-                    _signal(-proc.pid, received[0])
-                    told.add(proc.pid)
-            elif received:  # ranks that start after the signal get it too (they hold it until training)
-                for pid in set(_children(proc.pid)) - told:
-                    _signal(pid, received[0])
-                    told.add(pid)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if code == 0 and _manifest_status(run_dir) == "preempted":
-        return PREEMPTED_EXIT
-    if code < 0:  # torchrun itself was killed
-        return 128 - code
-    return code
-
-
-def _stop_now(proc: Any, signum: int) -> int:
-    """Second signal: end torchrun first (so it reports nothing), then pass the signal to
-    the ranks, which exit at once; SIGKILL whatever is still there after a few seconds."""
-    import signal
-
-    ranks = _children(proc.pid)
-    _signal(-proc.pid, signal.SIGKILL)  # torchrun's own group: the ranks have sessions of their own
-    proc.wait()
-    for pid in ranks:
-        _signal(pid, signum)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in ranks) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in ranks:
-        if _alive(pid):
-            _signal(-pid, signal.SIGKILL)  # the rank and its DataLoader workers
-    return 128 + signum  # rank 0 has said "fmctl: interrupted" (SIGINT) or nothing (SIGTERM), as one process does
-
-
-def _die_with_parent() -> None:
-    """In torchrun, before it starts: SIGTERM it if the launcher dies (even by SIGKILL), so
-    the ranks are checkpointed and stopped rather than left running (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _children(pid: int) -> list[int]:
-    """The processes `pid` started (torchrun's ranks), from /proc."""
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    except (OSError, ValueError):
-        pass
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie (nobody may reap the ranks of a killed torchrun)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _manifest_status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return supervise(command, run_dir)
 
 
 def _resume_run_dir(run: Any, recipe: str) -> Path:
@@ -229,6 +112,9 @@ def _quote(path: Path) -> str:
 def _call_hydra(inv: Invocation, overrides: list[str], job: Callable[[Any], Any]) -> int:
     import hydra
 
+    from fmctl.config.store import register
+
+    register()
     argv = [
         "fmctl", *inv.hydra_flags,
         "--config-path", str(inv.recipe_path.parent), "--config-name", inv.recipe_path.stem,
@@ -247,14 +133,17 @@ def _call_hydra(inv: Invocation, overrides: list[str], job: Callable[[Any], Any]
     return 0
 
 
-def _job_function(verb: str) -> Callable[[Any], Any]:
+def _job_function(verb: str, checked: Any = None) -> Callable[[Any], Any]:
+    """What Hydra runs per job. A single run reuses the config preflight validated when
+    Hydra composed the same one (it always should), so it is validated once; each job of
+    a sweep has its own config and is validated once, by itself."""
     def job(cfg: Any) -> Any:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
-            return _run_job(verb, cfg, recorded=list(hc.overrides.task))
+            return _run_job(verb, cfg, recorded=list(hc.overrides.task), validated=_same_config(checked, cfg))
         from omegaconf import OmegaConf
 
         run_dir = Path(hc.runtime.output_dir)
@@ -262,8 +151,9 @@ def _job_function(verb: str) -> Callable[[Any], Any]:
         cfg.run_dir = str(run_dir)
         cfg.overwrite = True  # Hydra made this job's folder; it is empty
         try:
-            result = _run_job(verb, cfg, overrides=list(hc.overrides.task))
-            return _objective(run_dir, cfg, result)  # what a sweeper (Optuna) optimises
+            run = _validated(cfg)
+            result = _run_job(verb, cfg, overrides=list(hc.overrides.task), validated=run)
+            return _objective(run_dir, run, result)  # what a sweeper (Optuna) optimises
         except BaseException as exc:  # a failing job must not stop the sweep
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -274,15 +164,39 @@ def _job_function(verb: str) -> Callable[[Any], Any]:
     return job
 
 
-def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None, recorded: list[str] | None = None) -> Any:
-    """`overrides`: a sweep job's (its errors are raised for the sweep to record);
-    `recorded`: a single run's, only for its manifest."""
-    from fmctl import pipeline
+def _same_config(checked: Any, cfg: Any) -> Any:
+    """Preflight's validated run for this job's config, or None when Hydra composed
+    something else (then the job validates its own)."""
+    if checked is None or checked.run is None:
+        return None
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    def plain(node: Any) -> dict[str, Any]:
+        tree = OmegaConf.to_container(node, resolve=True)
+        tree.pop("run_dir", None)
+        return tree
+
+    if plain(checked.config) != plain(cfg):
+        return None
+    return dataclasses.replace(checked.run, run_dir=cfg.run_dir)
+
+
+def _validated(cfg: Any) -> Any:
     from fmctl.config.validate import validate
 
+    return validate(cfg)
+
+
+def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None, recorded: list[str] | None = None,
+             validated: Any = None) -> Any:
+    """`overrides`: a sweep job's (its errors are raised for the sweep to record);
+    `recorded`: a single run's, only for its manifest; `validated`: the job's config,
+    already validated (else it is validated here)."""
     try:
-        run = validate(cfg)
-        return getattr(pipeline, verb)(run, cfg, overrides=overrides if overrides is not None else recorded)
+        run = validated if validated is not None else _validated(cfg)
+        return _verbs()[verb](run, cfg, overrides=overrides if overrides is not None else recorded)
     except FmctlError as exc:
         if overrides is not None or _debug():
             raise
@@ -305,9 +219,9 @@ def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None, recorded: 
 
 def objective_of(run: Any) -> tuple[str, str]:
     """(metric, 'maximize'|'minimize'): the monitored metric and its direction."""
-    from fmctl.tasks import get_task
+    from fmctl import tasks
 
-    task = get_task(run.task)
+    task = tasks.create(run.task)
     monitor = run.trainer.monitor or f"val/{task.main_metric}"
     mode = run.trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}" else
                                         "min" if monitor.endswith("loss") or monitor.removeprefix("val/")
@@ -315,12 +229,11 @@ def objective_of(run: Any) -> tuple[str, str]:
     return monitor, "maximize" if mode == "max" else "minimize"
 
 
-def _objective(run_dir: Path, cfg: Any, result: Any) -> float | None:
+def _objective(run_dir: Path, run: Any, result: Any) -> float | None:
     """The monitored metric of a finished job, recorded in its manifest for the summary."""
     from fmctl.checkpoint import RunFolder
-    from fmctl.config.validate import validate
 
-    metric, direction = objective_of(validate(cfg))
+    metric, direction = objective_of(run)
     value = float(result.metrics.get(metric, float("nan"))) if result is not None else float("nan")
     RunFolder(run_dir).update_manifest(objective={"metric": metric, "direction": direction, "value": value})
     return None if math.isnan(value) else value
@@ -362,8 +275,8 @@ def _print_sweep_summary(sweep_dir: Path) -> int:
 
 def run_eval(run_dir: Path, args: list[str]) -> int:
     from fmctl import pipeline
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
-    raw, run = load_run_config(run_dir, args)
-    pipeline.evaluate_run(run_dir, run, raw)
+    _, run = load_run_config(run_dir, args)
+    pipeline.evaluate_run(run_dir, run)
     return 0

@@ -38,12 +38,22 @@ def recipe_dirs() -> list[Path]:
 
 
 def config_groups() -> list[str]:
-    return sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+    """The config groups: conf/'s folders and the groups made from schemas (config/store.py)."""
+    from fmctl.config.store import schema_options
+
+    folders = {p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return sorted(folders | set(schema_options()))
 
 
 def group_options(group: str) -> list[str]:
+    """A group's options: its YAML files in conf/ and its schema-made options; names that
+    start with '_' are bases other options extend, not choices."""
+    from fmctl.config.store import schema_options
+
     folder = conf_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    names = {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else set()
+    names |= set(schema_options().get(group, {}))
+    return sorted(n for n in names if not n.startswith("_"))
 
 
 def cache_dir() -> Path:

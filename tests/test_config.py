@@ -28,11 +28,31 @@ def test_overrides_reach_typed_config():
     assert run.backbone.name == "gpt" and run.sched.name == "cosine"
 
 
-def test_schema_key_missing_from_yaml_can_be_overridden():
-    """trainer.num_threads is in the schema but not in trainer/default.yaml."""
-    checked = preflight(parse_invocation(["trainer.num_threads=1"]))
+def test_schema_key_missing_from_yaml_can_be_overridden(tmp_path):
+    """A user's recipe that spells out only part of a group still takes every schema key."""
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("defaults:\n  - data: topics\n  - backbone: bert\n  - task: text_classification\n  - _self_\n"
+                      "trainer:\n  max_steps: 3\n", encoding="utf-8")
+    checked = preflight(parse_invocation([f"recipe={recipe}", "trainer.num_threads=1"]))
     assert "++trainer.num_threads=1" in checked.overrides
-    assert checked.run.trainer.num_threads == 1
+    assert checked.run.trainer.num_threads == 1 and checked.run.trainer.max_steps == 3
+
+
+def test_every_default_is_written_once_in_the_schemas():
+    """The options that only name a schema come from it, so the composed config carries
+    every key at the schema's value and conf/ repeats none of them."""
+    import dataclasses
+
+    from fmctl import paths
+    from fmctl.config.schema import DataConfig, OptimConfig, TrainerConfig
+
+    checked = preflight(parse_invocation(["recipe=text_csv", "data.train=x.csv"]))
+    cfg = checked.config
+    assert set(cfg.trainer) == {f.name for f in dataclasses.fields(TrainerConfig)}
+    assert cfg.optim.weight_decay == OptimConfig().weight_decay and cfg.trainer.ema.decay is None
+    assert set(cfg.data) == {f.name for f in dataclasses.fields(DataConfig)}
+    assert set(cfg.task) == {"name", "label_smoothing"}
+    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 8 + ["launcher"]
 
 
 def test_plus_syntax_is_kept():

@@ -23,7 +23,8 @@ def customize(base: Path, overrides: list[str], run_dir: Path):
     from rich.console import Console
 
     from fmctl import pipeline
-    from fmctl.config.compose import customize_invocation, parse_invocation, preflight
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.saved_runs import customize_invocation
     from fmctl.config.validate import validate
 
     args = customize_invocation([f"base={base}", *overrides, f"run_dir={run_dir}"])
@@ -92,7 +93,7 @@ def test_freeze_drop_layers_dropout_on_bert(bert_base, tmp_path):
     assert manifest["verb"] == "customize" and manifest["status"] == "completed"
 
     from fmctl import pipeline
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
     raw, run = load_run_config(run_dir, [])
     evaluated = pipeline.evaluate_run(run_dir, run, raw, console=_quiet())
@@ -220,7 +221,7 @@ def test_lora_adapter_save_reload_gives_identical_logits(tmp_path):
 
 def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
     from fmctl import pipeline
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
     result = customize(bert_base, ["customize=[head,lora]", "customize.head.reinit=true", "customize.lora.r=4",
                                    "customize.lora.merge=false", *QUICK, "report.latency=false"], tmp_path / "run")

@@ -9,7 +9,7 @@ import pytest
 
 from fmctl.errors import ExportError
 from fmctl.export.run import export_run
-from fmctl.export.tasks import TASK_IO
+from fmctl.export.io import ExportIO
 from fmctl.export.writers import ExportOptions
 
 FP32_ATOL = 1e-4
@@ -28,10 +28,10 @@ def torch_and_inputs(run_dir):
     """PyTorch logits and the real validation inputs, computed here, not read from the manifest."""
     import torch
 
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
     _, run = load_run_config(run_dir, [])
-    io = TASK_IO[run.task.name](run, run_dir)
+    io = ExportIO(run, run_dir)
     module = io.module(io.load_model())
     out = []
     for batch in io.batches(32):

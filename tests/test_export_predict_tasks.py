@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fmctl.export.run import export_run
-from fmctl.export.tasks import TASK_IO
+from fmctl.export.io import ExportIO
 from fmctl.export.writers import ExportOptions
 from fmctl.predict.run import predict
 from tests.helpers import finetune, read_jsonl
@@ -91,7 +91,7 @@ def test_onnx_matches_pytorch_with_the_task_measure(name, runs, onnx_exports):
     import onnxruntime as ort
     import torch
 
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
     run_dir = runs[0][name]
     manifest = onnx_exports[name].manifest
@@ -100,7 +100,7 @@ def test_onnx_matches_pytorch_with_the_task_measure(name, runs, onnx_exports):
     assert [(o["name"], o["shape"]) for o in manifest["outputs"]] == OUTPUTS[name]
     # recomputed here on the real validation batches, every output
     _, run = load_run_config(run_dir, [])
-    io = TASK_IO[run.task.name](run, run_dir)
+    io = ExportIO(run, run_dir)
     module = io.module(io.load_model())
     worst, examples = 0.0, 0
     for batch in io.batches(32):
@@ -291,7 +291,7 @@ def test_translation_from_run_folder_and_hf_export_agree(name, translation_runs,
     # the same sources (prefix, separator or </s>, left-padded GPT prompts, settings)
     import torch
 
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
     from fmctl.predict.generate import Translator
     from fmctl.tasks import get_task
 

@@ -147,7 +147,7 @@ def test_finetune_starts_from_the_pretrain_run_and_records_lineage(prepared, rev
 @pytest.mark.parametrize("args, message", [
     (["recipe=bert_mlm", "backbone=gpt"], "task 'mlm' needs backbone bert, got 'gpt'"),
     (["recipe=gpt_clm", "backbone=bert"], "valid pairs: text_classification+bert/gpt"),
-    (["recipe=bert_mlm"], "data.prepared: required value is missing"),
+    (["recipe=bert_mlm"], "data.prepared: required for pretraining on text; make one with fmctl data prepare"),
 ])
 def test_pretraining_config_errors(args, message):
     from fmctl.config.compose import parse_invocation, preflight

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from fmctl import pipeline
-from fmctl.config.compose import load_run_config
+from fmctl.config.saved_runs import load_run_config
 from tests.helpers import TINY_TEXT, TINY_VIT, finetune, read_jsonl, run_cli
 
 TEXT_SCRIPT = r'''

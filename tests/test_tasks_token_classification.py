@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from fmctl import pipeline
-from fmctl.config.compose import load_run_config
+from fmctl.config.saved_runs import load_run_config
 from tests.helpers import finetune, read_jsonl
 from tests.task_data import TINY, write_conll, write_tagged_jsonl
 

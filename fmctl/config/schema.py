@@ -286,9 +286,10 @@ class DropoutOp:
 
 @dataclass
 class DropLayersOp:
-    # The block indices to keep, else the bottom k blocks, else every k-th block (0, k, 2k, ...).
+    # The block indices to keep, else the bottom k blocks, else every k-th block (0, k, 2k, ...);
+    # by default every other block.
     keep: Optional[list[int]] = None
-    every: Optional[int] = _bounded(None, ge=1)
+    every: Optional[int] = _bounded(2, ge=1)
     bottom: Optional[int] = _bounded(None, ge=1)
 
 

@@ -1,8 +1,9 @@
-"""What can be exported for which task: an explicit table, checked before any work.
+"""What can be exported for which task, checked before any work.
 
-A pair missing here is refused with one line that says which formats the task supports,
-so a user (or a later task's author) sees at once what exists. README's task x format
-table is this table.
+The formats a task takes are in its declaration (`serving.formats`); a pair missing
+there is refused with one line that says which formats the task supports, so a user (or
+a later task's author) sees at once what exists. README's task x format table is
+`supported_pairs()`.
 """
 from __future__ import annotations
 
@@ -12,53 +13,44 @@ from fmctl.errors import ExportError
 FORMATS = ("onnx", "torchscript", "safetensors", "hf")
 QUANTIZATIONS = ("int8", "int8-static")
 
-# task -> formats it can be exported to. ONNX and TorchScript hold one forward pass with
-# named outputs, checked on real validation inputs. A causal LM exports its full-sequence
-# logits to ONNX, and fmctl predict decodes around them (no key/value cache); translation
-# needs an encoder-decoder or source-conditioned loop, and masked modelling heads have no
-# deployment use, so those export their weights (safetensors) or a loadable folder (hf).
-_ALL = ("onnx", "torchscript", "safetensors", "hf")
-_WEIGHTS = ("safetensors", "hf")
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "text_classification": _ALL,
-    "image_classification": _ALL,
-    "token_classification": _ALL,
-    "extractive_qa": _ALL,
-    "regression": _ALL,
-    "multilabel_classification": _ALL,
-    "translation": _WEIGHTS,
-    "seq2seq": _WEIGHTS,
-    "clm": ("onnx", "safetensors", "hf"),
-    "mlm": _WEIGHTS,
-    "mim": _WEIGHTS,
-}
 # format -> quantizations it supports (ONNX Runtime's quantizer)
 QUANTIZABLE: dict[str, tuple[str, ...]] = {"onnx": QUANTIZATIONS}
-# A quantized model is accepted on the agreement of its predictions; regression has no
-# prediction to agree on (its outputs move by design), so it is not quantized.
-NOT_QUANTIZABLE_TASKS = {"regression": "a regression output has no label to agree on, so a quantized model "
-                                       "could not be checked"}
+
+
+def formats_of(task: str) -> tuple[str, ...]:
+    """The formats a task exports to, from its declaration (fmctl.tasks): ONNX and
+    TorchScript hold one forward pass with named outputs, checked on real validation
+    inputs; a task whose model needs a generation loop or has no deployment use exports
+    its weights (safetensors) or a folder its library loads (hf)."""
+    from fmctl import tasks
+
+    return tasks.declaration(task).serving.formats
 
 
 def supported_pairs() -> list[str]:
-    return [f"{fmt}/{task}" for task, formats in SUPPORTED.items() for fmt in formats]
+    from fmctl import tasks
+
+    return [f"{fmt}/{name}" for name in tasks.names() for fmt in formats_of(name)]
 
 
 def check_supported(fmt: str, task: str, quantize: str | None = None) -> None:
     """Raise ExportError saying which formats the task supports when (fmt, task) is not a pair."""
-    if task not in SUPPORTED:
-        raise ExportError(f"export: task '{task}' cannot be exported; exportable tasks: {', '.join(SUPPORTED)}")
-    if fmt not in SUPPORTED[task]:
+    from fmctl import tasks
+
+    if task not in tasks.names():
+        raise ExportError(f"export: task '{task}' cannot be exported; exportable tasks: {', '.join(tasks.names())}")
+    supported = formats_of(task)
+    if fmt not in supported:
         hint = did_you_mean(fmt, FORMATS) if fmt not in FORMATS else ""
         raise ExportError(f"export: format '{fmt}' is not supported for task '{task}'{hint}; "
-                          f"{task} exports to: {', '.join(SUPPORTED[task])}")
+                          f"{task} exports to: {', '.join(supported)}")
     if quantize is not None and quantize not in QUANTIZABLE.get(fmt, ()):
         allowed = [f"{f} --quantize {q}" for f, qs in QUANTIZABLE.items() for q in qs]
         raise ExportError(f"export: --quantize {quantize} is not supported for format '{fmt}'; "
                           f"supported: {', '.join(allowed)}")
-    if quantize is not None and task in NOT_QUANTIZABLE_TASKS:
-        raise ExportError(f"export: --quantize is not supported for task '{task}': {NOT_QUANTIZABLE_TASKS[task]}; "
-                          f"export it in fp32")
+    why_not = tasks.declaration(task).serving.not_quantizable
+    if quantize is not None and why_not:
+        raise ExportError(f"export: --quantize is not supported for task '{task}': {why_not}; export it in fp32")
 
 
 def folder_name(fmt: str, quantize: str | None) -> str:

@@ -17,7 +17,7 @@ from fmctl.checkpoint import replace_folder
 from fmctl.errors import RunFolderError
 from fmctl.export import manifest as manifest_mod
 from fmctl.export.formats import check_supported, folder_name
-from fmctl.export.tasks import TASK_IO
+from fmctl.export.io import ExportIO
 from fmctl.export.writers import WRITERS, Context, ExportOptions
 
 
@@ -30,7 +30,7 @@ class ExportResult:
 def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, overrides: list[str] | None = None,
                log: Callable[[str], None] = print) -> ExportResult:
     """Export run_dir/model in `options.fmt` to `out` (default RUN_DIR/export/<format>[-int8])."""
-    from fmctl.config.compose import load_run_config
+    from fmctl.config.saved_runs import load_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -44,7 +44,7 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
     _check_target(target)
 
     started = time.perf_counter()
-    io = TASK_IO[run.task.name](run, run_dir)
+    io = ExportIO(run, run_dir)
     model = io.load_model()
     batches = list(io.batches(options.batch_size, options.max_examples))
     log(f"export: {options.fmt}{' ' + options.quantize if options.quantize else ''} of {run_dir} "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmctl.export import parity as parity_mod
-from fmctl.export.tasks import Batch, TaskIO
+from fmctl.export.io import Batch, ExportIO
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_INT8_AGREEMENT = 0.95
@@ -35,7 +35,7 @@ class ExportOptions:
 
 @dataclass
 class Context:
-    io: TaskIO
+    io: ExportIO
     model: Any                                    # as the task loads it
     module: Any                                   # positional wrapper returning logits
     batches: list[Batch]
@@ -147,7 +147,7 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
                                                        f"onnxruntime {opts.quantize}", None, agreement)
         out["parity_int8"] = _parity_record(ctx, int8_parity)
     out["evaluation"] = _evaluation(ctx, comparisons)
-    if io.task_name == "clm":
+    if io.generates_text:
         out.update(_write_kv_cache(ctx, folder))
     if opts.quantize or opts.benchmark:
         feeds = {size: io.batch_of(size).inputs for size in (1, 32)}
@@ -188,7 +188,7 @@ def _write_kv_cache(ctx: Context, folder: Path) -> dict[str, Any]:
 def _calibration_feeds(ctx: Context) -> Any:
     """Training-split batches as numpy feeds, for static quantization's activation ranges."""
     io, opts = ctx.io, ctx.options
-    data = io.task.prepare(io.run, model_dir=io.model_dir, splits=("train",))
+    data = io.task.export_data(io.run, io.model_dir, "train")
     names = io.input_names()
     count = min(opts.calibration_examples, len(data.train))
     for start in range(0, count, 16):

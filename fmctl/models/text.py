@@ -33,6 +33,7 @@ HEADS = {
     "question_answering": "AutoModelForQuestionAnswering",
     "causal_lm": "AutoModelForCausalLM",
     "seq2seq_lm": "AutoModelForSeq2SeqLM",
+    "features": "AutoModel",          # the backbone alone: hidden states for a head of the task's own
 }
 
 

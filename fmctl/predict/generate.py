@@ -143,7 +143,10 @@ class OnnxGenerator:
         from fmctl.predict.targets import onnx_runner
 
         manifest = manifest_mod.read(folder)
-        if manifest.get("task") != "clm":
+        from fmctl import tasks
+
+        task = manifest.get("task")
+        if task not in tasks.names() or tasks.declaration(task).serving.reads != "prompt":
             raise RunFolderError(f"{folder}: the export is a {manifest.get('task')} model, not a causal language "
                                  f"model; --prompt generates text with GPT runs (fmctl pretrain recipe=gpt_clm)")
         self.run, _ = onnx_runner(folder, manifest, [])  # the same session predict uses for every export
@@ -242,7 +245,7 @@ class Translator:
     def __init__(self, model_dir: Path, task_cfg: Any, max_source: int):
         from fmctl.models.text import load_tokenizer_only
         from fmctl.tasks import get_task
-        from fmctl.tasks.text_inputs import saved_config
+        from fmctl.models.saved import saved_config
 
         self.task = get_task(task_cfg)
         self.task.decoder_only = not saved_config(model_dir).get("is_encoder_decoder", False)

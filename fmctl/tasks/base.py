@@ -148,3 +148,47 @@ class Task(Protocol):
     def example_fields(self, row: Any) -> dict[str, Any]:
         """What identifies a raw example in a predictions file (its text, its image path)."""
         return {}
+
+    # ---- serving: how export and predict meet the trained model ------------------------
+    # The defaults describe a classifier (one logit per label, softmax); a task whose
+    # model is served otherwise overrides the ones that differ.
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        """Names, dtypes and symbolic shapes of the exported outputs (the manifest declares them)."""
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", len(label_names)]}]
+
+    def parity_measure(self) -> Any:
+        """What agreement of an export's predictions with PyTorch's means (fmctl.export.measures)."""
+        from fmctl.export.measures import ArgmaxLabel
+
+        return ArgmaxLabel()
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        """How outputs become predictions: the export manifest's `postprocessing`, and what
+        predict decodes a run folder's outputs with (its `kind` names the decoder). Called
+        on a task that has not prepared data (predict on a run folder)."""
+        return {"kind": "softmax_label", "output": "logits", "labels": "label_names"}
+
+    def export_preprocessing(self, run: RunConfig, data: PreparedData, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's preprocessing (tokenizer or image transform, written by the export)
+        with what this task adds to it (words, windows, source column)."""
+        return preprocessing
+
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        """The names of the served outputs, in order (labels, or a regression target)."""
+        return list(data.label_names)
+
+    def auto_class(self, model_dir: Path) -> str:
+        """The transformers class that rebuilds model/ (export manifests name it)."""
+        return self.declaration.serving.auto_class
+
+    def export_data(self, run: RunConfig, model_dir: Path, split: str) -> PreparedData:
+        """One split, encoded as model/ expects, for an export's checks and calibration."""
+        return self.prepare(run, model_dir=model_dir, splits=(split,))
+
+    def export_model(self, folder: Path) -> Any:
+        """The model an export serves, from a model/ folder (a pretraining run serves its encoder)."""
+        return self.load_model(folder)
+
+    def save_export(self, model: Any, data: PreparedData, folder: Path) -> None:
+        """An hf export's model/ folder, in the layout `export_model` loads back."""
+        self.save_model(model, data, folder)

@@ -179,6 +179,35 @@ class ExtractiveQA(Task):
     def example_fields(self, row: QARow) -> dict[str, Any]:
         return {"id": row.id, "question": row.question}
 
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        return []
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": name, "dtype": "float32", "shape": ["batch", "sequence"]}
+                for name in self.declaration.serving.outputs]
+
+    def parity_measure(self) -> Any:
+        """The answer span (best start and end over a window) agrees or not."""
+        from fmctl.export.measures import SpanMatch
+
+        return SpanMatch(self.cfg.max_answer_length)
+
+    def export_preprocessing(self, run: RunConfig, data: PreparedData, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        return {**preprocessing, "truncation": "only_second", "stride": int(self.cfg.doc_stride),
+                "return_overflowing_tokens": True, "return_offsets_mapping": True,
+                "cls_token_id": data.preprocessors["text"].cls_token_id, "text_column": None,
+                "text_pair_column": None, "question_column": "question", "context_column": "context",
+                "windows": "question + context; contexts longer than max_length are cut into windows that overlap "
+                           "by `stride` tokens"}
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"kind": "answer_span", "outputs": list(self.declaration.serving.outputs),
+                "max_answer_length": cfg.max_answer_length, "n_best": cfg.n_best, "doc_stride": cfg.doc_stride,
+                "allow_no_answer": allows_no_answer(run), "null_score_threshold": cfg.null_score_threshold,
+                "span": "best start + end logit over every window of the question: context tokens only, end >= "
+                        "start, at most max_answer_length tokens; characters from the offset mapping"}
+
 
 def best_answer(windows: list[tuple[Window, Any, Any]], context: str, n_best: int, max_answer_length: int,
                 allow_no_answer: bool, null_threshold: float) -> Answer:
@@ -311,6 +340,14 @@ def squad_scores(rows: list[QARow], predictions: list[str]) -> dict[str, float]:
         out |= dict(zip(("has_answer_exact_match", "has_answer_f1"), score(has_answer)))
         out |= dict(zip(("no_answer_exact_match", "no_answer_f1"), score(no_answer)))
     return out
+
+
+def allows_no_answer(run: RunConfig) -> bool:
+    """Whether "no answer" may be predicted: task.allow_no_answer, or (null) whether any of
+    the run's SQuAD files is v2.0, whose questions may have none."""
+    if run.task.allow_no_answer is not None:
+        return bool(run.task.allow_no_answer)
+    return any(read_squad(p).version_2 for p in split_paths(run.data).values() if p is not None and Path(p).is_file())
 
 
 def _check_stride(run: RunConfig) -> list[str]:

@@ -159,6 +159,18 @@ class _LanguageModeling(Task):
             body -= head_params
         return 6 * body + 12 * layers * width * seq_len + 6 * head_params * self.head_fraction
 
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        return []
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", "vocab"]}]
+
+    def parity_measure(self) -> Any:
+        """Vocabulary logits on real blocks: the argmax token over the real tokens."""
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax(score=False)
+
 
 class MaskedLM(_LanguageModeling):
     def __init__(self, cfg: MLMTaskConfig):
@@ -202,6 +214,15 @@ class MaskedLM(_LanguageModeling):
                                   **_attention(model, batch, causal=False)).last_hidden_state
         return hidden[batch["labels"] != -100]
 
+    def parity_measure(self) -> Any:
+        """Scored on the masked tokens, as training scores them."""
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax()
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        return {"kind": "vocabulary_logits", "output": "logits"}
+
 
 class CausalLM(_LanguageModeling):
     def __init__(self, cfg: CLMTaskConfig):
@@ -230,6 +251,14 @@ class CausalLM(_LanguageModeling):
         head = model.get_output_embeddings()
         return FusedLoss(fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head.weight,
                                                     ids[:, 1:].reshape(-1), bias=head.bias))
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        from fmctl.models.saved import saved_config
+
+        config = saved_config(model_dir)
+        positions = int(config.get("max_position_embeddings") or config.get("n_positions") or 4096)
+        return {"kind": "generate", "output": "logits", "max_positions": positions,
+                "how": "fmctl predict RUN_OR_EXPORT --prompt TEXT, or transformers' generate() on the hf folder"}
 
 
 def _mlm_head(model: Any) -> Any:

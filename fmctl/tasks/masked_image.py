@@ -139,6 +139,46 @@ class MaskedImageModeling(Task):
 
         vision.save(model.encoder, folder, [])
 
+    # A SimMIM run keeps only its ViT encoder in model/ (timm layout): it is exported as
+    # weights or an hf (timm) folder and checked on the pooled features of validation images.
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        return []
+
+    def export_data(self, run: RunConfig, model_dir: Path, split: str) -> PreparedData:
+        """Plain images (no patch masks) through the encoder's own evaluation transform."""
+        from fmctl.data.images import build_transform, collate_images
+        from fmctl.models import vision
+
+        data = self.prepare(run, model_dir=model_dir, splits=(split,))
+        data.preprocessor = vision.preprocessing(self.export_model(model_dir))
+        images = getattr(data, split)
+        if images is not None:
+            images.transform = build_transform(data.preprocessor, train=False, augment=False)
+        data.collate = collate_images
+        return data
+
+    def export_model(self, folder: Path) -> Any:
+        from fmctl.models import vision
+
+        return vision.load_for_inference(folder)
+
+    def save_export(self, model: Any, data: PreparedData, folder: Path) -> None:
+        from fmctl.models import vision
+
+        vision.save(model, folder, [])
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": "features", "dtype": "float32", "shape": ["batch", "features"]}]
+
+    def parity_measure(self) -> Any:
+        from fmctl.export.measures import DifferenceOnly
+
+        return DifferenceOnly()
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        return {"kind": "features", "output": "features",
+                "use": "a starting point for fine-tuning (fmctl finetune backbone.pretrained=...)"}
+
 
 TASKS = (TaskDeclaration(
     name="mim", config=MIMTaskConfig, implementation=MaskedImageModeling, backbones=("vit",), metrics=("loss",),

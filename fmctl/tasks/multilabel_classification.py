@@ -19,10 +19,11 @@ from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.errors import DataError
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
 from fmctl.tasks.declare import Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for, training_texts
+from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, tokenizer_for, training_texts
 
 
 @dataclass
@@ -103,6 +104,15 @@ class MultilabelClassification(Task):
 
     def example_fields(self, row: Any) -> dict[str, Any]:
         return example_text(row)
+
+    def parity_measure(self) -> Any:
+        from fmctl.export.measures import ThresholdSet
+
+        return ThresholdSet(self.cfg.threshold)
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        return {"kind": "sigmoid_threshold", "output": "logits", "threshold": float(self.cfg.threshold),
+                "labels": "label_names"}
 
 
 class MultilabelMetrics:

@@ -19,10 +19,11 @@ from fmctl.data.labels import number_label
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
 from fmctl.tasks.declare import Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, saved_label_names, tokenizer_for, training_texts
+from fmctl.tasks.text_inputs import example_text, fingerprints, mean_loss, tokenizer_for, training_texts
 
 
 @dataclass
@@ -114,6 +115,21 @@ class Regression(Task):
 
     def example_fields(self, row: Any) -> dict[str, Any]:
         return example_text(row)
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", 1]}]
+
+    def parity_measure(self) -> Any:
+        """One number per example: compared by its difference alone (no label to agree on)."""
+        from fmctl.export.measures import DifferenceOnly
+
+        return DifferenceOnly()
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        return {"kind": "regression", "output": "logits", "value": "logits[:, 0]", "target": label_names[0]}
+
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        return saved_label_names(model_dir) or ["score"]
 
 
 def label_standardisation(labels: list[float]) -> tuple[float, float]:

@@ -25,10 +25,11 @@ from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import ModelError
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_config
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
 from fmctl.tasks.declare import WEIGHT_FORMATS, Length, Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_config, tokenizer_for
+from fmctl.tasks.text_inputs import fingerprints, mean_loss, tokenizer_for
 
 
 @dataclass
@@ -71,8 +72,7 @@ class Seq2Seq(Task):
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
         rows = read_splits(run.data, paths, lambda p: read_pairs(p, run.data), splits)
-        self.decoder_only = (not saved_config(model_dir).get("is_encoder_decoder", False) if model_dir
-                             else run.backbone.name == "gpt")
+        self.decoder_only = not _encoder_decoder(model_dir) if model_dir else run.backbone.name == "gpt"
 
         def training_texts():
             for r in rows["train"]:
@@ -82,7 +82,7 @@ class Seq2Seq(Task):
         tokenizer = tokenizer_for(run, model_dir, training_texts)
         if self.decoder_only:
             self._add_separator(tokenizer)
-            tokenizer.model_max_length = run.data.max_length + run.data.max_target_length + 2
+            tokenizer.model_max_length = _gpt_row(run.data)
             # Batched generation needs prompts padded on the left; init_kwargs is what
             # save_pretrained writes, so model/ hands the setting on.
             tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
@@ -219,12 +219,40 @@ class Seq2Seq(Task):
         text_models.save(model, data.preprocessor, folder)
 
     def load_model(self, folder: Path) -> Any:
-        head = "causal_lm" if self.decoder_only else "seq2seq_lm"
+        head = "seq2seq_lm" if _encoder_decoder(folder) else "causal_lm"
         model, _ = text_models.load_for_inference(folder, head)
         return model
 
     def example_fields(self, row: PairRow) -> dict[str, Any]:
         return {"source": row.source}
+
+    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
+        return []
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", "vocab"]}]
+
+    def parity_measure(self) -> Any:
+        """Teacher-forced vocabulary logits: the argmax token over the real tokens."""
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax(score=False)
+
+    def auto_class(self, model_dir: Path) -> str:
+        return "AutoModelForSeq2SeqLM" if _encoder_decoder(model_dir) else "AutoModelForCausalLM"
+
+    def export_preprocessing(self, run: RunConfig, data: PreparedData, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        return {**preprocessing, "max_length": int(run.data.max_length), "source_column": run.data.source_column,
+                "text_column": None, "text_pair_column": None,
+                "padding": "left (GPT prompts)" if self.decoder_only else "right"}
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        """Generation settings, for fmctl predict on the export (transformers generate)."""
+        from dataclasses import asdict
+
+        return {"kind": "generate", "output": "logits", "separator": self.cfg.separator,
+                "source_prefix": self.cfg.source_prefix, "decoder_only": not _encoder_decoder(model_dir),
+                "generation": asdict(self.cfg.generation)}
 
 
 class TranslationMetrics:
@@ -297,13 +325,23 @@ def _room_after(width: int, prompt_mask: Any, model: Any, settings: dict[str, An
     return max(1, min(settings["max_new_tokens"], limit - max(longest, 1)))
 
 
+def _encoder_decoder(model_dir: Path) -> bool:
+    """T5-style (encoder-decoder) or GPT-style (decoder-only), as model/config.json says."""
+    return bool(saved_config(model_dir).get("is_encoder_decoder", False))
+
+
+def _gpt_row(data: Any) -> int:
+    """A GPT's training row: the source, the separator, the target and its end token."""
+    return data.max_length + data.max_target_length + 2
+
+
 def _lengths(run: RunConfig) -> list[Length]:
     """A GPT reads the source, the separator and the target as one sequence, and
     generates after the source and separator: the sums must fit its positions."""
     lengths = [Length("data.max_length", run.data.max_length)]
     if run.backbone.name == "gpt":
         data, gen = run.data, run.task.generation
-        lengths += [Length("data.max_target_length", data.max_length + data.max_target_length + 2,
+        lengths += [Length("data.max_target_length", _gpt_row(data),
                            "data.max_length + data.max_target_length + 2", "a GPT reads source and target as one sequence"),
                     Length("task.generation.max_new_tokens", data.max_length + 1 + gen.max_new_tokens,
                            "data.max_length + 1 + task.generation.max_new_tokens",

@@ -8,12 +8,13 @@ from fmctl.config.schema import RunConfig
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, pad_multiple, read_text_rows
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import (
     ClassificationMetrics, ClassificationTaskConfig, cross_entropy, label_ids, label_vocabulary, read_splits,
 )
 from fmctl.tasks.declare import Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import example_text, fingerprints, saved_label_names, tokenizer_for, training_texts
+from fmctl.tasks.text_inputs import example_text, fingerprints, tokenizer_for, training_texts
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

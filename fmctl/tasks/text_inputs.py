@@ -13,7 +13,6 @@ from typing import Any
 from fmctl.config.schema import RunConfig
 from fmctl.data.sources import fingerprint
 from fmctl.models import text as text_models
-from fmctl.models.saved import saved_config, saved_label_names  # noqa: F401  (the text tasks read both)
 
 
 def tokenizer_for(run: RunConfig, model_dir: Path | None, training_texts: Callable[[], Iterable[str]],

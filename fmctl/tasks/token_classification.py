@@ -21,10 +21,11 @@ from fmctl.data.labels import label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.models import text as text_models
+from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
 from fmctl.tasks.declare import Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import fingerprints, mean_loss, saved_label_names, tokenizer_for
+from fmctl.tasks.text_inputs import fingerprints, mean_loss, tokenizer_for
 
 
 @dataclass
@@ -87,8 +88,7 @@ class TokenClassification(Task):
 
     @property
     def fill_label(self) -> str:
-        """What a word without tokens is predicted to be: outside any entity."""
-        return "O" if "O" in self.label_names else self.label_names[0]
+        return fill_label(self.label_names)
 
     def _encode(self, rows: list[TokenRow], tokenizer: Any, max_length: int) -> tuple[EncodedDataset, int]:
         index = {n: i for i, n in enumerate(self.label_names)}
@@ -131,6 +131,24 @@ class TokenClassification(Task):
 
     def example_fields(self, row: TokenRow) -> dict[str, Any]:
         return {"tokens": row.tokens}
+
+    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(label_names)]}]
+
+    def parity_measure(self) -> Any:
+        """A tag per real token agrees or not."""
+        from fmctl.export.measures import TokenArgmax
+
+        return TokenArgmax()
+
+    def export_preprocessing(self, run: RunConfig, data: PreparedData, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        return {**preprocessing, "words": "split on whitespace (or given as a list of words)",
+                "is_split_into_words": True, "truncation": "longest_first", "tokens_column": run.data.tokens_column,
+                "text_pair_column": None}
+
+    def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
+        return {"kind": "word_tags", "output": "logits", "labels": "label_names",
+                "word_tag": "argmax of the word's first piece", "fill_label": fill_label(label_names)}
 
 
 class TaggingMetrics:
@@ -207,6 +225,11 @@ def tagging_scores(gold: list[list[str]], predicted: list[list[str]], entities: 
         out["recall"] = float(recall_score(gold, predicted, zero_division=0))
         out["f1"] = float(f1_score(gold, predicted, zero_division=0))
     return out
+
+
+def fill_label(label_names: list[str]) -> str:
+    """What a word without tokens is predicted to be: outside any entity."""
+    return "O" if "O" in label_names else label_names[0]
 
 
 TASKS = (TaskDeclaration(
