@@ -185,3 +185,32 @@ def test_gradient_checkpointing_recomputes_blocks_and_changes_no_number(family, 
                               *(["backbone.drop_path=0"] if family == "vit" else [])], tmp_path / flag)
             for flag in ("false", "true")]
     assert runs[1].metrics["val/loss"] == pytest.approx(runs[0].metrics["val/loss"], rel=1e-5)
+
+
+def test_own_files_turn_the_builtin_data_off_for_every_split(tmp_path):
+    """The default recipe's built-in topics data must not supply a split the user left out:
+    given train and validation files, there is no test split (its labels would be topics')."""
+    from fmctl.data.sources import split_paths
+    from tests.helpers import compose, write_reviews_csv
+
+    train = write_reviews_csv(tmp_path / "train.csv", 160, seed=1)
+    validation = write_reviews_csv(tmp_path / "validation.csv", 40, seed=2)
+    own = ["data.text_column=Review Text", "data.label_column=sentiment", *TINY_TEXT, "trainer.max_steps=3"]
+    _, run = compose("bert_topics", [f"data.train={train}", f"data.validation={validation}", *own])
+    assert split_paths(run.data) == {"train": train, "validation": validation, "test": None}
+    result = finetune("bert_topics", [f"data.train={train}", f"data.validation={validation}", *own], tmp_path / "run")
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["label_names"] == ["negative", "positive"] and "test" not in manifest["examples"]
+
+
+def test_a_task_the_builtin_data_does_not_fit_takes_the_users_files_or_says_which_recipe(tmp_path):
+    from fmctl.errors import ConfigError
+    from tests.helpers import compose
+    from tests.task_data import write_conll
+
+    conll = write_conll(tmp_path / "train.conll", 60, seed=1)
+    _, run = compose("bert_topics", ["task=token_classification", f"data.train={conll}"])
+    assert run.task.name == "token_classification" and run.data.train == str(conll)
+    with pytest.raises(ConfigError, match=r"data.builtin: 'topics' does not fit task 'token_classification'; give "
+                                          r"your files with data.train=PATH \(or start from recipe=ner_conll\)"):
+        compose("bert_topics", ["task=token_classification"])

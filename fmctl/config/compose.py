@@ -102,6 +102,22 @@ def available_recipes() -> list[str]:
     return names
 
 
+def recipes_for_task(task: str) -> list[str]:
+    """The recipes whose defaults list picks task=`task`, the ones reading one's own files first."""
+    from omegaconf import OmegaConf
+
+    found = []
+    for name in available_recipes():
+        try:
+            defaults = OmegaConf.to_container(OmegaConf.load(find_recipe(name))).get("defaults") or []
+        except Exception:  # a broken recipe is reported when it is used
+            continue
+        picks = {str(k).lstrip("+"): v for d in defaults if isinstance(d, dict) for k, v in d.items()}
+        if picks.get("task") == task:
+            found.append((picks.get("data") in ("topics", "digits"), name))
+    return [name for _, name in sorted(found)]
+
+
 def find_recipe(name: str) -> Path:
     """recipe=NAME looks in ./recipes then the shipped recipes; a path to a YAML file
     (such as an earlier run's config.yaml) is used as is."""

@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 
 from fmctl._suggest import did_you_mean, one_of
 from fmctl.config.schema import BACKBONE_SCHEMAS, CUSTOMIZE_OPS, CustomizeStep, RunConfig
+from fmctl.data.sources import uses_builtin
 from fmctl.errors import ConfigError
 
 MISSING = object()  # a '???' value nobody filled in
@@ -252,11 +253,13 @@ def check_semantics(run: RunConfig) -> list[str]:
 
     declared = tasks.declaration(run.task.name)
     problems = []
-    if declared.reads == "files" and run.data.train is None and run.data.builtin is None:
+    builtin = uses_builtin(run.data)
+    if declared.reads == "files" and run.data.train is None and not builtin:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
                         "or a built-in dataset (data=topics or data=digits)")
-    if run.data.builtin is not None and run.data.builtin not in declared.builtin_data:
-        problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{run.task.name}'")
+    if builtin and run.data.builtin not in declared.builtin_data:
+        problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{run.task.name}'; "
+                        f"{_own_data_hint(run.task.name)}")
     if declared.checks is not None:
         problems.extend(declared.checks(run))
     problems.extend(_check_lengths(run, declared))
@@ -316,6 +319,15 @@ def _check_customize(run: RunConfig) -> list[str]:
     if "distill" in names and not declared.distill:
         problems.append(f"customize.distill: needs a classification task, got '{run.task.name}'")
     return problems
+
+
+def _own_data_hint(task: str) -> str:
+    """How to give a task its data: its own files, and the shipped recipes that read them."""
+    from fmctl.config.compose import recipes_for_task
+
+    recipes = recipes_for_task(task)
+    example = f" (or start from recipe={recipes[0]})" if recipes else ""
+    return f"give your files with data.train=PATH{example}"
 
 
 def _check_lengths(run: RunConfig, declared: Any) -> list[str]:

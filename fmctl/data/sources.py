@@ -6,11 +6,19 @@ from pathlib import Path
 from fmctl.config.schema import DataConfig
 
 
+def uses_builtin(data: DataConfig) -> bool:
+    """A built-in dataset feeds the run only when no split is given: a user's own file for
+    any split turns it off for every split, so one's own data is never mixed with it."""
+    return data.builtin is not None and not any((data.train, data.validation, data.test))
+
+
 def split_paths(data: DataConfig) -> dict[str, Path | None]:
-    """Paths given by the user win; a built-in dataset fills the splits left empty."""
+    """The user's paths, or (when none is given) the built-in dataset's splits."""
     chosen = {"train": data.train, "validation": data.validation, "test": data.test}
     builtin: dict[str, Path] = {}
-    if data.builtin == "topics":
+    if not uses_builtin(data):
+        pass
+    elif data.builtin == "topics":
         from fmctl.data.builtin import topics_files
 
         builtin = topics_files()
