@@ -193,10 +193,12 @@ def _fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunF
                   state: Any, d: Any, custom: Any = None) -> tuple[Any, dict[str, float], dict[str, Any] | None]:
     """Train, then (on rank 0) put the best weights in model/ and score the test split;
     customised models are finalised first (LoRA merged, pruning masks made permanent)."""
+    from fmctl.loop.faults import Faults
     from fmctl.loop.fit import evaluate, fit, make_loader
 
     result = fit(model, task, data, run, folder, out, resume=state, dist=d,
-                 loss_hook=custom.loss_hook() if custom is not None else None)
+                 loss_hook=custom.loss_hook() if custom is not None else None,
+                 hooks=Faults.from_env().installed_in(folder))
     metrics = dict(result.best_metrics)
     metrics.pop("epoch", None)
     if folder is None:

@@ -24,7 +24,7 @@ from fmctl.errors import FmctlError
 from fmctl.loop import distributed
 from fmctl.loop.distributed import Dist
 from fmctl.loop.dropout_masks import dropout_masks, resolve_dropout_masks
-from fmctl.loop.faults import Faults
+from fmctl.loop.hooks import LoopHooks, NoHooks
 from fmctl.loop.optim import apply_configured_hyperparameters, build_optimizer, configured_hyperparameters
 from fmctl.loop.precision import Precision, pick_device, resolve_precision
 from fmctl.loop.preemption import PREEMPTED_EXIT, StopRequest, ignore_signals_in_worker
@@ -146,11 +146,14 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
 
 
 def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | None, console: Any,
-        resume: dict[str, Any] | None = None, dist: Dist | None = None, loss_hook: Any = None) -> FitResult:
+        resume: dict[str, Any] | None = None, dist: Dist | None = None, loss_hook: Any = None,
+        hooks: LoopHooks | None = None) -> FitResult:
     """Train `model` on data.train; `resume` is a checkpoint's state (see fmctl.loop.state).
     Under torchrun every rank calls fit; only rank 0 has a `folder` to write.
     `loss_hook(loss, outputs, batch) -> loss` adds to the training loss (distillation); it
-    runs under the same autocast as the forward pass. Evaluation reports the task's loss."""
+    runs under the same autocast as the forward pass. Evaluation reports the task's loss.
+    `hooks` (fmctl.loop.hooks.LoopHooks) run at fixed points of every micro-batch; the
+    reliability tests' fault injection comes in this way (fmctl.loop.faults)."""
     import torch
 
     trainer = run.trainer
@@ -178,9 +181,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     train_forward = torch.compile(net, dynamic=True) if trainer.compile else net
     ddp = d.enabled and trainer.strategy == "ddp"
     sharded = d.enabled and trainer.strategy == "fsdp"
-    faults = Faults.from_env()
-    if folder is not None:
-        folder.save_pause = faults.pause_in_save
+    hooks = hooks if hooks is not None else NoHooks()
 
     lengths = data.train.lengths() if run.data.group_by_length and hasattr(data.train, "lengths") else None
     sampler = EpochSampler(len(data.train), seed=trainer.seed, rank=d.rank, world_size=d.world_size,
@@ -405,7 +406,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
             micro = 0
             step_loss = torch.zeros((), device=device)
             for batch in train_loader:
-                faults.maybe_kill(progress.step, micro)
+                hooks.on_batch(progress.step, micro)
                 num_tokens = batch.pop("num_tokens", 0)
                 batch = move(batch, device)
                 last_micro = micro + 1 >= trainer.grad_accum or progress.batches_into_epoch + 1 >= batches_per_epoch
@@ -418,8 +419,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                         loss = task.loss(outputs, batch)
                         if loss_hook is not None:
                             loss = loss_hook(loss, outputs, batch)
-                    if progress.step + progress.nonfinite_skipped + 1 in faults.nonfinite_steps:
-                        loss = loss * float("nan")
+                    loss = hooks.on_loss(loss, progress.step + progress.nonfinite_skipped + 1)
                     scaled = loss / trainer.grad_accum
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.detach()
