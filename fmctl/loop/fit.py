@@ -22,6 +22,7 @@ from fmctl.checkpoint import RunFolder
 from fmctl.config.schema import RunConfig
 from fmctl.errors import FmctlError
 from fmctl.loop import distributed
+from fmctl.loop.best import BestTracker, monitored
 from fmctl.loop.distributed import Dist
 from fmctl.loop.dropout_masks import dropout_masks, resolve_dropout_masks
 from fmctl.loop.hooks import LoopHooks, NoHooks
@@ -230,10 +231,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         if ema is not None and resume.get("ema"):
             ema.load_state_dict(resume["ema"])
 
-    monitor = trainer.monitor or f"val/{task.main_metric}"
-    lower_better = monitor.endswith("loss") or monitor.removeprefix("val/") in task.minimized
-    mode = trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}"
-                                    else ("min" if lower_better else "max"))
+    best = BestTracker(progress, *monitored(task, trainer), patience=trainer.early_stopping_patience)
     log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resume is not None else None)
     display = Display(trainer.progress if d.is_main else "off", total_steps, console)
     display.message(f"training {total_steps} steps ({steps_per_epoch}/epoch), batch {trainer.batch_size}"
@@ -312,26 +310,14 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
         history.append({"event": "eval", "step": progress.step, **values})
         display.message(f"eval @ step {progress.step}: "
                         + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "epoch"))
-        current = values.get(monitor)
-        if current is None:
-            from fmctl.errors import ConfigError
-
-            raise ConfigError(f"trainer.monitor: '{monitor}' is not among the evaluation metrics "
-                              f"({', '.join(k for k in values if k != 'epoch')})")
-        best = progress.best_value
-        if best is None or (current > best if mode == "max" else current < best):
-            progress.best_value, progress.best_step, progress.best_metrics = current, progress.step, values
-            progress.stale_evals = 0
-            info = {"step": progress.step, "monitor": monitor, "value": current}
+        if best.update(values):
             if sharded:
                 from fmctl.loop.sharded import save_full_weights
 
-                save_full_weights(folder, "best", model, info)
+                save_full_weights(folder, "best", model, best.info())
             elif folder:
-                folder.save_checkpoint("best", model, None, info)
-        else:
-            progress.stale_evals += 1
-        return trainer.early_stopping_patience is not None and progress.stale_evals >= trainer.early_stopping_patience
+                folder.save_checkpoint("best", model, None, best.info())
+        return best.should_stop
 
     def apply_step(step_loss: Any) -> bool:
         """Clip and step; False (update skipped) when the loss or gradients are not finite."""
@@ -503,7 +489,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
     log.close()
     if stopped_early:
         display.message(f"early stopping after {trainer.early_stopping_patience} evaluations without improvement "
-                        f"of {monitor}")
+                        f"of {best.metric}")
     return FitResult(steps=progress.step, epochs=round(progress.step / steps_per_epoch, 4),
                      best_step=progress.best_step, best_metrics=progress.best_metrics,
                      last_metrics=progress.last_metrics, precision=precision.name, device=device, kernels=kernels,
