@@ -32,6 +32,7 @@ from fmctl.loop.preemption import PREEMPTED_EXIT, StopRequest, ignore_signals_in
 from fmctl.loop.sampler import EpochSampler
 from fmctl.loop.schedule import build_scheduler
 from fmctl.loop.state import Progress, capture_rng, restore_rng
+from fmctl.loop.throughput import Throughput
 from fmctl.loop.tracking import Display, MetricsLog
 from fmctl.tasks.base import Task
 
@@ -241,21 +242,13 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     + f", dropout masks {masks_name}" + (", torch.compile" if trainer.compile else "")
                     + (f", resumed at step {progress.step}" if resume is not None else ""))
 
-    peak = None
-    flops_per_token = task.flops_per_token(model, run.data.max_length)
-    if flops_per_token:  # pretraining tasks report model FLOPs utilisation
-        from fmctl.loop.flops import measure_peak_flops
-
-        rng_state = torch.get_rng_state()  # the measurement must not move the training RNG
-        peak = measure_peak_flops(device, precision.name)
-        torch.set_rng_state(rng_state)
-        display.message(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({precision.name}); "
-                        f"{flops_per_token / 1e6:.1f} MFLOP per token")
+    window = Throughput.measured(task.flops_per_token(model, run.data.max_length), device, precision.name)
+    if window.flops_per_token:  # pretraining tasks report model FLOPs utilisation
+        display.message(window.describe(precision.name))
 
     running_loss = torch.tensor(progress.running_loss, dtype=torch.float32, device=device)
     grad_norm = None
     stopped_early = False
-    window = {"samples": 0, "tokens": 0, "start": time.perf_counter()}
     train_start = time.perf_counter()
     history: list[dict[str, Any]] = []
 
@@ -409,8 +402,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     scaled = loss / trainer.grad_accum
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.detach()
-                window["samples"] += int(next(iter(batch.values())).shape[0])
-                window["tokens"] += num_tokens
+                window.count(int(next(iter(batch.values())).shape[0]), num_tokens)
                 micro += 1
                 progress.batches_into_epoch += 1
                 if micro < trainer.grad_accum and progress.batches_into_epoch < batches_per_epoch:
@@ -429,31 +421,28 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                     continue
                 stats = None
                 if progress.running_count and (progress.step % trainer.log_every == 0 or progress.step == total_steps):
-                    elapsed = time.perf_counter() - window["start"]
+                    elapsed = window.elapsed()
                     # Averages over all ranks' examples, throughput summed over ranks.
                     totals = torch.stack([running_loss.detach().clone(),
-                                          torch.tensor(float(window["samples"]), device=device),
-                                          torch.tensor(float(window["tokens"]), device=device)])
+                                          torch.tensor(float(window.samples), device=device),
+                                          torch.tensor(float(window.tokens), device=device)])
                     distributed.all_reduce_sum(d, totals)
-                    window["samples"], window["tokens"] = int(totals[1]), int(totals[2])
+                    window.samples, window.tokens = int(totals[1]), int(totals[2])
                     stats = {"epoch": round(progress.step / steps_per_epoch, 4),
                              "loss": (totals[0] / (progress.running_count * d.world_size)).item(),
                              "lr": run.optim.lr * scheduler.lr_lambdas[0](scheduler.last_epoch),
-                             "samples_per_s": window["samples"] / elapsed,
+                             "samples_per_s": window.samples_per_s(elapsed),
                              "elapsed_s": time.perf_counter() - train_start}
                     if grad_norm is not None:
                         stats["grad_norm"] = float(grad_norm)
                     if device == "cuda":  # what the step needs at its peak, for sizing batches
                         stats["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                    if window["tokens"]:
-                        stats["tokens_per_s"] = window["tokens"] / elapsed
-                        if flops_per_token:
-                            stats["mfu"] = stats["tokens_per_s"] * flops_per_token / peak
+                    stats.update(window.token_rates(elapsed))
                     log.write("train", progress.step, stats)
                     history.append({"event": "train", "step": progress.step, **stats})
                     running_loss.zero_()
                     progress.running_count = 0
-                    window.update(samples=0, tokens=0, start=time.perf_counter())
+                    window.reset()
                 display.step(progress.step, stats)
                 paused = False
                 if trainer.eval_every and progress.step % trainer.eval_every == 0 and progress.last_eval_step != progress.step:
@@ -466,7 +455,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 if stop_requested():
                     preempt(stop_requested())
                 if paused:  # throughput counts training time only
-                    window.update(samples=0, tokens=0, start=time.perf_counter())
+                    window.reset()
                 if progress.step >= total_steps or done:
                     done = True
                     break
@@ -476,7 +465,7 @@ def fit(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFolder | No
                 if trainer.eval_every is None:
                     if do_eval():
                         stopped_early = done = True
-                    window.update(samples=0, tokens=0, start=time.perf_counter())
+                    window.reset()
     if progress.last_eval_step != progress.step:
         do_eval()
     if ema is not None:
