@@ -220,13 +220,10 @@ def _run_job(verb: str, cfg: Any, overrides: list[str] | None = None, recorded: 
 def objective_of(run: Any) -> tuple[str, str]:
     """(metric, 'maximize'|'minimize'): the monitored metric and its direction."""
     from fmctl import tasks
+    from fmctl.loop.best import monitored
 
-    task = tasks.create(run.task)
-    monitor = run.trainer.monitor or f"val/{task.main_metric}"
-    mode = run.trainer.monitor_mode or (task.main_mode if monitor == f"val/{task.main_metric}" else
-                                        "min" if monitor.endswith("loss") or monitor.removeprefix("val/")
-                                        in task.minimized else "max")
-    return monitor, "maximize" if mode == "max" else "minimize"
+    metric, mode = monitored(tasks.create(run.task), run.trainer)
+    return metric, "maximize" if mode == "max" else "minimize"
 
 
 def _objective(run_dir: Path, run: Any, result: Any) -> float | None:

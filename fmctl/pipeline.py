@@ -112,6 +112,7 @@ def _nothing_to_continue(finished: dict[str, Any], run_dir: Path, out: Any) -> R
 def _task_for(verb: str, run: RunConfig) -> Any:
     """The task, once the verb, the task and the trainer's choices are known to fit."""
     from fmctl import tasks
+    from fmctl.loop.best import check_monitor
     from fmctl.loop.precision import pick_device
 
     name = run.task.name
@@ -130,18 +131,8 @@ def _task_for(verb: str, run: RunConfig) -> Any:
                           "rebuilt unsharded under fsdp, without the customizations)")
     task = tasks.create(run.task)
     pick_device(run.trainer.device)
-    _check_monitor(task, run.trainer)
+    check_monitor(task, run.trainer)
     return task
-
-
-def _check_monitor(task: Any, trainer: Any) -> None:
-    """trainer.monitor must be a metric the task reports, known before any file is written."""
-    allowed = [f"val/{name}" for name in task.metric_names]
-    if trainer.monitor is not None and trainer.monitor not in allowed:
-        from fmctl._suggest import did_you_mean
-
-        raise ConfigError(f"trainer.monitor: '{trainer.monitor}' is not reported by task {task.name}"
-                          f"{did_you_mean(trainer.monitor, allowed)}; choose one of {', '.join(allowed)}")
 
 
 def _read_data(task: Any, run: RunConfig, dist: Any, out: Any) -> tuple[Any, dict[str, int]]:

@@ -125,3 +125,99 @@ def test_length_grouped_order_is_a_reproducible_permutation_with_less_padding():
     assert ranks[0] + ranks[1] != first  # ...and two ranks of 16 share the global batches of 32:
     assert {frozenset(ranks[0][k:k + 16] + ranks[1][k:k + 16]) for k in range(0, 496, 16)} == \
         {frozenset(first[k:k + 32]) for k in range(0, 992, 32)}
+
+
+class _Task:
+    """What monitored() reads of a task: its main metric, that metric's direction, and
+    the other metrics it minimises."""
+    main_metric, main_mode, minimized = "accuracy", "max", ("rmse",)
+
+
+@pytest.mark.parametrize("monitor, mode, expected", [
+    (None, None, ("val/accuracy", "max")),            # the task's main metric, its declared way
+    (None, "min", ("val/accuracy", "min")),           # an explicit mode wins
+    ("val/loss", None, ("val/loss", "min")),          # any loss goes down
+    ("val/rmse", None, ("val/rmse", "min")),          # the task says so
+    ("val/macro_f1", None, ("val/macro_f1", "max")),  # everything else goes up
+])
+def test_monitored_metric_and_direction_come_from_one_place(monitor, mode, expected, monkeypatch):
+    from types import SimpleNamespace
+
+    import fmctl.tasks
+    from fmctl.config.schema import TrainerConfig
+    from fmctl.launch import objective_of
+    from fmctl.loop.best import monitored
+
+    trainer = TrainerConfig(monitor=monitor, monitor_mode=mode)
+    assert monitored(_Task(), trainer) == expected
+    # The sweep launcher reports the same metric and direction as the loop tracks.
+    monkeypatch.setattr(fmctl.tasks, "get_task", lambda cfg: _Task())
+    direction = "maximize" if expected[1] == "max" else "minimize"
+    assert objective_of(SimpleNamespace(task=None, trainer=trainer)) == (expected[0], direction)
+
+
+def test_best_tracker_keeps_the_best_in_progress_and_stops_after_patience():
+    from fmctl.errors import ConfigError
+    from fmctl.loop.best import BestTracker
+    from fmctl.loop.state import Progress
+
+    progress = Progress()
+    best = BestTracker(progress, "val/loss", "min", patience=2)
+    for step, loss, improved, stop in [(1, 0.9, True, False), (2, 0.7, True, False), (3, 0.8, False, False),
+                                       (4, 0.7, False, True)]:  # equal is no improvement
+        progress.step = step
+        assert best.update({"val/loss": loss, "epoch": 0.1}) is improved and best.should_stop is stop
+    assert (progress.best_step, progress.best_value, progress.stale_evals) == (2, 0.7, 2)
+    assert best.info() == {"step": 2, "monitor": "val/loss", "value": 0.7}
+    assert not BestTracker(progress, "val/loss", "min", patience=None).should_stop
+    with pytest.raises(ConfigError, match=r"'val/f1' is not among the evaluation metrics \(val/loss\)"):
+        BestTracker(progress, "val/f1", "max", None).update({"val/loss": 0.5, "epoch": 1.0})
+
+
+def test_throughput_window_counts_and_resets():
+    from fmctl.loop.throughput import Throughput
+
+    window = Throughput(flops_per_token=10.0, peak_flops=1000.0)
+    window.count(4, 0)
+    assert window.token_rates(2.0) == {}  # images: no tokens, no MFU
+    window.count(4, 100)
+    assert window.samples_per_s(2.0) == 4.0
+    assert window.token_rates(2.0) == {"tokens_per_s": 50.0, "mfu": 0.5}
+    window.reset()
+    assert (window.samples, window.tokens) == (0, 0) and window.elapsed() < 1.0
+    assert Throughput().token_rates(1.0) == {} and Throughput.measured(None, "cpu", "fp32").peak_flops is None
+
+
+def test_fit_calls_the_hooks_at_every_micro_batch_and_uses_their_loss(reviews, tmp_path):
+    """hooks.on_batch(step, micro) before each micro-batch, hooks.on_loss(loss, attempt)
+    before backward: a NaN returned for attempt 2 skips that step, which is tried again."""
+    from rich.console import Console
+
+    from fmctl.loop.fit import fit, seed_everything
+    from fmctl.loop.hooks import LoopHooks
+    from fmctl.tasks import get_task
+    from tests.helpers import TINY_TEXT, compose
+
+    class Recorder(LoopHooks):
+        def __init__(self):
+            self.batches, self.attempts = [], []
+
+        def on_batch(self, step, micro):
+            self.batches.append((step, micro))
+
+        def on_loss(self, loss, attempt):
+            self.attempts.append(attempt)
+            return loss * float("nan") if attempt == 2 else loss
+
+    _, run = compose("text_csv", [f"data.train={reviews['train']}", "data.text_column=Review Text",
+                                  "data.label_column=sentiment", "data.max_train_examples=64", *TINY_TEXT,
+                                  "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.max_steps=3",
+                                  "trainer.eval_every=100"], tmp_path / "run")
+    seed_everything(run.trainer.seed)
+    task = get_task(run.task)
+    data = task.prepare(run)
+    hooks = Recorder()
+    result = fit(task.build_model(run, data), task, data, run, None, Console(quiet=True), hooks=hooks)
+    assert result.steps == 3 and result.nonfinite_skipped == 1
+    assert hooks.batches == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert hooks.attempts == [1, 1, 2, 2, 3, 3, 4, 4]

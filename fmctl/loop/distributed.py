@@ -8,6 +8,7 @@ writes the run folder.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,54 @@ def all_reduce_sum(d: Dist, tensor: Any) -> Any:
 
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def gather_with_grad(tensor: Any) -> Any:
+    """Every rank's `tensor` concatenated along dim 0 (rank 0's first), with gradients: for
+    a loss that needs the whole global batch, such as the negatives of a contrastive loss.
+
+    Called from task.loss under DDP: each rank computes its loss against everyone's rows,
+    and backward sends this rank the sum, over ranks, of the gradients their losses give
+    its own rows. DDP then averages parameter gradients as usual, so training follows the
+    gradient of the mean of the ranks' losses, exactly as if one process had computed them
+    all on the concatenated batch. Every rank must call it, in the same order, with the
+    same shape (fmctl's sampler gives every rank batches of the same size). Without an
+    initialised torch.distributed process group of two or more (one process, CPU or GPU)
+    it returns `tensor` itself."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    return _gather_function().apply(tensor)
+
+
+@functools.cache
+def _gather_function() -> Any:
+    """The autograd Function behind gather_with_grad, defined on first use so that importing
+    this module stays free of torch (the CLI imports it before any torch is needed)."""
+    import torch
+    import torch.distributed as dist
+
+    class GatherWithGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, tensor: Any) -> Any:
+            tensor = tensor.contiguous()
+            ctx.rows = tensor.shape[0]
+            parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, tensor)
+            return torch.cat(parts, dim=0)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            # Sum every rank's gradient of the gathered tensor, keep this rank's rows. An
+            # all-reduce rather than a reduce-scatter: gloo (CPU) has no reduce-scatter, and
+            # contrastive features (batch x embedding) are small.
+            grad = grad.contiguous()
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            start = dist.get_rank() * ctx.rows
+            return grad[start:start + ctx.rows]
+
+    return GatherWithGrad
 
 
 def shutdown(d: Dist) -> None:

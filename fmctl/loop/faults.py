@@ -10,6 +10,10 @@ FMCTL_FAULT_SAVE_DELAY=SECONDS  sleep inside every checkpoint save, after the we
 FMCTL_FAULT_NONFINITE=S1,S2     make the loss NaN in the S1-th and S2-th optimizer step attempts
                                 (1-based, skipped attempts included).
 Unset (always, outside tests), each check is a dictionary lookup done once per fit.
+
+The loop does not read these: Faults is a LoopHooks that the caller of fit() passes in
+(`fit(..., hooks=Faults.from_env().installed_in(folder))`), so the training loop holds no
+test code and the faults wrap it from outside.
 """
 from __future__ import annotations
 
@@ -17,10 +21,13 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+from fmctl.loop.hooks import LoopHooks
 
 
 @dataclass
-class Faults:
+class Faults(LoopHooks):
     kill_at: tuple[int, int] | None = None
     kill_signal: int = signal.SIGKILL
     save_delay: float = 0.0
@@ -38,6 +45,19 @@ class Faults:
             nonfinite_steps={int(s) for s in steps.split(",") if s.strip()},
             kill_target=os.environ.get("FMCTL_FAULT_KILL_TARGET", "self"),
         )
+
+    def installed_in(self, folder: Any) -> "Faults":
+        """Pause inside `folder`'s checkpoint saves (FMCTL_FAULT_SAVE_DELAY); returns self, the
+        hooks to pass to fit(). `folder` is None on ranks other than 0, which write nothing."""
+        if folder is not None:
+            folder.save_pause = self.pause_in_save
+        return self
+
+    def on_batch(self, step: int, micro: int) -> None:
+        self.maybe_kill(step, micro)
+
+    def on_loss(self, loss: Any, attempt: int) -> Any:
+        return loss * float("nan") if attempt in self.nonfinite_steps else loss
 
     def maybe_kill(self, step: int, micro: int) -> None:
         if self.kill_at == (step, micro):

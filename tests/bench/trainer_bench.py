@@ -62,6 +62,7 @@ if contender in ("clm", "mlm", "vit"):
     from rich.console import Console
     from fmctl.config.compose import parse_invocation, preflight
     from fmctl.config.validate import validate
+    from fmctl.loop.faults import Faults
     from fmctl.loop.fit import fit, seed_everything
     from fmctl.tasks import get_task
     common = [f"trainer.max_steps={steps}", "trainer.eval_every=100000", "trainer.log_every=100000",
@@ -79,7 +80,7 @@ if contender in ("clm", "mlm", "vit"):
     task = get_task(run.task); data = task.prepare(run); model = task.build_model(run, data)
     data.validation = None
     start, cpu = time.perf_counter(), time.process_time()
-    result = fit(model, task, data, run, None, Console(quiet=True))
+    result = fit(model, task, data, run, None, Console(quiet=True), hooks=Faults.from_env())
     cpu = time.process_time() - cpu
     items = steps * run.trainer.batch_size * (1 if contender == "vit" else max_length)
     flops = task.flops_per_token(model, max_length) if hasattr(task, "flops_per_token") else None
@@ -88,6 +89,7 @@ elif contender == "fmctl":
     from rich.console import Console
     from fmctl.config.compose import parse_invocation, preflight
     from fmctl.config.validate import validate
+    from fmctl.loop.faults import Faults
     from fmctl.loop.fit import fit, seed_everything
     from fmctl.tasks import get_task
     args = ["recipe=text_csv", f"data.train={train}", f"data.validation={val}", f"backbone.tokenizer={tok_dir}",
@@ -108,7 +110,7 @@ elif contender == "fmctl":
     if not accuracy:
         data.validation = None  # time training only
     start, cpu = time.perf_counter(), time.process_time()
-    result = fit(model, task, data, run, None, Console(quiet=True))
+    result = fit(model, task, data, run, None, Console(quiet=True), hooks=Faults.from_env())
     report(time.perf_counter() - start, time.process_time() - cpu, counted["tokens"],
            {"precision": result.precision, "val_accuracy": result.last_metrics.get("val/accuracy") if accuracy else None,
             "marks": marks})
