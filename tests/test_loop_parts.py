@@ -151,7 +151,7 @@ def test_monitored_metric_and_direction_come_from_one_place(monitor, mode, expec
     trainer = TrainerConfig(monitor=monitor, monitor_mode=mode)
     assert monitored(_Task(), trainer) == expected
     # The sweep launcher reports the same metric and direction as the loop tracks.
-    monkeypatch.setattr(fmctl.tasks, "get_task", lambda cfg: _Task())
+    monkeypatch.setattr(fmctl.tasks, "create", lambda cfg: _Task())
     direction = "maximize" if expected[1] == "max" else "minimize"
     assert objective_of(SimpleNamespace(task=None, trainer=trainer)) == (expected[0], direction)
 
