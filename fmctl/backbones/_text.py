@@ -24,7 +24,8 @@ def build(cfg: Any, head: str, tokenizer: Any, pretrains: str | None, **options:
     if head == "sequence_classification":
         return text.build_sequence_classifier(cfg, tokenizer, list(options["label_names"]), options.get("problem_type"))
     if head not in text.HEADS:
-        raise ValueError(f"unknown head '{head}' for backbone '{cfg.name}'; heads: {', '.join([*text.HEADS, PRETRAINING])}")
+        heads = ", ".join([*text.HEADS, PRETRAINING])
+        raise ValueError(f"unknown head '{head}' for backbone '{cfg.name}'; heads: {heads}")
     return text.build_model(cfg, tokenizer, head, **options)
 
 
