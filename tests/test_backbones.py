@@ -128,29 +128,33 @@ def test_t5_groups_cover_encoder_then_decoder_and_drop_layers_refuses_two_stacks
     assert str(caught.value) == "customize.lora.target_modules: no default for backbone 't5'; list the modules"
 
 
-def test_position_table_check_keeps_its_messages():
-    from transformers import RobertaConfig, RobertaForSequenceClassification
+def test_position_tables_come_from_the_family_and_keep_their_messages():
+    from transformers import GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaForSequenceClassification
 
-    from fmctl.backbones.positions import check_positions
+    from fmctl.models.positions import check_positions
+    from fmctl.tasks.declare import Length
+
+    def run(name, pretrained=None):
+        return SimpleNamespace(backbone=SimpleNamespace(name=name, pretrained=pretrained))
 
     roberta = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=66, pad_token_id=1))
     assert backbones.family("bert").position_table(roberta) == 64  # 66 less the padding offset
-    check_positions("bert", roberta, [("data.max_length", "", 64)])
+    check_positions(run("bert"), roberta, [Length("data.max_length", 64)])
     with pytest.raises(ModelError) as caught:
-        check_positions("bert", roberta, [("data.max_length", "", 65)], pretrained="runs/r")
+        check_positions(run("bert", "runs/r"), roberta, [Length("data.max_length", 65)])
     assert str(caught.value) == "data.max_length: 65 exceeds the 64 positions of the pretrained 'runs/r'; lower it"
-    gpt_needs = [("data.max_target_length", "data.max_length + data.max_target_length + 2 = ", 600)]
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     gpt = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=512))
+    assert backbones.family("gpt").position_table(gpt) == 512
     with pytest.raises(ModelError) as caught:
-        check_positions(backbones.family("gpt"), gpt, gpt_needs)
+        check_positions(run("gpt"), gpt, [Length("data.max_target_length", 600,
+                                                 "data.max_length + data.max_target_length + 2")])
     assert str(caught.value) == ("data.max_target_length: data.max_length + data.max_target_length + 2 = 600 "
                                  "exceeds the 512 positions of the model; lower them")
-    check_positions("t5", _t5(), [("data.max_length", "", 10**6)])  # relative positions: no table
-    check_positions("vit", _vit(), [("data.max_length", "", 10**6)])
+    assert backbones.family("t5").position_table(_t5()) is None  # relative positions: no table
+    assert backbones.family("vit").position_table(_vit()) is None
+    check_positions(run("t5"), _t5(), [Length("data.max_length", 10**6)])
 
 
 class TwoTower(nn.Module):
