@@ -63,7 +63,7 @@ def real_counts(run_dir: Path, vision: bool = False) -> tuple[int, float]:
         from fmctl.models.text import load_for_inference
 
         model, _ = load_for_inference(run_dir / "model")
-    return sum(p.numel() for p in model.parameters()), sparsity(model)["sparsity"]
+    return sum(p.numel() for p in model.parameters()), sparsity(model, "vit" if vision else "bert")["sparsity"]
 
 
 def test_freeze_drop_layers_dropout_on_bert(bert_base, tmp_path):
@@ -260,6 +260,7 @@ def test_prune_and_distill_run_reports_what_model_holds(bert_base, tmp_path):
 def test_unstructured_pruning_hits_the_target_and_masks_hold(scope):
     from types import SimpleNamespace
 
+    from fmctl.backbones import structure_of
     from fmctl.config.schema import PruneOp
     from fmctl.customize import Context, prune
     from fmctl.customize.report import sparsity
@@ -267,20 +268,21 @@ def test_unstructured_pruning_hits_the_target_and_masks_hold(scope):
     torch.manual_seed(0)
     ctx = Context(run=SimpleNamespace(backbone=SimpleNamespace(name="vit")), task=None, data=None)
     model, details = prune.apply(_tiny("vit"), PruneOp(sparsity=0.3, scope=scope), ctx)
-    weights_ = [m.weight for _, m in prune.prunable(model)]
+    weights_ = [m.weight for _, m in prune.prunable(model, structure_of(model, "vit"))]
     if scope == "layer":
         assert all(abs(float((w == 0).float().mean()) - 0.3) < 0.01 for w in weights_)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model.train()(torch.randn(2, 3, 16, 16)).sum().backward()
     optimizer.step()  # pruned weights stay zero through an update
     model = ctx.finalizers[0](model, None)
-    assert sparsity(model)["sparsity"] == pytest.approx(0.3, abs=0.01) == details["sparsity"]
+    assert sparsity(model, "vit")["sparsity"] == pytest.approx(0.3, abs=0.01) == details["sparsity"]
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
 def test_head_removal_silences_the_least_important_heads(family):
     from types import SimpleNamespace
 
+    from fmctl.backbones import structure_of
     from fmctl.config.schema import PruneOp
     from fmctl.customize import Context, prune
 
@@ -292,7 +294,8 @@ def test_head_removal_silences_the_least_important_heads(family):
     assert details["heads_removed"] == 2  # one of two heads in each of two blocks
     out_proj = {"bert": lambda b: b.attention.output.dense.weight, "gpt": lambda b: b.attn.c_proj.weight.T,
                 "vit": lambda b: b.attn.proj.weight}[family]
-    blocks = model.get_submodule(prune.find_blocks(model))
+    (stack,) = structure_of(model, family).stacks
+    blocks = model.get_submodule(stack)
     for block in blocks:  # the output projection reads nothing from the removed head's 16 channels
         zero_columns = (out_proj(block) == 0).all(dim=0)
         assert int(zero_columns.sum()) == 16
@@ -322,10 +325,11 @@ def test_distillation_loss_pulls_student_logits_toward_the_teacher():
 
 
 def test_layer_decay_and_head_lr_multiplier_set_group_learning_rates():
+    from fmctl.backbones import structure_of
     from fmctl.loop.optim import parameter_groups
 
     model = _tiny("bert")  # 2 blocks
-    groups = parameter_groups(model, 0.01, lr=1.0, layer_decay=0.5, head_lr_mult=10.0)
+    groups = parameter_groups(model, structure_of(model, "bert"), 0.01, lr=1.0, layer_decay=0.5, head_lr_mult=10.0)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 0.125

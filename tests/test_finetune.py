@@ -157,8 +157,8 @@ def test_gradient_checkpointing_recomputes_blocks_and_changes_no_number(family, 
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
+    from fmctl.backbones import structure_of
     from fmctl.loop.fit import enable_gradient_checkpointing
-    from fmctl.models.groups import find_blocks
 
     if family == "bert":
         model = BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2,
@@ -173,7 +173,8 @@ def test_gradient_checkpointing_recomputes_blocks_and_changes_no_number(family, 
         overrides = [f"data.train={shapes}", *TINY_VIT, "trainer.max_steps=8", "trainer.eval_every=8"]
         recipe = "image_folder"
     calls = []  # a linear layer inside the first block: transformers checkpoints forward, not the hooks around it
-    first_linear = next(m for m in model.get_submodule(find_blocks(model))[0].modules() if isinstance(m, torch.nn.Linear))
+    (stack,) = structure_of(model, family).stacks
+    first_linear = next(m for m in model.get_submodule(stack)[0].modules() if isinstance(m, torch.nn.Linear))
     first_linear.register_forward_hook(lambda *_: calls.append(1))
     model.train()
     enable_gradient_checkpointing(model)

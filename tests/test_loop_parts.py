@@ -2,11 +2,11 @@
 import pytest
 import torch
 
+from fmctl.backbones import structure_of
 from fmctl.config.schema import OptimConfig, SchedConfig, TextBackboneConfig, VisionBackboneConfig
 from fmctl.loop.optim import parameter_groups
 from fmctl.loop.sampler import EpochSampler
 from fmctl.loop.schedule import lr_multiplier
-from fmctl.models.groups import layer_groups
 
 
 def test_linear_schedule_warms_up_then_decays_to_floor():
@@ -51,7 +51,7 @@ def models():
 @pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
 def test_layer_groups_cover_every_parameter_once(models, family):
     model = models[family]
-    groups = layer_groups(model)
+    groups = structure_of(model, family).groups(model)
     names = [n for members in groups.values() for n in members]
     assert sorted(names) == sorted(n for n, _ in model.named_parameters())
     assert len(names) == len(set(names))
@@ -63,7 +63,7 @@ def test_layer_groups_cover_every_parameter_once(models, family):
 @pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
 def test_no_weight_decay_on_biases_norms_and_position_tables(models, family):
     model = models[family]
-    groups = parameter_groups(model, OptimConfig().weight_decay)
+    groups = parameter_groups(model, structure_of(model, family), OptimConfig().weight_decay)
     decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, param in model.named_parameters():
         if name.endswith("bias") or "norm" in name.lower() or name in ("pos_embed", "cls_token"):

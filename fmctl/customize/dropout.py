@@ -1,36 +1,39 @@
-"""dropout: set hidden and attention dropout rates, in the modules and in the saved config."""
+"""dropout: set hidden and attention dropout rates, in the modules and in the saved config.
+
+Which dropout modules act on attention probabilities, and which config keys hold the
+rates, is what the backbone family declares (every tower's, on a composed model)."""
 from __future__ import annotations
 
 from typing import Any
 
+from fmctl.backbones import structure_of
 from fmctl.config.schema import DropoutOp
-
-# Dropout modules that act on attention probabilities (BERT, GPT-2, timm ViT, T5/BART-like).
-_ATTENTION = ("attention.self.dropout", "attn.attn_dropout", "attn.attn_drop", "self_attn.dropout")
-# Config attributes: (hidden, attention) per transformers family.
-_CONFIG_KEYS = {"hidden": ("hidden_dropout_prob", "resid_pdrop", "embd_pdrop", "dropout"),
-                "attention": ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout")}
 
 
 def apply(model: Any, cfg: DropoutOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
     import torch.nn as nn
 
+    structure = structure_of(model, ctx.run.backbone.name)
+    attention = tuple(structure.attention_dropout)
     changed = {"hidden": 0, "attention": 0}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Dropout):
             continue
-        kind = "attention" if name.endswith(_ATTENTION) else "hidden"
+        kind = "attention" if attention and name.endswith(attention) else "hidden"
         rate = getattr(cfg, kind)
         if rate is not None:
             module.p = rate
             changed[kind] += 1
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        for kind, keys in _CONFIG_KEYS.items():
+    for path, keys in structure.config_sites():
+        config = getattr(model.get_submodule(path) if path else model, "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            continue
+        present = config.to_dict()
+        for kind, names in keys.items():
             rate = getattr(cfg, kind)
             if rate is None:
                 continue
-            for key in keys:
-                if key in config.to_dict():
+            for key in names:
+                if key in present:
                     setattr(config, key, rate)
     return model, {"hidden_modules": changed["hidden"], "attention_modules": changed["attention"]}

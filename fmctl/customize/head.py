@@ -10,21 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmctl.backbones import structure_of
 from fmctl.config.schema import HeadOp
 from fmctl.errors import ConfigError
 
-# Where each family keeps its task head (BERT classifier, GPT-2 score, timm head, QA outputs).
-HEAD_ATTRS = ("classifier", "score", "head", "qa_outputs")
 
-
-def find_head(model: Any) -> tuple[str, Any]:
+def find_head(model: Any, attrs: tuple[str, ...]) -> tuple[str, Any]:
+    """(attribute, module) of the model's linear or MLP task head; `attrs` are where the
+    backbone family says a head may be (BERT classifier, GPT-2 score, timm head, QA outputs)."""
     import torch.nn as nn
 
-    for attr in HEAD_ATTRS:
+    for attr in attrs:
         module = getattr(model, attr, None)
         if isinstance(module, (nn.Linear, nn.Sequential)):
             return attr, module
-    raise ConfigError(f"customize.head: no linear task head found (looked for {', '.join(HEAD_ATTRS)})")
+    where = ", ".join(attrs) or "nothing: the backbone declares no head attribute"
+    raise ConfigError(f"customize.head: no linear task head found (looked for {where})")
 
 
 def _linears(module: Any) -> list[Any]:
@@ -56,7 +57,7 @@ def _init(module: Any) -> None:
 
 
 def apply(model: Any, cfg: HeadOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
-    attr, head = find_head(model)
+    attr, head = find_head(model, structure_of(model, ctx.run.backbone.name).head_attrs)
     linears = _linears(head)
     first, last = linears[0], linears[-1]
     if cfg.layers == 1:

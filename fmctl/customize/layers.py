@@ -1,16 +1,17 @@
 """drop_layers: keep a chosen subset of transformer blocks; the dropped ones are really
-gone (parameters and config), so model/ reloads as the smaller model."""
+gone (parameters and config), so model/ reloads as the smaller model.
+
+The blocks are the single stack the backbone family declares, and the config keys that
+count them are the family's. A backbone with several stacks (T5's encoder and decoder, a
+model made of towers) is refused: one `keep` list cannot say which stack it means, and
+no single config key counts both."""
 from __future__ import annotations
 
 from typing import Any
 
+from fmctl.backbones import structure_of
 from fmctl.config.schema import DropLayersOp
 from fmctl.errors import ConfigError
-from fmctl.models.groups import find_blocks
-
-# Config attributes holding the number of blocks (transformers families; GPT-2 maps
-# num_hidden_layers to n_layer itself).
-_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
 def kept_indices(cfg: DropLayersOp, total: int) -> list[int]:
@@ -29,9 +30,13 @@ def kept_indices(cfg: DropLayersOp, total: int) -> list[int]:
 
 
 def apply(model: Any, cfg: DropLayersOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
-    name = find_blocks(model)
-    if not name:
+    structure = structure_of(model, ctx.run.backbone.name)
+    if not structure.stacks:
         raise ConfigError("customize.drop_layers: no stack of transformer blocks found in this model")
+    if len(structure.stacks) > 1:
+        raise ConfigError(f"customize.drop_layers: backbone '{structure.family}' has {len(structure.stacks)} block "
+                          f"stacks ({', '.join(structure.stacks)}); drop_layers works on a single stack")
+    name = structure.stacks[0]
     container = model.get_submodule(name)
     total = len(container)
     keep = kept_indices(cfg, total)
@@ -45,7 +50,7 @@ def apply(model: Any, cfg: DropLayersOp, ctx: Any) -> tuple[Any, dict[str, Any]]
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, kept)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
-        for key in _DEPTH_KEYS:
+        for key in structure.depth_keys:
             if key in config.to_dict():
                 setattr(config, key, len(keep))
         for key in ("layer_types",):  # per-layer lists must shrink with the blocks

@@ -14,14 +14,17 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmctl.backbones import structure_of
+from fmctl.backbones.structure import split_group
 from fmctl.config.schema import LoraOp
 from fmctl.errors import ConfigError, RunFolderError
-from fmctl.models.groups import _HEAD_MARKERS, layer_groups
 
-# Attention projections per backbone family (module-name suffixes, peft's matching rule).
-DEFAULT_TARGETS = {"bert": ["query", "key", "value"], "gpt": ["c_attn", "attn.c_proj"], "vit": ["qkv", "attn.proj"]}
+if TYPE_CHECKING:
+    from fmctl.backbones.structure import Structure
+    from fmctl.backbones.towers import Towers
+
 ADAPTER_META = "fmctl_adapter.json"
 # Ops that change the model's structure or weights before LoRA: the adapter then needs its
 # own copy of the model it was trained on.
@@ -49,34 +52,28 @@ def check_targets(model: Any, targets: list[str]) -> None:
                               f"are named {', '.join(leaves)}")
 
 
-def head_modules(model: Any) -> list[str]:
-    """The modules holding the task head's parameters (classifier, score, head, pooler)."""
-    stems = [m.rstrip(".") for m in _HEAD_MARKERS]
-    found: list[str] = []
-    for name in layer_groups(model).get("head", []):
-        parts = name.split(".")
-        for i, part in enumerate(parts[:2]):
-            if any(part == s or part.startswith(s) for s in stems):
-                module = ".".join(parts[:i + 1])
-                if module not in found:
-                    found.append(module)
-                break
-    return found
+def head_modules(model: Any, structure: Structure | Towers) -> list[str]:
+    """The modules holding the task head's parameters (classifier, score, head, pooler;
+    every tower's and the composed model's own on a model made of towers)."""
+    groups = structure.groups(model)
+    return structure.head_modules(n for group, names in groups.items() if split_group(group)[1] == "head"
+                                  for n in names)
 
 
 def apply(model: Any, cfg: LoraOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
     from peft import LoraConfig, get_peft_model
 
     family = ctx.run.backbone.name
-    targets = list(cfg.target_modules or DEFAULT_TARGETS.get(family, []))
+    structure = structure_of(model, family)
+    targets = list(cfg.target_modules or structure.lora_targets)
     if not targets:
         raise ConfigError(f"customize.lora.target_modules: no default for backbone '{family}'; list the modules")
     check_targets(model, targets)
-    heads = head_modules(model)
+    heads = head_modules(model, structure)
     keep_base = not cfg.merge and _needs_own_base(ctx)
     pre_lora = copy.deepcopy(model) if keep_base else None
     config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                        modules_to_save=heads or None, fan_in_fan_out=family == "gpt")
+                        modules_to_save=heads or None, fan_in_fan_out=structure.fan_in_fan_out)
     peft_model = get_peft_model(model, config)
     adapters = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
 

@@ -10,30 +10,25 @@ transformers and timm reload model/ without fmctl; the parameter count does not 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmctl.backbones import structure_of
 from fmctl.config.schema import PruneOp
 from fmctl.errors import ConfigError
-from fmctl.models.groups import find_blocks
 
-# Per family: (attribute path, parameter, axis of the head slices, offsets of q/k/v parts).
-# Offsets are in units of the hidden size; the projection after attention is sliced on its input.
-_HEAD_LAYOUT = {
-    "bert": [("attention.self.query", 0, [0]), ("attention.self.key", 0, [0]), ("attention.self.value", 0, [0]),
-             ("attention.output.dense", 1, [0])],
-    "gpt": [("attn.c_attn", 1, [0, 1, 2]), ("attn.c_proj", 0, [0])],        # Conv1D: weight is (in, out)
-    "vit": [("attn.qkv", 0, [0, 1, 2]), ("attn.proj", 1, [0])],
-}
-_HEAD_COUNT = {"bert": "attention.self.num_attention_heads", "gpt": "attn.num_heads", "vit": "attn.num_heads"}
+if TYPE_CHECKING:
+    from fmctl.backbones.structure import HeadLayout, Structure
+    from fmctl.backbones.towers import Towers
 
 
-def prunable(model: Any) -> list[tuple[str, Any]]:
-    """(name, module) of every linear layer (GPT-2's Conv1D too) inside the transformer blocks."""
+def prunable(model: Any, structure: Structure | Towers) -> list[tuple[str, Any]]:
+    """(name, module) of every linear layer (GPT-2's Conv1D too) inside the transformer
+    blocks (every stack the backbone declares)."""
     import torch.nn as nn
 
-    blocks = find_blocks(model)
+    stacks = tuple(s + "." for s in structure.stacks)
     return [(n, m) for n, m in model.named_modules()
-            if blocks and n.startswith(blocks + ".") and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")]
+            if stacks and n.startswith(stacks) and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")]
 
 
 def unstructured_masks(weights: list[Any], sparsity: float, scope: str) -> list[Any]:
@@ -62,48 +57,64 @@ def _smallest_off(values: Any, fraction: float) -> Any:
     return keep
 
 
-def head_masks(model: Any, fraction: float, family: str) -> tuple[dict[tuple[int, str], Any], int]:
+def head_masks(model: Any, fraction: float, structure: Structure | Towers) -> tuple[dict[tuple[int, str], Any], int]:
     """Keep-masks for (id(module), param) that zero the least important heads of every
     block; importance is the L2 norm of the head's slices of q/k/v and output weights."""
-    import torch
-
-    if family not in _HEAD_LAYOUT:
-        raise ConfigError(f"customize.prune.heads: head removal supports bert, gpt and vit backbones, not '{family}'")
-    blocks = model.get_submodule(find_blocks(model))
+    stacks = structure.head_stacks()
+    if not stacks or any(layout is None for _, layout in stacks):
+        raise ConfigError(f"customize.prune.heads: head removal supports {_with_head_layout()} backbones, "
+                          f"not '{structure.family}'")
     masks: dict[tuple[int, str], Any] = {}
     removed = 0
-    for block in blocks:
-        try:
-            heads = int(_attr(block, _HEAD_COUNT[family]))
-            parts = [(_attr(block, path), axis, offsets) for path, axis, offsets in _HEAD_LAYOUT[family]]
-        except AttributeError:
-            raise ConfigError(f"customize.prune.heads: cannot find the attention projections of a {family} block") from None
-        hidden = parts[-1][0].weight.shape[0]  # the output projection is hidden x hidden
-        size = hidden // heads
-        score = torch.zeros(heads)
-        for module, axis, offsets in parts:
-            w = module.weight.detach()
-            for h in range(heads):
-                for off in offsets:
-                    score[h] += w.narrow(axis, off * hidden + h * size, size).pow(2).sum()
-        n = min(heads - 1, int(round(fraction * heads)))
-        if n == 0:
-            continue
-        removed += n
-        drop = torch.topk(score, n, largest=False).indices.tolist()
-        for index, (module, axis, offsets) in enumerate(parts):
-            # q/k/v biases are per head too; the output projection's bias is not.
-            names = ("weight", "bias") if index < len(parts) - 1 else ("weight",)
-            for pname in names:
-                param = getattr(module, pname, None)
-                if param is None:
-                    continue
-                mask = masks.setdefault((id(module), pname), torch.ones_like(param))
-                dim = axis if pname == "weight" else 0
-                for h in drop:
-                    for off in offsets:
-                        mask.narrow(dim, off * hidden + h * size, size).zero_()
+    for stack, layout in stacks:
+        for block in model.get_submodule(stack):
+            removed += _block_head_masks(block, layout, fraction, structure.family, masks)
     return masks, removed
+
+
+def _block_head_masks(block: Any, layout: HeadLayout, fraction: float, family: str,
+                      masks: dict[tuple[int, str], Any]) -> int:
+    """Add one block's masks to `masks`; the number of heads it loses."""
+    import torch
+
+    try:
+        heads = int(_attr(block, layout.count))
+        parts = [(_attr(block, path), axis, offsets) for path, axis, offsets in layout.projections]
+    except AttributeError:
+        raise ConfigError(f"customize.prune.heads: cannot find the attention projections of a {family} block") from None
+    hidden = parts[-1][0].weight.shape[0]  # the output projection is hidden x hidden
+    size = hidden // heads
+    score = torch.zeros(heads)
+    for module, axis, offsets in parts:
+        w = module.weight.detach()
+        for h in range(heads):
+            for off in offsets:
+                score[h] += w.narrow(axis, off * hidden + h * size, size).pow(2).sum()
+    n = min(heads - 1, int(round(fraction * heads)))
+    if n == 0:
+        return 0
+    drop = torch.topk(score, n, largest=False).indices.tolist()
+    for index, (module, axis, offsets) in enumerate(parts):
+        # q/k/v biases are per head too; the output projection's bias is not.
+        names = ("weight", "bias") if index < len(parts) - 1 else ("weight",)
+        for pname in names:
+            param = getattr(module, pname, None)
+            if param is None:
+                continue
+            mask = masks.setdefault((id(module), pname), torch.ones_like(param))
+            dim = axis if pname == "weight" else 0
+            for h in drop:
+                for off in offsets:
+                    mask.narrow(dim, off * hidden + h * size, size).zero_()
+    return n
+
+
+def _with_head_layout() -> str:
+    """'bert, gpt and vit': the families that declare where their heads are."""
+    from fmctl.backbones import family, names
+
+    found = [n for n in names() if family(n).head_layout is not None]
+    return ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else "".join(found)
 
 
 def _attr(obj: Any, path: str) -> Any:
@@ -115,7 +126,8 @@ def _attr(obj: Any, path: str) -> Any:
 def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
     import torch.nn.utils.prune as P
 
-    modules = prunable(model)
+    structure = structure_of(model, ctx.run.backbone.name)
+    modules = prunable(model, structure)
     if not modules:
         raise ConfigError("customize.prune: no linear layers inside transformer blocks to prune")
     masks: dict[tuple[int, str], Any] = {}
@@ -125,7 +137,7 @@ def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
             masks[(id(module), "weight")] = mask
     removed = 0
     if cfg.heads > 0:
-        heads, removed = head_masks(model, cfg.heads, ctx.run.backbone.name)
+        heads, removed = head_masks(model, cfg.heads, structure)
         for key, mask in heads.items():
             masks[key] = masks[key] * mask if key in masks else mask
     by_id = {id(m): m for _, m in modules}

@@ -7,20 +7,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmctl.models.groups import find_blocks, parameter_counts
+from fmctl.backbones import structure_of
+from fmctl.models.groups import parameter_counts
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 
 
-def sparsity(model: Any) -> dict[str, float]:
-    """Exactly-zero fraction of the transformer blocks' weight matrices, and of all parameters."""
-    blocks = find_blocks(model)
+def sparsity(model: Any, backbone: str) -> dict[str, float]:
+    """Exactly-zero fraction of the transformer blocks' weight matrices (every stack the
+    family `backbone` declares), and of all parameters."""
+    stacks = tuple(s + "." for s in structure_of(model, backbone).stacks)
     zeros = total = all_zeros = all_total = 0
     for name, param in model.named_parameters():
         n, z = param.numel(), int((param.detach() == 0).sum())
         all_total += n
         all_zeros += z
-        if param.ndim >= 2 and blocks and name.startswith(blocks + "."):
+        if param.ndim >= 2 and stacks and name.startswith(stacks):
             total += n
             zeros += z
     return {"sparsity": round(zeros / total, 6) if total else 0.0,
@@ -52,7 +54,7 @@ def describe(model: Any, task: Any, data: Any, run: Any, weights: Path | None) -
     model = model.to("cpu").eval()
     counts = parameter_counts(model)
     row: dict[str, Any] = {"params_total": counts["total"], "params_trainable": counts["trainable"],
-                           "size_bytes": size_on_disk(weights), **sparsity(model)}
+                           "size_bytes": size_on_disk(weights), **sparsity(model, run.backbone.name)}
     validation = data.validation
     if validation is not None and len(validation):
         if run.report.latency:

@@ -132,8 +132,9 @@ def shutdown(d: Dist) -> None:
             dist.destroy_process_group()
 
 
-def wrap(net: Any, model: Any, strategy: str, d: Dist, device: str) -> Any:
-    """DDP around the task-forward module, or fully_shard per transformer block then the root."""
+def wrap(net: Any, model: Any, strategy: str, d: Dist, device: str, backbone: str) -> Any:
+    """DDP around the task-forward module, or fully_shard per transformer block (every
+    stack the family `backbone` declares, both towers of a composed model) then the root."""
     if not d.enabled:
         return net
     if strategy == "ddp":
@@ -142,14 +143,14 @@ def wrap(net: Any, model: Any, strategy: str, d: Dist, device: str) -> Any:
         return DistributedDataParallel(net, device_ids=[d.local_rank] if device == "cuda" else None)
     from torch.distributed.fsdp import fully_shard
 
+    from fmctl.backbones import structure_of
     from fmctl.models.cls_only import full_last_layer
-    from fmctl.models.groups import find_blocks
 
     full_last_layer(model)  # FSDP unshards a block around the block's own forward; run every block whole
 
-    blocks = model.get_submodule(find_blocks(model))
-    for block in blocks:
-        fully_shard(block)
+    for stack in structure_of(model, backbone).stacks:
+        for block in model.get_submodule(stack):
+            fully_shard(block)
     fully_shard(net)
     return net
 

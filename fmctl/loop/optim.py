@@ -1,41 +1,51 @@
 """AdamW with parameter groups: weight decay only where it regularises (matrices), not
 on biases, norms and position/class embeddings; optionally layer-wise learning-rate decay
-over the backbone's named layer groups and a separate head learning rate."""
+over the backbone's declared layer groups and a separate head learning rate.
+
+Both read the model's structure as its backbone family declares it (fmctl.backbones), so
+the optimizer never guesses where the blocks are. On a model made of towers each tower
+decays from its own top: its highest block gets layer_decay^1 whatever the other tower's
+depth, and head_lr_mult applies to the composed model's own head."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmctl.backbones.structure import block_groups, by_tower
 from fmctl.config.schema import OptimConfig
-from fmctl.models.groups import layer_groups, no_weight_decay
+
+if TYPE_CHECKING:
+    from fmctl.backbones.structure import Structure
+    from fmctl.backbones.towers import Towers
 
 
-def lr_scales(model: Any, layer_decay: float | None, head_lr_mult: float) -> dict[str, float]:
-    """Parameter name -> multiplier of optim.lr. With n blocks, block i gets
-    layer_decay^(n - i), the embeddings layer_decay^(n + 1), the final norm and the head 1
-    (times head_lr_mult for the head)."""
-    groups = layer_groups(model)
-    blocks = sum(1 for g in groups if g.startswith("blocks."))
+def lr_scales(model: Any, structure: Structure | Towers, layer_decay: float | None,
+              head_lr_mult: float) -> dict[str, float]:
+    """Parameter name -> multiplier of optim.lr. With n blocks (in the parameter's tower),
+    block i gets layer_decay^(n - i), the embeddings layer_decay^(n + 1), the final norm
+    and the head 1 (times head_lr_mult for the model's own head)."""
     decay = layer_decay or 1.0
     scales = {}
-    for group, names in groups.items():
-        if group == "embeddings":
-            depth = 0
-        elif group.startswith("blocks."):
-            depth = int(group.split(".")[1]) + 1
-        else:
-            depth = blocks + 1
-        scale = decay ** (blocks + 1 - depth) * (head_lr_mult if group == "head" else 1.0)
-        for name in names:
-            scales[name] = scale
+    for tower, groups in by_tower(structure.groups(model)).items():
+        blocks = len(block_groups(groups))
+        for group, names in groups.items():
+            if group == "embeddings":
+                depth = 0
+            elif group.startswith("blocks."):
+                depth = int(group.split(".")[1]) + 1
+            else:
+                depth = blocks + 1
+            scale = decay ** (blocks + 1 - depth) * (head_lr_mult if group == "head" and not tower else 1.0)
+            for name in names:
+                scales[name] = scale
     return scales
 
 
-def parameter_groups(model: Any, weight_decay: float, lr: float | None = None, layer_decay: float | None = None,
-                     head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
-    exempt = no_weight_decay(model)
+def parameter_groups(model: Any, structure: Structure | Towers, weight_decay: float, lr: float | None = None,
+                     layer_decay: float | None = None, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    exempt = structure.no_decay
     if (layer_decay not in (None, 1.0) or head_lr_mult != 1.0) and lr is not None:
-        scales = lr_scales(model, layer_decay, head_lr_mult)
+        scales = lr_scales(model, structure, layer_decay, head_lr_mult)
         by_key: dict[tuple[bool, float], dict[str, Any]] = {}
         for name, param in model.named_parameters():
             if not param.requires_grad:
@@ -57,13 +67,17 @@ def parameter_groups(model: Any, weight_decay: float, lr: float | None = None, l
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: Any, cfg: OptimConfig, device_type: str) -> Any:
+def build_optimizer(model: Any, cfg: OptimConfig, device_type: str, backbone: str) -> Any:
+    """AdamW over `model`, whose structure the family called `backbone` declares."""
     import torch
+
+    from fmctl.backbones import structure_of
 
     fused = cfg.fused
     if fused is None:  # the fused kernel exists for CPU and CUDA in the torch versions we support
         fused = device_type in ("cpu", "cuda")
-    groups = parameter_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay, cfg.head_lr_mult)
+    groups = parameter_groups(model, structure_of(model, backbone), cfg.weight_decay, cfg.lr, cfg.layer_decay,
+                              cfg.head_lr_mult)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
                              eps=cfg.eps, fused=fused)
 

@@ -94,7 +94,8 @@ def build(model: Any, task: Any, data: Any, run: RunConfig, d: Dist) -> Parts:
     trainer = run.trainer
     device, precision, kernels, patched = _place(model, trainer)
     masks_name = resolve_dropout_masks(trainer.dropout_masks, device, trainer.gradient_checkpointing, trainer.compile)
-    net = distributed.wrap(TaskForward(model, task, fused=kernels == "triton"), model, trainer.strategy, d, device)
+    net = distributed.wrap(TaskForward(model, task, fused=kernels == "triton"), model, trainer.strategy, d, device,
+                           run.backbone.name)
     # dynamic=True: length-grouped batches change the sequence length every step, and one
     # graph with a symbolic length beats a recompile per length.
     train_forward = torch.compile(net, dynamic=True) if trainer.compile else net
@@ -110,7 +111,7 @@ def build(model: Any, task: Any, data: Any, run: RunConfig, d: Dist) -> Parts:
         eval_loader = make_loader(data.validation, trainer.eval_batch_size or trainer.batch_size * 2, data.collate,
                                   None, run.data.num_workers, pin)
     batches_per_epoch, steps_per_epoch, total_steps = step_counts(sampler.per_rank, trainer)
-    optimizer = build_optimizer(model, run.optim, device)
+    optimizer = build_optimizer(model, run.optim, device, run.backbone.name)
     scheduler = build_scheduler(optimizer, run.sched, total_steps)
     scaler = precision.scaler()
     ema = None

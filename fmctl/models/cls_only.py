@@ -19,15 +19,15 @@ from __future__ import annotations
 import types
 from typing import Any
 
-_FAMILIES = ("bert",)
-
 
 def use_cls_only_last_layer(model: Any) -> bool:
     """Install the [CLS]-only last block on a transformers BERT *ForSequenceClassification;
     returns whether it was installed (other families and attention kernels are left as is)."""
+    from fmctl.backbones.bert import CLS_ONLY_TYPES
+
     config = getattr(model, "config", None)
     encoder = getattr(getattr(model, "bert", None), "encoder", None)
-    if (config is None or encoder is None or config.model_type not in _FAMILIES or config.is_decoder
+    if (config is None or encoder is None or config.model_type not in CLS_ONLY_TYPES or config.is_decoder
             or getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa")
             or not type(model).__name__.endswith("ForSequenceClassification")):
         return False

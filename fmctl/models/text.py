@@ -16,16 +16,6 @@ from fmctl.errors import ModelError
 from fmctl.models import pretrained
 from fmctl.models.sizes import shape_for
 
-ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert", "mpnet",
-                 "deberta", "deberta-v2", "modernbert"}
-DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "opt", "phi",
-                 "phi3", "bloom", "gemma", "gemma2", "falcon"}
-ENCODER_DECODER_TYPES = {"t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus"}
-# What each backbone name accepts from a pretrained folder; unknown model types are let through.
-_FAMILIES = {"bert": ("an encoder", ENCODER_TYPES), "gpt": ("a decoder", DECODER_TYPES),
-             "t5": ("an encoder-decoder", ENCODER_DECODER_TYPES)}
-# The tokenizer fmctl trains for a from-scratch backbone (fmctl.data.tokenizer_training).
-_TOKENIZER_KINDS = {"bert": "wordpiece", "gpt": "bpe", "t5": "t5"}
 # Task heads: transformers' Auto class for each.
 HEADS = {
     "sequence_classification": "AutoModelForSequenceClassification",
@@ -80,9 +70,10 @@ def load_tokenizer(cfg: TextBackboneConfig, training_texts: Callable[[], Iterabl
                 raise pretrained.hub_error(where, key, exc) from None
             raise ModelError(f"{key}: cannot load a tokenizer from '{where}' ({' '.join(str(exc).split())[:160]})") from None
     else:
+        from fmctl.backbones import family
         from fmctl.data.tokenizer_training import train_tokenizer
 
-        tokenizer = train_tokenizer(training_texts(), _TOKENIZER_KINDS[cfg.name], cfg.vocab_size,
+        tokenizer = train_tokenizer(training_texts(), family(cfg.name).tokenizer_kind, cfg.vocab_size,
                                     model_max_length=cfg.max_positions)
     if split_words:
         prefix_split_words(tokenizer, key)
@@ -263,9 +254,13 @@ def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
 
 
 def _check_family(name: str, model_type: str | None, where: Any) -> None:
-    for other, (kind, types) in _FAMILIES.items():
-        if other != name and model_type in types:
-            raise ModelError(f"backbone.pretrained: '{where}' is {kind} ({model_type}); use backbone={other}")
+    """Refuse a model type that another text family declares (unknown types are let through)."""
+    from fmctl.backbones import family, names
+
+    for other in names():
+        declared = family(other)
+        if other != name and "text" in declared.modalities and model_type in declared.model_types:
+            raise ModelError(f"backbone.pretrained: '{where}' is {declared.kind} ({model_type}); use backbone={other}")
 
 
 def save(model: Any, tokenizer: Any, folder: Path) -> None:

@@ -1,0 +1,101 @@
+"""The backbone-family contract: what a family (BERT, GPT, T5, ViT, ...) declares once so
+that nothing else in fmctl keeps a per-family table.
+
+A family is one object with a few plain attributes (its name, config dataclass,
+modalities, accepted transformers model types, tokenizer kind and the static facts of its
+architecture: head markers, LoRA targets, dropout sites, head layout, depth keys) and a
+few methods: build / load / save / preprocessor delegate to fmctl.models.text and
+fmctl.models.vision; `structure(model)` reads the declared structure off an instance.
+
+Families subclass `BackboneFamily` explicitly to inherit the defaults below; a family
+that declares nothing about, say, head pruning simply keeps `head_layout = None` and the
+prune operation says so. Nothing here imports torch, transformers or timm.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from fmctl.backbones.structure import HeadLayout
+
+if TYPE_CHECKING:
+    from fmctl.backbones.structure import Structure
+    from fmctl.backbones.towers import Towers
+
+
+class BackboneFamily(Protocol):
+    """One backbone family. Attributes with values here are defaults a family may keep."""
+
+    name: ClassVar[str]
+    # The typed config dataclass of `backbone.*` for this family (fmctl.config.schema).
+    config: ClassVar[type]
+    modalities: ClassVar[tuple[str, ...]]
+    # How the family is described in "use backbone=..." messages ("an encoder").
+    kind: ClassVar[str] = "a backbone"
+    # transformers model_type values a pretrained folder of this family may have; a folder
+    # whose type another family lists is refused (fmctl.models.text.check_pretrained_folder).
+    model_types: ClassVar[frozenset[str]] = frozenset()
+    # The tokenizer fmctl trains for a from-scratch text backbone (wordpiece, bpe, t5).
+    tokenizer_kind: ClassVar[str | None] = None
+    # Parameter-name markers of the task head, matched on the first two name parts below
+    # any wrapper: "pooler." matches a part equal to "pooler", "classifier" also a part
+    # starting with it.
+    head_markers: ClassVar[tuple[str, ...]] = ()
+    # Attributes of the model that may hold a linear (or MLP) task head, in search order.
+    head_attrs: ClassVar[tuple[str, ...]] = ()
+    # LoRA's default target-module suffixes (peft's matching rule); fan_in_fan_out for
+    # weights stored (in, out) as GPT-2's Conv1D does.
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+    fan_in_fan_out: ClassVar[bool] = False
+    # Dropout modules acting on attention probabilities (name suffixes); every other
+    # dropout module is a hidden one. Config keys holding the hidden / attention rates.
+    attention_dropout: ClassVar[tuple[str, ...]] = ()
+    dropout_keys: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # Where a block keeps its attention heads (None: head pruning is not supported).
+    head_layout: ClassVar[HeadLayout | None] = None
+    # transformers config keys holding the number of blocks (drop_layers rewrites them).
+    depth_keys: ClassVar[tuple[str, ...]] = ()
+
+    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
+        """A model of this family with the task head `head`, random or pretrained."""
+        ...
+
+    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
+        """(model, preprocessor) as fmctl saved them in a model/ folder."""
+        ...
+
+    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
+        """Write model/ in the library's own layout (reloadable without fmctl)."""
+        ...
+
+    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
+                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
+        """The tokenizer or image preprocessing: from a model/ folder, from a built model,
+        or from the backbone config (training a tokenizer when none is given)."""
+        ...
+
+    def structure(self, model: Any) -> Structure | Towers:
+        """The model's declared structure, read off this instance (wrappers included)."""
+        ...
+
+    def position_table(self, model: Any) -> int | None:
+        """How many positions the model's learned position table holds, or None when it has
+        none that limits the length (relative positions, images). Default: the transformers
+        config's max_position_embeddings, except for encoder-decoders."""
+        config = getattr(model, "config", None)
+        table = getattr(config, "max_position_embeddings", None) if config is not None else None
+        if not isinstance(table, int) or getattr(config, "is_encoder_decoder", False):
+            return None
+        return table
+
+    def no_weight_decay(self, model: Any) -> set[str]:
+        """Parameter names kept out of weight decay: every bias and norm weight (each tensor
+        of at most one dimension) and what the model itself exempts (timm's
+        no_weight_decay(): position embeddings, class token), by full or last name."""
+        exempt = set()
+        declared = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+        for name, param in model.named_parameters():
+            if param.ndim <= 1 or name in declared or name.split(".")[-1] in declared:
+                exempt.add(name)
+        return exempt

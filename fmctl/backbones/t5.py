@@ -1,0 +1,58 @@
+"""T5 and the encoder-decoders that load like it (mT5, UMT5, LongT5, BART, mBART, Marian,
+Pegasus), from transformers: translation / seq2seq. Two block stacks, the encoder's and
+the decoder's, in that depth order."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fmctl.backbones import _text
+from fmctl.backbones._locate import existing, uniform_stack
+from fmctl.backbones.base import BackboneFamily
+from fmctl.backbones.structure import Structure, declared
+from fmctl.config.schema import TextBackboneConfig
+
+# Encoder then decoder blocks: T5-likes (`block`), BART-likes (`layers`).
+_STACKS = ("encoder.block", "decoder.block", "encoder.layers", "decoder.layers")
+
+
+class T5(BackboneFamily):
+    name = "t5"
+    config = TextBackboneConfig
+    modalities = ("text",)
+    kind = "an encoder-decoder"
+    model_types = frozenset({"t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus"})
+    tokenizer_kind = "t5"
+    # A classifier or QA head where an encoder-decoder has one (T5/BART *ForQuestionAnswering,
+    # *ForTokenClassification); translation's LM head is not a task head here.
+    head_attrs = ("classifier", "qa_outputs")
+    # BART-likes' config keys (T5's own dropout_rate is not rewritten).
+    dropout_keys = {"hidden": ("dropout",), "attention": ("attention_dropout",)}
+
+    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
+        return _text.build(cfg, head, preprocessor, None, **options)
+
+    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
+        return _text.load(folder, head)
+
+    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
+        _text.save(model, folder, preprocessor)
+
+    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
+                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
+        return _text.preprocessor(cfg, folder, training_texts, split_words)
+
+    def structure(self, model: Any) -> Structure:
+        """The encoder's blocks then the decoder's. An encoder-decoder laid out otherwise
+        falls back to its largest stack of identical modules."""
+        root, base, at = _text.locate(model)
+        found = existing(base, _STACKS) or [s for s in (uniform_stack(base),) if s]
+        return declared(self, model, _text.stacks_at(root, at, found), root)
+
+    def position_table(self, model: Any) -> int | None:
+        """Relative attention buckets: no table limits the length."""
+        return None
+
+
+FAMILY = T5()
