@@ -12,6 +12,7 @@ head layout, depth keys and weight-decay exemptions (see fmctl.backbones.structu
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmctl._suggest import did_you_mean
@@ -63,6 +64,22 @@ def register(new: BackboneFamily, replace: bool = False) -> BackboneFamily:
 def unregister(name: str) -> None:
     """Remove a family added with `register` (shipped families stay)."""
     _registered.pop(name, None)
+
+
+def of_folder(folder: Path) -> BackboneFamily:
+    """The family that saved a model/ folder, from its config.json. A transformers model
+    of a type no family lists (a new encoder, say) is loaded with transformers' Auto
+    classes as every text family loads, so it is read as the first text family."""
+    import json
+
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    for name in names():
+        if family(name).owns(config):
+            return family(name)
+    if config.get("model_type"):
+        return next(family(n) for n in names() if "text" in family(n).modalities)
+    raise ConfigError(f"{folder}: config.json is neither a transformers nor a timm model's; no backbone family "
+                      f"loads it ({', '.join(names())})")
 
 
 def structure_of(model: Any, name: str) -> Structure | Towers:

@@ -75,6 +75,18 @@ class BackboneFamily(Protocol):
         or from the backbone config (training a tokenizer when none is given)."""
         ...
 
+    def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
+        """A transformers text family's config for a model built from scratch at cfg's size;
+        a family that builds otherwise (timm) is not asked, and says so if it is."""
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"backbone '{self.name}' does not build a transformers text config")
+
+    def owns(self, config: Mapping[str, Any]) -> bool:
+        """Whether a saved model/ folder's config.json is this family's (its model_type is
+        one the family lists); a family saved by another library overrides this."""
+        return config.get("model_type") in self.model_types
+
     def structure(self, model: Any) -> Structure | Towers:
         """The model's declared structure, read off this instance (wrappers included)."""
         ...

@@ -74,4 +74,17 @@ class Bert(BackboneFamily):
         return table
 
 
+    def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
+        """A BertConfig at the size table's shape (fmctl.models.sizes), random weights."""
+        from transformers import BertConfig
+
+        from fmctl.models.sizes import shape_for
+
+        shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        return BertConfig(vocab_size=len(tokenizer), hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+                          num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
+                          max_position_embeddings=cfg.max_positions, hidden_dropout_prob=cfg.dropout,
+                          attention_probs_dropout_prob=cfg.dropout, pad_token_id=tokenizer.pad_token_id)
+
+
 FAMILY = Bert()

@@ -60,4 +60,18 @@ class Gpt(BackboneFamily):
         return declared(self, model, _text.stacks_at(root, at, found), root)
 
 
+    def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
+        """A GPT2Config at the size table's shape (fmctl.models.sizes), random weights."""
+        from transformers import GPT2Config
+
+        from fmctl.models.sizes import shape_for
+
+        shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        return GPT2Config(vocab_size=len(tokenizer), n_embd=shape.hidden_size, n_layer=shape.num_layers,
+                          n_head=shape.num_heads, n_inner=shape.intermediate_size, n_positions=cfg.max_positions,
+                          resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id)
+
+
 FAMILY = Gpt()

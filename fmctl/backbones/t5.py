@@ -55,4 +55,20 @@ class T5(BackboneFamily):
         return None
 
 
+    def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
+        """A T5Config at the size table's shape, encoder and decoder each that deep. T5
+        starts decoding from the pad token and has no absolute positions (relative
+        attention buckets), so max_positions does not apply."""
+        from transformers import T5Config
+
+        from fmctl.models.sizes import shape_for
+
+        shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
+        return T5Config(vocab_size=len(tokenizer), d_model=shape.hidden_size, d_kv=shape.hidden_size // shape.num_heads,
+                        d_ff=shape.intermediate_size, num_layers=shape.num_layers,
+                        num_decoder_layers=shape.num_layers, num_heads=shape.num_heads, dropout_rate=cfg.dropout,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                        decoder_start_token_id=tokenizer.pad_token_id)
+
+
 FAMILY = T5()

@@ -73,5 +73,9 @@ class Vit(BackboneFamily):
         """Positions follow the image size, which the preprocessing fixes."""
         return None
 
+    def owns(self, config: Any) -> bool:
+        """timm's save_for_hf layout: an architecture and no transformers model_type."""
+        return "architecture" in config and not config.get("model_type")
+
 
 FAMILY = Vit()

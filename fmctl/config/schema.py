@@ -75,8 +75,9 @@ class DataConfig:
 
 @dataclass
 class TextBackboneConfig:
-    # bert: encoder; gpt: decoder-only; t5: encoder-decoder (translation / seq2seq).
-    name: Literal["bert", "gpt", "t5"] = "bert"
+    # The family (fmctl.backbones): bert: encoder; gpt: decoder-only; t5: encoder-decoder
+    # (translation / seq2seq). The registry checks the name; each family declares this schema.
+    name: str = "bert"
     size: Literal["tiny", "mini", "small", "base"] = "tiny"
     # Local folder in transformers' save_pretrained layout, an fmctl run folder, a
     # 'pkg:<python package>/<sub folder>' path, or a hub id (needs network).
@@ -100,7 +101,7 @@ class TextBackboneConfig:
 
 @dataclass
 class VisionBackboneConfig:
-    name: Literal["vit"] = "vit"
+    name: str = "vit"
     size: Literal["tiny", "mini", "small", "base"] = "tiny"
     # A folder written by timm's save_for_hf / an fmctl run's model/, or a single
     # .safetensors / .pth state dict (then `arch` names the timm architecture).
@@ -117,9 +118,6 @@ class VisionBackboneConfig:
     num_layers: Optional[int] = _bounded(None, ge=1)
     num_heads: Optional[int] = _bounded(None, ge=1)
 
-
-BACKBONE_SCHEMAS = {"bert": TextBackboneConfig, "gpt": TextBackboneConfig, "t5": TextBackboneConfig,
-                    "vit": VisionBackboneConfig}
 
 
 @dataclass
@@ -229,7 +227,9 @@ class RunConfig:
     # Allow writing into an existing non-empty run folder (its contents are replaced).
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
-    backbone: TextBackboneConfig | VisionBackboneConfig = field(default_factory=TextBackboneConfig)
+    # The backbone family's config dataclass, chosen by backbone.name from the family
+    # registry (fmctl/backbones/__init__.py): TextBackboneConfig, VisionBackboneConfig, ...
+    backbone: Any = field(default_factory=TextBackboneConfig)
     # The task's own config dataclass, chosen by task.name from the task registry
     # (fmctl/tasks/__init__.py); each task module declares its own.
     task: Any = None

@@ -14,20 +14,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fmctl.config.schema import (
-    BACKBONE_SCHEMAS, CUSTOMIZE_OPS, DataConfig, OptimConfig, SchedConfig, TrainerConfig,
-)
+from fmctl.config.schema import CUSTOMIZE_OPS, DataConfig, OptimConfig, SchedConfig, TrainerConfig
 
 DATA_BASE = "_schema"
 
 
 def schema_options() -> dict[str, dict[str, dict[str, Any]]]:
     """group -> option name -> the option's content."""
-    from fmctl import tasks
+    from fmctl import backbones, tasks
 
     options: dict[str, dict[str, dict[str, Any]]] = {
         "task": {name: _plain(tasks.declaration(name).config(name=name)) for name in tasks.names()},
-        "backbone": {name: _plain(schema(name=name)) for name, schema in BACKBONE_SCHEMAS.items()},
+        "backbone": {name: _plain(backbones.family(name).config(name=name)) for name in backbones.names()},
         "trainer": {"default": _plain(TrainerConfig())},
         "optim": {"adamw": _plain(OptimConfig())},
         # `constant` is the learning rate held from the first step: no warm-up

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from fmctl._suggest import did_you_mean, one_of
-from fmctl.config.schema import BACKBONE_SCHEMAS, CUSTOMIZE_OPS, CustomizeStep, RunConfig
+from fmctl.config.schema import CUSTOMIZE_OPS, CustomizeStep, RunConfig
 from fmctl.data.sources import uses_builtin
 from fmctl.errors import ConfigError
 
@@ -23,7 +23,9 @@ MISSING = object()  # a '???' value nobody filled in
 def named_schemas(group: str) -> dict[str, type]:
     """backbone and task pick their schema by their `name` key: name -> config dataclass."""
     if group == "backbone":
-        return BACKBONE_SCHEMAS
+        from fmctl import backbones
+
+        return {name: backbones.family(name).config for name in backbones.names()}
     from fmctl import tasks
 
     return {name: tasks.declaration(name).config for name in tasks.names()}
@@ -237,7 +239,7 @@ def _check_pairing(plain: Any) -> list[str]:
         task, backbone = plain["task"]["name"], plain["backbone"]["name"]
     except (KeyError, TypeError):
         return []
-    if task not in tasks.names() or backbone not in BACKBONE_SCHEMAS:
+    if task not in tasks.names() or backbone not in named_schemas("backbone"):
         return []
     accepted = tasks.declaration(task).backbones
     if backbone not in accepted:

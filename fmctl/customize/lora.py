@@ -97,10 +97,9 @@ def _needs_own_base(ctx: Any) -> bool:
     where = pretrained.resolve(ctx.run.base)
     if not isinstance(where, Path) or not (where / "config.json").is_file():
         return True
-    config = json.loads((where / "config.json").read_text(encoding="utf-8"))
-    id2label = config.get("id2label") or {}
-    names = config.get("label_names") or [id2label[k] for k in sorted(id2label, key=int)]
-    return list(names) != list(ctx.data.label_names)
+    from fmctl.models.saved import saved_label_names
+
+    return saved_label_names(where) != list(ctx.data.label_names)
 
 
 def save_adapter(model: Any, folder: Path, pre_lora: Any, ctx: Any) -> None:

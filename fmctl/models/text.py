@@ -14,7 +14,6 @@ from typing import Any
 from fmctl.config.schema import TextBackboneConfig
 from fmctl.errors import ModelError
 from fmctl.models import pretrained
-from fmctl.models.sizes import shape_for
 
 # Task heads: transformers' Auto class for each.
 HEADS = {
@@ -22,6 +21,7 @@ HEADS = {
     "token_classification": "AutoModelForTokenClassification",
     "question_answering": "AutoModelForQuestionAnswering",
     "causal_lm": "AutoModelForCausalLM",
+    "masked_lm": "AutoModelForMaskedLM",
     "seq2seq_lm": "AutoModelForSeq2SeqLM",
     "features": "AutoModel",          # the backbone alone: hidden states for a head of the task's own
 }
@@ -230,27 +230,10 @@ def build_model(cfg: TextBackboneConfig, tokenizer: Any, head: str, grow_vocab: 
 
 
 def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
-    from transformers import BertConfig, GPT2Config, T5Config
+    """The transformers config of a from-scratch model: the family's own (fmctl.backbones)."""
+    from fmctl.backbones import family
 
-    shape = shape_for(cfg.size, cfg.hidden_size, cfg.num_layers, cfg.num_heads)
-    vocab = len(tokenizer)
-    if cfg.name == "t5":
-        # T5 starts decoding from the pad token and has no absolute positions (relative
-        # attention buckets), so max_positions does not apply.
-        return T5Config(vocab_size=vocab, d_model=shape.hidden_size, d_kv=shape.hidden_size // shape.num_heads,
-                        d_ff=shape.intermediate_size, num_layers=shape.num_layers,
-                        num_decoder_layers=shape.num_layers, num_heads=shape.num_heads, dropout_rate=cfg.dropout,
-                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                        decoder_start_token_id=tokenizer.pad_token_id)
-    if cfg.name == "bert":
-        return BertConfig(vocab_size=vocab, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
-                          num_attention_heads=shape.num_heads, intermediate_size=shape.intermediate_size,
-                          max_position_embeddings=cfg.max_positions, hidden_dropout_prob=cfg.dropout,
-                          attention_probs_dropout_prob=cfg.dropout, pad_token_id=tokenizer.pad_token_id)
-    return GPT2Config(vocab_size=vocab, n_embd=shape.hidden_size, n_layer=shape.num_layers, n_head=shape.num_heads,
-                      n_inner=shape.intermediate_size, n_positions=cfg.max_positions, resid_pdrop=cfg.dropout,
-                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, pad_token_id=tokenizer.pad_token_id,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return family(cfg.name).fresh_config(cfg, tokenizer)
 
 
 def _check_family(name: str, model_type: str | None, where: Any) -> None:

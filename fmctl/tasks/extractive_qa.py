@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.alignment import char_span_to_tokens, tokens_to_char_span
 from fmctl.data.collate import PadCollator
@@ -28,7 +29,6 @@ from fmctl.data.sources import split_paths
 from fmctl.data.squad import QARow, read_squad
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import DataError
-from fmctl.models import text as text_models
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
 from fmctl.tasks.declare import Serving, TaskDeclaration
@@ -153,7 +153,8 @@ class ExtractiveQA(Task):
         return EncodedDataset(features, None)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        return text_models.build_model(run.backbone, data.preprocessor, "question_answering")
+        self.backbone = backbones.family(run.backbone.name)
+        return self.backbone.build(run.backbone, "question_answering", data.preprocessor)
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         out = model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch})
@@ -170,10 +171,11 @@ class ExtractiveQA(Task):
         return SquadMetrics(self)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        text_models.save(model, data.preprocessor, folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
-        model, _ = text_models.load_for_inference(folder, "question_answering")
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "question_answering")
         return model
 
     def example_fields(self, row: QARow) -> dict[str, Any]:

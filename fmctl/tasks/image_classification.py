@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig
 from fmctl.data.images import ImageDataset, build_transform, collate_images, scan_image_folder, verify_images
 from fmctl.data.sources import split_paths
-from fmctl.models import vision
-from fmctl.models.saved import saved_config, saved_label_names
+from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import (
     ClassificationMetrics, ClassificationTaskConfig, cross_entropy, label_ids, label_vocabulary, read_splits,
@@ -41,7 +41,7 @@ class ImageClassification(Task):
             collate=collate_images, label_names=names,
             sources=fingerprints(paths), rows=rows)
         if model_dir:
-            self.set_preprocessing(data, _saved_preprocessing(model_dir))
+            self.set_preprocessing(data, backbones.of_folder(model_dir).preprocessor(run.backbone, folder=model_dir))
         return data
 
     def set_preprocessing(self, data: PreparedData, prep: dict[str, Any]) -> None:
@@ -55,8 +55,9 @@ class ImageClassification(Task):
                 dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        model = vision.build_vit_classifier(run.backbone, len(data.label_names))
-        self.set_preprocessing(data, vision.preprocessing(model))
+        self.backbone = backbones.family(run.backbone.name)
+        model = self.backbone.build(run.backbone, "image_classification", num_classes=len(data.label_names))
+        self.set_preprocessing(data, self.backbone.preprocessor(run.backbone, model=model))
         return model
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
@@ -69,17 +70,15 @@ class ImageClassification(Task):
         return ClassificationMetrics(self.label_names)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        vision.save(model, folder, data.label_names)
+        self.backbone.save(model, folder, label_names=data.label_names)
 
     def load_model(self, folder: Path) -> Any:
-        return vision.load_for_inference(folder)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "image_classification")
+        return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:
         return {"image": str(row.path)}
-
-
-def _saved_preprocessing(model_dir: Path) -> dict[str, Any]:
-    return vision.preprocessing_from_cfg(saved_config(model_dir)["pretrained_cfg"])
 
 
 TASKS = (TaskDeclaration(

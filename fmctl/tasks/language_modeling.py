@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.packed import CausalBlocks, DocumentCollate, MaskedBlocks, PackedBlocks, stack_blocks
 from fmctl.errors import DataError
@@ -108,9 +109,8 @@ class _LanguageModeling(Task):
         self.head_fraction = 1.0
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        from fmctl.models.text import build_language_model
-
-        return build_language_model(run.backbone, data.preprocessor, causal=self.name == "clm")
+        self.backbone = backbones.family(run.backbone.name)
+        return self.backbone.build(run.backbone, "pretraining", data.preprocessor)
 
     def has_targets(self, batch: dict[str, Any]) -> bool:
         """The text is its own target: every batch can be scored."""
@@ -128,18 +128,12 @@ class _LanguageModeling(Task):
         return LMMetrics()
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        data.preprocessor.save_pretrained(folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
-        from fmctl.models.text import _quiet_transformers
-
-        _quiet_transformers()
-        auto = AutoModelForCausalLM if self.name == "clm" else AutoModelForMaskedLM
-        return auto.from_pretrained(str(folder), dtype=torch.float32)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "causal_lm" if self.name == "clm" else "masked_lm")
+        return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:
         return {}

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.images import ImageDataset, build_transform, scan_images, verify_images
 from fmctl.data.sources import split_paths
@@ -91,12 +92,12 @@ class MaskedImageModeling(Task):
                             rows=rows)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        from fmctl.models import vision
         from fmctl.models.simmim import SimMIM
 
-        encoder = vision.build_vit_classifier(run.backbone, num_classes=0)
+        self.backbone = backbones.family(run.backbone.name)
+        encoder = self.backbone.build(run.backbone, "pretraining")
         model = SimMIM(encoder)
-        prep = vision.preprocessing(encoder)
+        prep = self.backbone.preprocessor(run.backbone, model=encoder)
         data.preprocessor = prep
         patches = encoder.patch_embed.num_patches
         for split in ("train", "validation"):
@@ -135,9 +136,7 @@ class MaskedImageModeling(Task):
                              f"metrics.jsonl")
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        from fmctl.models import vision
-
-        vision.save(model.encoder, folder, [])
+        self.backbone.save(model.encoder, folder)
 
     # A SimMIM run keeps only its ViT encoder in model/ (timm layout): it is exported as
     # weights or an hf (timm) folder and checked on the pooled features of validation images.
@@ -147,10 +146,10 @@ class MaskedImageModeling(Task):
     def export_data(self, run: RunConfig, model_dir: Path, split: str) -> PreparedData:
         """Plain images (no patch masks) through the encoder's own evaluation transform."""
         from fmctl.data.images import build_transform, collate_images
-        from fmctl.models import vision
 
         data = self.prepare(run, model_dir=model_dir, splits=(split,))
-        data.preprocessor = vision.preprocessing(self.export_model(model_dir))
+        encoder = self.export_model(model_dir)
+        data.preprocessor = self.backbone.preprocessor(run.backbone, model=encoder)
         images = getattr(data, split)
         if images is not None:
             images.transform = build_transform(data.preprocessor, train=False, augment=False)
@@ -158,14 +157,12 @@ class MaskedImageModeling(Task):
         return data
 
     def export_model(self, folder: Path) -> Any:
-        from fmctl.models import vision
-
-        return vision.load_for_inference(folder)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "pretraining")
+        return model
 
     def save_export(self, model: Any, data: PreparedData, folder: Path) -> None:
-        from fmctl.models import vision
-
-        vision.save(model, folder, [])
+        self.backbone.save(model, folder)
 
     def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
         return [{"name": "features", "dtype": "float32", "shape": ["batch", "features"]}]

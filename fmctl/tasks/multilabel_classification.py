@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.collate import PadCollator
 from fmctl.data.labels import align_to_saved, label_list, label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
 from fmctl.errors import DataError
-from fmctl.models import text as text_models
 from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
@@ -81,8 +81,9 @@ class MultilabelClassification(Task):
             preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows, warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names,
-                                                     problem_type="multi_label_classification")
+        self.backbone = backbones.family(run.backbone.name)
+        return self.backbone.build(run.backbone, "sequence_classification", data.preprocessor,
+                                   label_names=data.label_names, problem_type="multi_label_classification")
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits
@@ -96,10 +97,11 @@ class MultilabelClassification(Task):
         return MultilabelMetrics(self.label_names, self.cfg.threshold)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        text_models.save(model, data.preprocessor, folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
-        model, _ = text_models.load_for_inference(folder)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "sequence_classification")
         return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig
 from fmctl.data.collate import PadCollator
 from fmctl.data.labels import number_label
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, encode_rows, read_text_rows
-from fmctl.models import text as text_models
 from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
@@ -64,8 +64,9 @@ class Regression(Task):
             warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        model = text_models.build_sequence_classifier(run.backbone, data.preprocessor, [self.target_name],
-                                                      problem_type="regression")
+        self.backbone = backbones.family(run.backbone.name)
+        model = self.backbone.build(run.backbone, "sequence_classification", data.preprocessor,
+                                    label_names=[self.target_name], problem_type="regression")
         head = output_layer(model)
         if head.bias is None:  # GPT-2's score layer: no bias to hold the mean, so scale only
             self.shift = 0.0
@@ -89,7 +90,7 @@ class Regression(Task):
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
         with self.folded(model):
-            text_models.save(model, data.preprocessor, folder)
+            self.backbone.save(model, folder, data.preprocessor)
 
     @contextlib.contextmanager
     def folded(self, model: Any) -> Iterator[None]:
@@ -110,7 +111,8 @@ class Regression(Task):
                     tensor.copy_(original)
 
     def load_model(self, folder: Path) -> Any:
-        model, _ = text_models.load_for_inference(folder)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "sequence_classification")
         return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
 from fmctl.data.collate import IGNORE_INDEX, PadCollator
 from fmctl.data.pairs import PairRow, read_pairs
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
 from fmctl.errors import ModelError
-from fmctl.models import text as text_models
 from fmctl.models.saved import saved_config
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
@@ -127,13 +127,14 @@ class Seq2Seq(Task):
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         tokenizer = data.preprocessor
+        self.backbone = backbones.family(run.backbone.name)
         if self.decoder_only:
-            model = text_models.build_model(run.backbone, tokenizer, "causal_lm", grow_vocab=True)
+            model = self.backbone.build(run.backbone, "causal_lm", tokenizer, grow_vocab=True)
             positions = getattr(model.config, "max_position_embeddings", None)
             if positions and isinstance(data.collate, PadCollator):  # a pretrained GPT's own table
                 data.collate.max_width = min(data.collate.max_width or positions, positions)
         else:
-            model = text_models.build_model(run.backbone, tokenizer, "seq2seq_lm")
+            model = self.backbone.build(run.backbone, "seq2seq_lm", tokenizer)
             if model.config.decoder_start_token_id is None:
                 model.config.decoder_start_token_id = tokenizer.pad_token_id
         model.generation_config.update(**self._generation_settings(model))
@@ -216,11 +217,12 @@ class Seq2Seq(Task):
                                                              "prefix": self.cfg.source_prefix}}
         elif self.cfg.source_prefix:
             model.config.task_specific_params = {self.name: {"prefix": self.cfg.source_prefix}}
-        text_models.save(model, data.preprocessor, folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
         head = "seq2seq_lm" if _encoder_decoder(folder) else "causal_lm"
-        model, _ = text_models.load_for_inference(folder, head)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, head)
         return model
 
     def example_fields(self, row: PairRow) -> dict[str, Any]:

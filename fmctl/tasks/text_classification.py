@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, pad_multiple, read_text_rows
-from fmctl.models import text as text_models
 from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import (
@@ -44,7 +44,9 @@ class TextClassification(Task):
             warnings=warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        return text_models.build_sequence_classifier(run.backbone, data.preprocessor, data.label_names)
+        self.backbone = backbones.family(run.backbone.name)
+        return self.backbone.build(run.backbone, "sequence_classification", data.preprocessor,
+                                   label_names=data.label_names)
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits
@@ -56,10 +58,11 @@ class TextClassification(Task):
         return ClassificationMetrics(self.label_names)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        text_models.save(model, data.preprocessor, folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
-        model, _ = text_models.load_for_inference(folder)
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "sequence_classification")
         return model
 
     def example_fields(self, row: Any) -> dict[str, Any]:

@@ -12,16 +12,18 @@ from typing import Any
 
 from fmctl.config.schema import RunConfig
 from fmctl.data.sources import fingerprint
-from fmctl.models import text as text_models
 
 
 def tokenizer_for(run: RunConfig, model_dir: Path | None, training_texts: Callable[[], Iterable[str]],
                   split_words: bool = False) -> Any:
     """model/'s tokenizer, or the backbone's; split_words for tasks that feed pre-split
-    words (see text_models.prefix_split_words)."""
+    words (see fmctl.models.text.prefix_split_words)."""
+    from fmctl import backbones
+
     if model_dir:
-        return text_models.load_tokenizer_only(model_dir)
-    tokenizer = text_models.load_tokenizer(run.backbone, training_texts, split_words=split_words)
+        return backbones.of_folder(model_dir).preprocessor(run.backbone, folder=model_dir)
+    tokenizer = backbones.family(run.backbone.name).preprocessor(run.backbone, training_texts=training_texts,
+                                                                 split_words=split_words)
     # Saved with model/, so `tokenizer(text, truncation=True)` truncates as fmctl did.
     tokenizer.model_max_length = run.data.max_length
     return tokenizer

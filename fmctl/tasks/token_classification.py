@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from fmctl import backbones
 from fmctl.config.schema import RunConfig
 from fmctl.data.alignment import first_pieces, token_labels, word_predictions
 from fmctl.data.collate import IGNORE_INDEX, PadCollator
@@ -20,8 +21,8 @@ from fmctl.data.conll import TokenRow, read_token_rows
 from fmctl.data.labels import label_names_from
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset
-from fmctl.models import text as text_models
 from fmctl.models.saved import saved_label_names
+from fmctl.models.text import label_metadata
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import check_labels, read_splits
 from fmctl.tasks.declare import Serving, TaskDeclaration
@@ -108,8 +109,9 @@ class TokenClassification(Task):
         return EncodedDataset(features, None), missing
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
-        return text_models.build_model(run.backbone, data.preprocessor, "token_classification",
-                                       **text_models.label_metadata(data.label_names))
+        self.backbone = backbones.family(run.backbone.name)
+        return self.backbone.build(run.backbone, "token_classification", data.preprocessor,
+                                   **label_metadata(data.label_names))
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**{k: batch[k] for k in _MODEL_INPUTS if k in batch}).logits
@@ -123,10 +125,11 @@ class TokenClassification(Task):
         return TaggingMetrics(self.label_names, self.sentences, self.entities, self.label_names.index(self.fill_label))
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        text_models.save(model, data.preprocessor, folder)
+        self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
-        model, _ = text_models.load_for_inference(folder, "token_classification")
+        self.backbone = backbones.of_folder(folder)
+        model, _ = self.backbone.load(folder, "token_classification")
         return model
 
     def example_fields(self, row: TokenRow) -> dict[str, Any]:
