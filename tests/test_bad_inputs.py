@@ -414,6 +414,8 @@ TASK_EXPORT_PREDICT_CASES = [
      "format 'onnx' is not supported for task 'translation'; translation exports to: safetensors, hf"),
     ("TorchScript export of a translation run", ["export", "{t5_run}", "--format", "torchscript"],
      "translation exports to: safetensors, hf"),
+    ("int8 for a CPU class fmctl does not know", ["export", "{qa_run}", "--quantize", "int8", "--int8-target", "sse"],
+     "--int8-target: unknown 'sse'; choose one of auto, vnni, avx2, arm"),
     ("int8 regression export", ["export", "{regression_run}", "--quantize", "int8"],
      "--quantize is not supported for task 'regression'"),
     ("predict with a masked-LM run", ["predict", "{mlm_run}", "--text", "hello"],
