@@ -128,6 +128,12 @@ def export_table(manifest: dict[str, Any]) -> Any:
             if p.get("label_agreement") is not None:
                 table.add_row(f"{p['candidate']}: {p.get('agreement') or 'label'} agreement",
                               f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
+    for key in ("translation_parity", "translation_parity_int8"):
+        if key in manifest:
+            t = manifest[key]
+            which = "int8" if key.endswith("int8") else "fp32"
+            table.add_row(f"onnxruntime {which}: greedy translations = PyTorch's",
+                          f"{t['identical']} of {t['examples']}")
     evaluation = manifest.get("evaluation", {})
     metric = evaluation.get("metric") or "accuracy"
     for name, value in (evaluation.get("scores") or evaluation.get("accuracy") or {}).items():

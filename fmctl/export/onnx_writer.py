@@ -1,6 +1,7 @@
 """The ONNX format: model.onnx (one forward pass with named outputs), checked against
 PyTorch on real validation batches, optionally quantized to int8 for this CPU; a causal
-LM also gets decoder_with_past.onnx.
+LM also gets decoder_with_past.onnx, and a translation model its own graphs
+(fmctl.export.translation).
 
 With --quantize the fp32 graph is made in the scratch folder and checked first, then
 int8 is searched for (fmctl.export.int8): quantized with the CPU's settings, judged by
@@ -27,6 +28,10 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     from fmctl.export.measure import latency_record
 
     opts, io = ctx.options, ctx.io
+    if io.translates:
+        from fmctl.export import translation
+
+        return translation.write(ctx, folder)
     names = io.input_names()
     path = folder / "model.onnx"
     fp32_path = ctx.scratch / "model.onnx" if opts.quantize else path
