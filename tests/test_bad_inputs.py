@@ -412,6 +412,8 @@ TASK_EXPORT_PREDICT_CASES = [
      "a .txt file holds one text a line; this model needs the columns question, context"),
     ("TorchScript export of a translation run", ["export", "{t5_run}", "--format", "torchscript"],
      "format 'torchscript' is not supported for task 'translation'; translation exports to: onnx, safetensors, hf"),
+    ("int8-static translation export", ["export", "{t5_run}", "--quantize", "int8-static"],
+     "--quantize int8-static is not offered for translation"),
     ("int8 for a CPU class fmctl does not know", ["export", "{qa_run}", "--quantize", "int8", "--int8-target", "sse"],
      "--int8-target: unknown 'sse'; choose one of auto, vnni, avx2, arm"),
     ("int8 regression export", ["export", "{regression_run}", "--quantize", "int8"],

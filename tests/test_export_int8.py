@@ -159,7 +159,7 @@ def test_minilm_fine_tuned_on_32_languages_exports_int8(tmp_path):
                                 "optim.lr=2e-4", "trainer.progress=off"], tmp_path / "run").run_dir
     lines = []
     result = export_run(run, ExportOptions(fmt="onnx", quantize="int8"), log=lines.append)
-    print("\n".join(lines))
+    print(f"cpu: {cpu.summary()}\n" + "\n".join(lines))
     manifest, q = result.manifest, result.manifest["quantization"]
     assert manifest["evaluation"]["examples"] == 500 and len(manifest["label_names"]) == 32
     last = q["attempts"][-1]

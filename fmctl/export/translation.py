@@ -36,6 +36,9 @@ def write(ctx: Context, folder: Path) -> dict[str, Any]:
     from fmctl.export.measure import latency_record
 
     opts, io, task = ctx.options, ctx.io, ctx.io.task
+    if opts.quantize == "int8-static":
+        raise ExportError("export: --quantize int8-static is not offered for translation (its decoder reads a "
+                          "cache that grows every step, which calibration batches do not cover); use --quantize int8")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     threads = torch.get_num_threads()
