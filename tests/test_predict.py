@@ -271,9 +271,10 @@ def test_light_text_encoder_matches_fmctl_tokenization_for_pairs(tiny_bert_run, 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     values = [{"text": "great café — naïve 😀 " * 30, "text_pair": "awful " * 40},
               {"text": "ok", "text_pair": "fine, really."}, {"text": "", "text_pair": None}]
-    light, _ = LightTextEncoder(folder, prep, names)(values)
-    reference, _ = ReferenceTextEncoder(load_tokenizer_only(tiny_bert_run / "model"), 48, True, names)(values)
-    assert light["input_ids"].shape == (3, 48)
+    light, light_errors = LightTextEncoder(folder, prep, names)(values)
+    reference, errors = ReferenceTextEncoder(load_tokenizer_only(tiny_bert_run / "model"), 48, True, names)(values)
+    assert light_errors == errors == {2: "the text is empty"}  # a row error, not a label for [CLS] [SEP]
+    assert light["input_ids"].shape == (2, 48)
     for name in names:
         assert np.array_equal(light[name], reference[name]), name
     assert light["token_type_ids"][0].max() == 1
