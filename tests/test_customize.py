@@ -267,6 +267,28 @@ def test_prune_and_distill_run_reports_what_model_holds(bert_base, tmp_path):
     assert ops["prune"]["params_after"] == params  # zeros keep their place, removed channels do not
 
 
+def test_prune_then_lora_adapts_the_smaller_vit_and_eval_loads_its_adapter(vit_base, tmp_path):
+    import timm
+
+    from fmctl import pipeline
+    from fmctl.config.saved_runs import load_run_config
+
+    result = customize(vit_base, ["customize=[prune,lora]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0",
+                                  "customize.lora.merge=false", *QUICK], tmp_path / "run")
+    run_dir = result.run_dir
+    base_args = json.loads((vit_base / "model" / "config.json").read_text())["model_args"]
+    args = json.loads((run_dir / "model" / "config.json").read_text())["model_args"]
+    assert args["mlp_ratio"] == pytest.approx(base_args.get("mlp_ratio", 4.0) / 2)
+    model = timm.create_model(f"local-dir:{run_dir / 'model'}", pretrained=True)  # timm alone
+    assert sum(p.numel() for p in model.parameters()) == result.report["customized"]["params_total"]
+    base, custom = result.report["base"], result.report["customized"]
+    assert custom["params_total"] < base["params_total"] and custom["flops_batch_32"] < base["flops_batch_32"]
+    assert custom["latency_batch_1_ms"] > 0 and base["latency_batch_32_ms"] > 0  # measured, not compared
+    raw, run = load_run_config(run_dir, [])
+    evaluated = pipeline.evaluate_run(run_dir, run, raw, console=_quiet())  # pruned base + adapter
+    assert evaluated["loss"] == pytest.approx(result.metrics["val/loss"], abs=1e-5)
+
+
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_unstructured_pruning_hits_the_target_and_masks_hold(scope):
     from types import SimpleNamespace
@@ -357,6 +379,28 @@ def test_ffn_pruning_removes_channels_and_the_library_reloads_the_smaller_model(
     assert torch.allclose(_logits(model, family), _logits(reference, family), atol=1e-6)
     reloaded = _reload_with_library_alone(model, family, tmp_path / "model")
     assert torch.equal(_logits(reloaded, family), _logits(model, family))
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
+def test_lora_on_a_structurally_pruned_model_merges_to_the_same_function(family):
+    from fmctl.config.schema import LoraOp, PruneOp
+    from fmctl.customize import lora, prune
+
+    torch.manual_seed(0)
+    ctx = _lora_ctx(family)
+    model, details = prune.apply(_tiny(family), PruneOp(sparsity=0.0, ffn=0.25), ctx)
+    assert details["ffn_width"] == ("64 -> 48" if family == "bert" else "128 -> 96")
+    ffn = {"bert": "intermediate.dense", "gpt": "mlp.c_fc", "vit": "mlp.fc1"}[family]
+    model, _ = lora.apply(model, LoraOp(r=4, target_modules=[ffn]), ctx)  # the pruned layer itself
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    unmerged = _logits(model, family)
+    assert len(ctx.finalizers) == 1  # structural pruning leaves no masks to remove; LoRA's merge
+    merged = ctx.finalizers[0](model, None)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(_logits(merged, family), unmerged, atol=1e-5)
 
 
 def test_distillation_loss_pulls_student_logits_toward_the_teacher():
@@ -464,6 +508,29 @@ def test_operation_lists_compose_in_order_with_settings_inline_or_dotted(tmp_pat
     assert "customize[1].sparsity: must be < 1.0, got 1.5" in caught.value.problems
     assert any(p.startswith("customize[2]: unknown operation 'lorra' (did you mean 'lora'?)")
                for p in caught.value.problems)
+
+
+def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.validate import validate
+    from fmctl.errors import ConfigError
+
+    def problems(*ops: str) -> list[str]:
+        try:
+            validate(preflight(parse_invocation(["recipe=text_csv", "data.train=x.csv", "base=somewhere", *ops])).config)
+        except ConfigError as error:
+            return error.problems
+        return []
+
+    assert problems("customize=[prune,lora]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0") == []
+    assert problems("customize=[prune,lora]", "customize.prune.ffn=0.5") == [  # sparsity's default is 0.5
+        "customize.prune.sparsity: 0.5 sets weights to zero that merging the lora adapter would fill back in; with "
+        "lora prune structurally (customize.prune.ffn) and set customize.prune.sparsity=0"]
+    assert problems("customize=[lora,prune]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0") == [
+        "customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning would cut the "
+        "adapter's own matrices)"]
+    assert problems("customize=[prune]", "customize.prune.sparsity=0") == [
+        "customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
 
 
 def test_a_student_distilled_from_a_better_teacher_beats_the_same_student_alone():
