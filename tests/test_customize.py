@@ -526,7 +526,9 @@ def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
     assert problems("customize=[prune,lora]", "customize.prune.ffn=0.5") == [  # sparsity's default is 0.5
         "customize.prune.sparsity: 0.5 sets weights to zero that merging the lora adapter would fill back in; with "
         "lora prune structurally (customize.prune.ffn) and set customize.prune.sparsity=0"]
-    assert problems("customize=[lora,prune]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0") == [
+    assert problems("customize=[lora,prune]", "customize.prune.sparsity=0", "customize.prune.heads=0.5") == [
+        "customize.prune.heads: 0.5 sets weights to zero that merging the lora adapter would fill back in; with "
+        "lora prune structurally (customize.prune.ffn) and set customize.prune.heads=0",
         "customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning would cut the "
         "adapter's own matrices)"]
     assert problems("customize=[prune]", "customize.prune.sparsity=0") == [

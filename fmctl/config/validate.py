@@ -332,12 +332,13 @@ def _check_prune(steps: list[Any], names: list[str]) -> list[str]:
         return ["customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
     if "lora" not in names:
         return []
+    problems = [f"customize.prune.{key}: {getattr(cfg, key)} sets weights to zero that merging the lora adapter "
+                f"would fill back in; with lora prune structurally (customize.prune.ffn) and set "
+                f"customize.prune.{key}=0" for key in ("sparsity", "heads") if getattr(cfg, key)]
     if names.index("prune") > names.index("lora"):
-        return ["customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning would "
-                "cut the adapter's own matrices)"]
-    return [f"customize.prune.{key}: {getattr(cfg, key)} sets weights to zero that merging the lora adapter "
-            f"would fill back in; with lora prune structurally (customize.prune.ffn) and set "
-            f"customize.prune.{key}=0" for key in ("sparsity", "heads") if getattr(cfg, key)]
+        problems.append("customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning "
+                        "would cut the adapter's own matrices)")
+    return problems
 
 
 def _own_data_hint(task: str) -> str:
