@@ -381,6 +381,20 @@ def test_ffn_pruning_removes_channels_and_the_library_reloads_the_smaller_model(
     assert torch.equal(_logits(reloaded, family), _logits(model, family))
 
 
+def test_ffn_pruning_refuses_a_model_its_config_would_not_rebuild():
+    import timm
+
+    from fmctl.backbones import structure_of
+    from fmctl.customize.channels import remove_ffn_channels
+    from fmctl.errors import ConfigError
+
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=32,
+                              depth=2, num_heads=2, num_classes=3, global_pool="map")  # mlp_ratio also sizes its pool
+    with pytest.raises(ConfigError, match=r"would get attn_pool\.mlp\.fc1\.weight of shape \(64, 32\), not "
+                                          r"\(128, 32\)"):
+        remove_ffn_channels(model, structure_of(model, "vit"), 0.5)
+
+
 @pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
 def test_lora_on_a_structurally_pruned_model_merges_to_the_same_function(family):
     from fmctl.config.schema import LoraOp, PruneOp

@@ -99,16 +99,22 @@ def remove_ffn_channels(model: Any, structure: Structure | Towers, fraction: flo
             kept[name] = index
             removed += before - after
         _record_width(model, config_at, stacks[0][1], after, _hidden(blocks[0][1][0]))
+        _check_rebuilds(model.get_submodule(config_at) if config_at else model, structure.family)
         widths[config_at] = (before, after)
     return {"kept": kept, "widths": widths, "removed": removed}
 
 
 def _layers(block: Any, layout: FfnLayout, family: str) -> tuple[Any, Any]:
     try:
-        return attrgetter(layout.expand)(block), attrgetter(layout.reduce)(block)
+        expand, reduce = attrgetter(layout.expand)(block), attrgetter(layout.reduce)(block)
     except AttributeError:
         raise ConfigError(f"customize.prune.ffn: cannot find the feed-forward layers ({layout.expand}, "
                           f"{layout.reduce}) of a {family} block") from None
+    if _width(expand) != int(reduce.weight.shape[_axis(reduce, "in")]):  # a gated MLP splits its channels
+        raise ConfigError(f"customize.prune.ffn: {layout.expand} makes {_width(expand)} channels but {layout.reduce} "
+                          f"reads {int(reduce.weight.shape[_axis(reduce, 'in')])}; gated feed-forward layers are "
+                          f"not supported")
+    return expand, reduce
 
 
 def _width(expand: Any) -> int:
@@ -135,6 +141,29 @@ def _record_width(model: Any, config_at: str, layout: FfnLayout, width: int, hid
     else:
         raise ConfigError(f"customize.prune.ffn: no transformers config or timm model arguments at "
                           f"'{config_at or 'the model'}' to record the new width in")
+
+
+def _check_rebuilds(owner: Any, family: str) -> None:
+    """Build the model again from the config just written, on the meta device (shapes, no
+    memory), and refuse if a parameter would come back another shape. Why: model/ must
+    reload with the library alone, and a width may size more than the two layers (timm's
+    attention pooling, a norm inside the MLP)."""
+    import torch
+
+    with torch.device("meta"):
+        config = getattr(owner, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            rebuilt = type(owner)(config)
+        else:
+            import timm
+
+            rebuilt = timm.create_model(owner.pretrained_cfg["architecture"], pretrained=False, **owner._model_args)
+    shapes = {name: tuple(param.shape) for name, param in rebuilt.named_parameters()}
+    for name, param in owner.named_parameters():  # a replaced head's names differ; they are not compared
+        if name in shapes and shapes[name] != tuple(param.shape):
+            raise ConfigError(f"customize.prune.ffn: rebuilt from its pruned config, this {family} model would get "
+                              f"{name} of shape {shapes[name]}, not {tuple(param.shape)}; its feed-forward width "
+                              f"sizes more than the block's two layers, so it cannot be pruned this way")
 
 
 def _ratio(width: int, hidden: int) -> float:
