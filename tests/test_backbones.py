@@ -122,7 +122,11 @@ def test_t5_groups_cover_encoder_then_decoder_and_drop_layers_refuses_two_stacks
 
     with pytest.raises(ConfigError) as caught:
         prune.apply(_t5(), PruneOp(sparsity=0.0, heads=0.5), ctx)
-    assert str(caught.value) == "customize.prune.heads: head removal supports bert, gpt and vit backbones, not 't5'"
+    assert str(caught.value) == "customize.prune.heads: head pruning supports bert, gpt and vit backbones, not 't5'"
+    with pytest.raises(ConfigError) as caught:
+        prune.apply(_t5(), PruneOp(sparsity=0.0, ffn=0.5), ctx)
+    assert str(caught.value) == ("customize.prune.ffn: feed-forward channel removal supports bert, gpt and vit "
+                                 "backbones, not 't5'")
     with pytest.raises(ConfigError) as caught:
         lora.apply(_t5(), LoraOp(r=2), ctx)
     assert str(caught.value) == "customize.lora.target_modules: no default for backbone 't5'; list the modules"
