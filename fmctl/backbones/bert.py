@@ -8,7 +8,7 @@ from typing import Any
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
 from fmctl.backbones.base import BackboneFamily
-from fmctl.backbones.structure import HeadLayout, Structure, declared
+from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
 # Where the block stack sits under the base model: BERT/RoBERTa/ELECTRA/DeBERTa,
@@ -41,6 +41,7 @@ class Bert(_text.TextFamily):
     head_layout = HeadLayout(count="attention.self.num_attention_heads",
                              projections=(("attention.self.query", 0, (0,)), ("attention.self.key", 0, (0,)),
                                           ("attention.self.value", 0, (0,)), ("attention.output.dense", 1, (0,))))
+    ffn_layout = FfnLayout(expand="intermediate.dense", reduce="output.dense", width_key="intermediate_size")
     depth_keys = ("num_hidden_layers",)
 
     def structure(self, model: Any) -> Structure:

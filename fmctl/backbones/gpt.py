@@ -7,7 +7,7 @@ from typing import Any
 
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
-from fmctl.backbones.structure import HeadLayout, Structure, declared
+from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
 # Where the block stack sits under the base model: GPT-2/Neo/J/Bloom/Falcon (`h`),
@@ -34,6 +34,8 @@ class Gpt(_text.TextFamily):
     # GPT-2: one Conv1D projects q, k and v side by side (weight (in, 3 * hidden)).
     head_layout = HeadLayout(count="attn.num_heads", projections=(("attn.c_attn", 1, (0, 1, 2)),
                                                                   ("attn.c_proj", 0, (0,))))
+    # GPT2Config.n_inner: the MLP width (null means 4 x n_embd).
+    ffn_layout = FfnLayout(expand="mlp.c_fc", reduce="mlp.c_proj", width_key="n_inner")
     depth_keys = ("num_hidden_layers", "n_layer", "num_layers")
 
     def structure(self, model: Any) -> Structure:

@@ -87,7 +87,7 @@ def customize_report(custom: Any, model: Any, task: Any, data: Any, run: RunConf
     comparison = {"base": report.describe(custom.base, task, data, run, base_weights if isinstance(base_weights, Path)
                                           else None),
                   "customized": report.describe(model, task, data, run, folder.model_dir),
-                  "customizations": custom.records, "measured_on": "cpu, fp32, validation split"}
+                  "customizations": custom.records, "measured_on": report.measured_on()}
     if custom.records:  # what trained (after a merge every parameter of the saved model is plain again)
         comparison["customized"]["params_trainable"] = custom.records[-1]["trainable_after"]
     if (folder.path / "adapter").is_dir():
