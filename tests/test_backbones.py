@@ -122,7 +122,11 @@ def test_t5_groups_cover_encoder_then_decoder_and_drop_layers_refuses_two_stacks
 
     with pytest.raises(ConfigError) as caught:
         prune.apply(_t5(), PruneOp(sparsity=0.0, heads=0.5), ctx)
-    assert str(caught.value) == "customize.prune.heads: head removal supports bert, gpt and vit backbones, not 't5'"
+    assert str(caught.value) == "customize.prune.heads: head pruning supports bert, gpt and vit backbones, not 't5'"
+    with pytest.raises(ConfigError) as caught:
+        prune.apply(_t5(), PruneOp(sparsity=0.0, ffn=0.5), ctx)
+    assert str(caught.value) == ("customize.prune.ffn: feed-forward channel removal supports bert, gpt and vit "
+                                 "backbones, not 't5'")
     with pytest.raises(ConfigError) as caught:
         lora.apply(_t5(), LoraOp(r=2), ctx)
     assert str(caught.value) == "customize.lora.target_modules: no default for backbone 't5'; list the modules"
@@ -292,13 +296,18 @@ def test_layer_decay_decays_each_tower_from_its_own_top(two_tower_family):
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-def test_head_pruning_and_dropout_reach_both_towers_and_drop_layers_refuses_towers(two_tower_family):
+def test_pruning_and_dropout_reach_both_towers_and_drop_layers_refuses_towers(two_tower_family):
     from fmctl.config.schema import DropLayersOp, DropoutOp, PruneOp
     from fmctl.customize import dropout, layers, prune
 
     torch.manual_seed(0)
-    model, details = prune.apply(TwoTower(), PruneOp(sparsity=0.0, heads=0.5), _ctx())
-    assert details["heads_removed"] == 5  # one of two heads in each of 2 + 3 blocks
+    model, details = prune.apply(TwoTower(), PruneOp(sparsity=0.0, heads=0.5, ffn=0.25), _ctx())
+    assert details["heads_zeroed"] == 5  # one of two heads in each of 2 + 3 blocks
+    assert details["ffn_width"] == "128 -> 96, 64 -> 48"  # each tower's blocks, recorded in its own config
+    assert model.image_tower._model_args["mlp_ratio"] * 32 == pytest.approx(96)
+    assert model.text_tower.config.intermediate_size == 48
+    assert {b.mlp.fc1.out_features for b in model.image_tower.blocks} == {96}
+    assert {b.intermediate.dense.out_features for b in model.text_tower.encoder.layer} == {48}
     model, details = dropout.apply(TwoTower(), DropoutOp(hidden=0.2, attention=0.3), _ctx())
     assert details["attention_modules"] == 2 + 3
     assert model.image_tower.blocks[1].attn.attn_drop.p == 0.3

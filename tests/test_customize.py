@@ -235,25 +235,61 @@ def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lora_step = manifest["customizations"][1]
     assert lora_step["trainable_after"] < lora_step["trainable_before"] / 10
+    # the model as it trained: the base (its head once, not peft's frozen copy too) and the adapters
+    params, _ = real_counts(run_dir)
+    assert manifest["parameters"]["total"] == params + lora_step["adapter_params"] == lora_step["params_after"]
     report = json.loads((run_dir / "customize_report.json").read_text())
     assert report["customized"]["params_trainable"] == lora_step["trainable_after"]
     assert report["customized"]["adapter_size_bytes"] < report["customized"]["size_bytes"] * 3  # adapter + its base
 
 
 def test_prune_and_distill_run_reports_what_model_holds(bert_base, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
     result = customize(bert_base, ["customize=[prune,distill]", "customize.prune.sparsity=0.6",
-                                   "customize.prune.heads=0.5", f"customize.distill.teacher={bert_base}",
-                                   "customize.distill.temperature=3", *QUICK, "report.latency=false"],
-                       tmp_path / "run")
+                                   "customize.prune.ffn=0.5", "customize.prune.heads=0.5",
+                                   f"customize.distill.teacher={bert_base}", "customize.distill.temperature=3",
+                                   *QUICK, "report.latency=false"], tmp_path / "run")
     run_dir = result.run_dir
     params, real_sparsity = real_counts(run_dir)  # model/ as transformers reloads it: masks are gone
     assert not any(k.endswith(("_mask", "_orig")) for k in weights(run_dir))
+    # feed-forward channels are gone from the weights and the config: transformers alone rebuilds the smaller model
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    assert config["intermediate_size"] == json.loads((bert_base / "model" / "config.json").read_text())[
+        "intermediate_size"] // 2
+    _, info = AutoModelForSequenceClassification.from_pretrained(run_dir / "model", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     report = json.loads((run_dir / "customize_report.json").read_text())
-    assert report["customized"]["params_total"] == params == report["base"]["params_total"]
-    assert report["customized"]["sparsity"] == pytest.approx(real_sparsity, abs=1e-6)
-    assert real_sparsity >= 0.6  # the target, plus the removed heads
+    base, custom = report["base"], report["customized"]
+    assert custom["params_total"] == params < base["params_total"]
+    assert custom["flops_batch_32"] < base["flops_batch_32"] and custom["flops_batch_1"] < base["flops_batch_1"]
+    assert custom["sparsity"] == pytest.approx(real_sparsity, abs=1e-6)
+    assert real_sparsity >= 0.6  # the target, plus the silenced heads
     ops = {c["op"]: c for c in json.loads((run_dir / "manifest.json").read_text())["customizations"]}
-    assert ops["prune"]["heads_removed"] == 2 and ops["distill"]["temperature"] == 3.0
+    assert ops["prune"]["heads_zeroed"] == 2 and ops["distill"]["temperature"] == 3.0
+    assert ops["prune"]["params_after"] == params  # zeros keep their place, removed channels do not
+
+
+def test_prune_then_lora_adapts_the_smaller_vit_and_eval_loads_its_adapter(vit_base, tmp_path):
+    import timm
+
+    from fmctl import pipeline
+    from fmctl.config.saved_runs import load_run_config
+
+    result = customize(vit_base, ["customize=[prune,lora]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0",
+                                  "customize.lora.merge=false", *QUICK], tmp_path / "run")
+    run_dir = result.run_dir
+    base_args = json.loads((vit_base / "model" / "config.json").read_text())["model_args"]
+    args = json.loads((run_dir / "model" / "config.json").read_text())["model_args"]
+    assert args["mlp_ratio"] == pytest.approx(base_args.get("mlp_ratio", 4.0) / 2)
+    model = timm.create_model(f"local-dir:{run_dir / 'model'}", pretrained=True)  # timm alone
+    assert sum(p.numel() for p in model.parameters()) == result.report["customized"]["params_total"]
+    base, custom = result.report["base"], result.report["customized"]
+    assert custom["params_total"] < base["params_total"] and custom["flops_batch_32"] < base["flops_batch_32"]
+    assert custom["latency_batch_1_ms"] > 0 and base["latency_batch_32_ms"] > 0  # measured, not compared
+    raw, run = load_run_config(run_dir, [])
+    evaluated = pipeline.evaluate_run(run_dir, run, raw, console=_quiet())  # pruned base + adapter
+    assert evaluated["loss"] == pytest.approx(result.metrics["val/loss"], abs=1e-5)
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -279,7 +315,7 @@ def test_unstructured_pruning_hits_the_target_and_masks_hold(scope):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
-def test_head_removal_silences_the_least_important_heads(family):
+def test_head_pruning_silences_the_least_important_heads(family):
     from types import SimpleNamespace
 
     from fmctl.backbones import structure_of
@@ -291,7 +327,7 @@ def test_head_removal_silences_the_least_important_heads(family):
     ctx = Context(run=SimpleNamespace(backbone=SimpleNamespace(name=family)), task=None, data=None)
     model, details = prune.apply(model, PruneOp(sparsity=0.0, heads=0.5), ctx)
     model = ctx.finalizers[0](model, None)
-    assert details["heads_removed"] == 2  # one of two heads in each of two blocks
+    assert details["heads_zeroed"] == 2  # one of two heads in each of two blocks
     out_proj = {"bert": lambda b: b.attention.output.dense.weight, "gpt": lambda b: b.attn.c_proj.weight.T,
                 "vit": lambda b: b.attn.proj.weight}[family]
     (stack,) = structure_of(model, family).stacks
@@ -299,6 +335,89 @@ def test_head_removal_silences_the_least_important_heads(family):
     for block in blocks:  # the output projection reads nothing from the removed head's 16 channels
         zero_columns = (out_proj(block) == 0).all(dim=0)
         assert int(zero_columns.sum()) == 16
+
+
+def _reload_with_library_alone(model, family: str, folder: Path):
+    """model/ as transformers or timm rebuild it from the saved config, without fmctl."""
+    if family == "vit":
+        import timm
+
+        from fmctl.models.vision import save
+
+        save(model, folder, ["a", "b", "c"])
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    from transformers import AutoModelForSequenceClassification
+
+    model.save_pretrained(folder)
+    return AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
+def test_ffn_pruning_removes_channels_and_the_library_reloads_the_smaller_model(family, tmp_path):
+    import copy
+    from operator import attrgetter
+
+    from fmctl.backbones import structure_of
+    from fmctl.customize.channels import remove_ffn_channels
+    from fmctl.customize.flops import forward_flops
+
+    torch.manual_seed(0)
+    model = _tiny(family)
+    reference = copy.deepcopy(model)
+    structure = structure_of(model, family)
+    removed = remove_ffn_channels(model, structure, 0.5)
+    assert removed["widths"] == {"": (64 if family == "bert" else 128, 32 if family == "bert" else 64)}
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in reference.parameters())
+    flops = [forward_flops(lambda m=m: _logits(m, family)) for m in (model, reference)]
+    assert flops[0] < flops[1]
+    for name, kept in removed["kept"].items():  # the same function as the full model without those channels
+        reduce = attrgetter(structure.ffn_layout.reduce)(reference.get_submodule(name))
+        gone = torch.ones(reduce.weight.shape[0 if family == "gpt" else 1], dtype=torch.bool)
+        gone[kept] = False
+        with torch.no_grad():  # GPT-2's Conv1D holds (in, out)
+            if family == "gpt":
+                reduce.weight[gone] = 0
+            else:
+                reduce.weight[:, gone] = 0
+    assert torch.allclose(_logits(model, family), _logits(reference, family), atol=1e-6)
+    reloaded = _reload_with_library_alone(model, family, tmp_path / "model")
+    assert torch.equal(_logits(reloaded, family), _logits(model, family))
+
+
+def test_ffn_pruning_refuses_a_model_its_config_would_not_rebuild():
+    import timm
+
+    from fmctl.backbones import structure_of
+    from fmctl.customize.channels import remove_ffn_channels
+    from fmctl.errors import ConfigError
+
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=16, patch_size=4, embed_dim=32,
+                              depth=2, num_heads=2, num_classes=3, global_pool="map")  # mlp_ratio also sizes its pool
+    with pytest.raises(ConfigError, match=r"would get attn_pool\.mlp\.fc1\.weight of shape \(64, 32\), not "
+                                          r"\(128, 32\)"):
+        remove_ffn_channels(model, structure_of(model, "vit"), 0.5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt", "vit"])
+def test_lora_on_a_structurally_pruned_model_merges_to_the_same_function(family):
+    from fmctl.config.schema import LoraOp, PruneOp
+    from fmctl.customize import lora, prune
+
+    torch.manual_seed(0)
+    ctx = _lora_ctx(family)
+    model, details = prune.apply(_tiny(family), PruneOp(sparsity=0.0, ffn=0.25), ctx)
+    assert details["ffn_width"] == ("64 -> 48" if family == "bert" else "128 -> 96")
+    ffn = {"bert": "intermediate.dense", "gpt": "mlp.c_fc", "vit": "mlp.fc1"}[family]
+    model, _ = lora.apply(model, LoraOp(r=4, target_modules=[ffn]), ctx)  # the pruned layer itself
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    unmerged = _logits(model, family)
+    assert len(ctx.finalizers) == 1  # structural pruning leaves no masks to remove; LoRA's merge
+    merged = ctx.finalizers[0](model, None)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(_logits(merged, family), unmerged, atol=1e-5)
 
 
 def test_distillation_loss_pulls_student_logits_toward_the_teacher():
@@ -406,6 +525,31 @@ def test_operation_lists_compose_in_order_with_settings_inline_or_dotted(tmp_pat
     assert "customize[1].sparsity: must be < 1.0, got 1.5" in caught.value.problems
     assert any(p.startswith("customize[2]: unknown operation 'lorra' (did you mean 'lora'?)")
                for p in caught.value.problems)
+
+
+def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.validate import validate
+    from fmctl.errors import ConfigError
+
+    def problems(*ops: str) -> list[str]:
+        try:
+            validate(preflight(parse_invocation(["recipe=text_csv", "data.train=x.csv", "base=somewhere", *ops])).config)
+        except ConfigError as error:
+            return error.problems
+        return []
+
+    assert problems("customize=[prune,lora]", "customize.prune.ffn=0.5", "customize.prune.sparsity=0") == []
+    assert problems("customize=[prune,lora]", "customize.prune.ffn=0.5") == [  # sparsity's default is 0.5
+        "customize.prune.sparsity: 0.5 sets weights to zero that merging the lora adapter would fill back in; with "
+        "lora prune structurally (customize.prune.ffn) and set customize.prune.sparsity=0"]
+    assert problems("customize=[lora,prune]", "customize.prune.sparsity=0", "customize.prune.heads=0.5") == [
+        "customize.prune.heads: 0.5 sets weights to zero that merging the lora adapter would fill back in; with "
+        "lora prune structurally (customize.prune.ffn) and set customize.prune.heads=0",
+        "customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning would cut the "
+        "adapter's own matrices)"]
+    assert problems("customize=[prune]", "customize.prune.sparsity=0") == [
+        "customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
 
 
 def test_a_student_distilled_from_a_better_teacher_beats_the_same_student_alone():

@@ -52,6 +52,13 @@ def family(name: str) -> BackboneFamily:
     return _loaded[name]
 
 
+def declaring(attribute: str) -> str:
+    """'bert, gpt and vit': the families that declare `attribute` (head_layout,
+    ffn_layout, ...), for messages that say which backbones an operation supports."""
+    found = [n for n in names() if getattr(family(n), attribute, None) is not None]
+    return ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else "".join(found)
+
+
 def register(new: BackboneFamily, replace: bool = False) -> BackboneFamily:
     """Add a family (a test's two-tower model, a plug-in) under `new.name`. A shipped name,
     or one registered before, is refused unless `replace`."""

@@ -5,9 +5,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from fmctl.backbones.base import BackboneFamily
 
 PRETRAINING = "pretraining"
+
+
+class TextFamily(BackboneFamily):
+    """A transformers text family: building, loading, saving and the tokenizer are the
+    same for all; a family adds its facts, `pretrains`, `fresh_config` and `structure`."""
+
+    modalities = ("text",)
+    # The language model `build(..., "pretraining")` makes: "masked", "causal", or None.
+    pretrains: ClassVar[str | None] = None
+
+    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
+        return build(cfg, head, preprocessor, self.pretrains, **options)
+
+    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
+        return load(folder, head)
+
+    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
+        save(model, folder, preprocessor)
+
+    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
+                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
+        return preprocessor(cfg, folder, training_texts, split_words)
 
 
 def build(cfg: Any, head: str, tokenizer: Any, pretrains: str | None, **options: Any) -> Any:

@@ -3,9 +3,10 @@ that nothing else in fmctl keeps a per-family table.
 
 A family is one object with a few plain attributes (its name, config dataclass,
 modalities, accepted transformers model types, tokenizer kind and the static facts of its
-architecture: head markers, LoRA targets, dropout sites, head layout, depth keys) and a
-few methods: build / load / save / preprocessor delegate to fmctl.models.text and
-fmctl.models.vision; `structure(model)` reads the declared structure off an instance.
+architecture: head markers, LoRA targets, dropout sites, head and feed-forward layouts,
+depth keys) and a few methods: build / load / save / preprocessor delegate to
+fmctl.models.text and fmctl.models.vision; `structure(model)` reads the declared
+structure off an instance.
 
 Families subclass `BackboneFamily` explicitly to inherit the defaults below; a family
 that declares nothing about, say, head pruning simply keeps `head_layout = None` and the
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from fmctl.backbones.structure import HeadLayout
+from fmctl.backbones.structure import FfnLayout, HeadLayout
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
@@ -54,6 +55,9 @@ class BackboneFamily(Protocol):
     dropout_keys: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # Where a block keeps its attention heads (None: head pruning is not supported).
     head_layout: ClassVar[HeadLayout | None] = None
+    # Where a block keeps its feed-forward channels and which saved-config key records
+    # their count (None: feed-forward channel removal is not supported).
+    ffn_layout: ClassVar[FfnLayout | None] = None
     # transformers config keys holding the number of blocks (drop_layers rewrites them).
     depth_keys: ClassVar[tuple[str, ...]] = ()
 

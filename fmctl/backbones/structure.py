@@ -3,9 +3,9 @@
 A `Structure` is what a backbone family reads off one model instance: the dotted paths of
 its transformer block stacks (in depth order), the prefix of framework wrappers around it
 (peft, DDP, torch.compile), the names exempt from weight decay, plus the family's static
-declarations copied in (head markers, LoRA targets, dropout sites, head layout, depth
-keys). Freezing, LoRA, layer-wise learning rates, pruning, drop_layers and FSDP ask it
-instead of guessing, so a new family is one declaration.
+declarations copied in (head markers, LoRA targets, dropout sites, head and feed-forward
+layouts, depth keys). Freezing, LoRA, layer-wise learning rates, pruning, drop_layers and
+FSDP ask it instead of guessing, so a new family is one declaration.
 
 Layer groups are `embeddings`, `blocks.<i>` (numbered across the stacks in depth order:
 T5's encoder blocks, then its decoder blocks), `final_norm` and `head`: every parameter
@@ -38,6 +38,23 @@ class HeadLayout:
 
 
 @dataclass(frozen=True)
+class FfnLayout:
+    """Where a block keeps its feed-forward channels, for removing them by importance.
+
+    `expand` is the attribute path (from a block) of the layer whose outputs are the
+    channels, `reduce` the layer that reads them back; either may be a linear layer or
+    GPT-2's Conv1D. `width_key` is where the saved config records the channel count, so
+    the library rebuilds the smaller model on its own: a transformers config key
+    (intermediate_size, n_inner) or a timm model argument; with `ratio`, the key holds the
+    count divided by the hidden size (timm's mlp_ratio)."""
+
+    expand: str
+    reduce: str
+    width_key: str
+    ratio: bool = False
+
+
+@dataclass(frozen=True)
 class Structure:
     family: str
     # Dotted module paths (in the model the structure was read from) of the block stacks.
@@ -51,6 +68,7 @@ class Structure:
     attention_dropout: tuple[str, ...] = ()
     dropout_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     head_layout: HeadLayout | None = None
+    ffn_layout: FfnLayout | None = None
     depth_keys: tuple[str, ...] = ()
     no_decay: frozenset[str] = frozenset()
     # Module path whose `.config` holds the family's config keys ("" = the model given).
@@ -120,6 +138,11 @@ class Structure:
         """(stack path, the family's head layout) for every stack, for head pruning."""
         return [(stack, self.head_layout) for stack in self.stacks]
 
+    def ffn_stacks(self) -> list[tuple[str, FfnLayout | None, str]]:
+        """(stack path, the family's feed-forward layout, module path whose config records
+        the width) for every stack, for feed-forward channel removal."""
+        return [(stack, self.ffn_layout, self.config_at) for stack in self.stacks]
+
     def config_sites(self) -> list[tuple[str, Mapping[str, tuple[str, ...]]]]:
         """(module path whose config to edit, its dropout keys)."""
         return [(self.config_at, self.dropout_keys)]
@@ -146,7 +169,7 @@ def declared(family: BackboneFamily, model: Any, stacks: Iterable[str], root: st
                      head_attrs=tuple(family.head_attrs), lora_targets=tuple(family.lora_targets),
                      fan_in_fan_out=family.fan_in_fan_out, attention_dropout=tuple(family.attention_dropout),
                      dropout_keys=dict(family.dropout_keys), head_layout=family.head_layout,
-                     depth_keys=tuple(family.depth_keys), no_decay=frozenset(family.no_weight_decay(model)))
+                     ffn_layout=family.ffn_layout, depth_keys=tuple(family.depth_keys), no_decay=frozenset(family.no_weight_decay(model)))
 
 
 def split_group(group: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ The composed structure answers the same questions as one family's `Structure`, t
 tower: its layer groups are each tower's groups named by the tower (`image.embeddings`,
 `image.blocks.3`, `text.blocks.0`, ...) and then the composed model's own parameters as
 `head`, last; LoRA targets, attention-dropout sites and the names exempt from weight decay
-are the towers' unions; head pruning and FSDP go through every tower's stacks. Consumers
+are the towers' unions; pruning and FSDP go through every tower's stacks. Consumers
 split the groups with `structure.by_tower`, so "the bottom block" or "the top of the
 network" mean each tower's own.
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmctl.backbones.structure import HeadLayout, Structure
+from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class Towers:
 
     def head_stacks(self) -> list[tuple[str, HeadLayout | None]]:
         return [pair for t in self.towers.values() for pair in t.head_stacks()]
+
+    def ffn_stacks(self) -> list[tuple[str, FfnLayout | None, str]]:
+        """Every tower's stacks, each with the config of its own tower."""
+        return [entry for t in self.towers.values() for entry in t.ffn_stacks()]
 
     def config_sites(self) -> list[tuple[str, Mapping[str, tuple[str, ...]]]]:
         return [site for t in self.towers.values() for site in t.config_sites()]

@@ -9,7 +9,7 @@ from typing import Any
 
 from fmctl.backbones._locate import existing, uniform_stack, unwrap
 from fmctl.backbones.base import BackboneFamily
-from fmctl.backbones.structure import HeadLayout, Structure, declared
+from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure, declared
 from fmctl.config.schema import VisionBackboneConfig
 
 HEADS = ("image_classification", "pretraining")
@@ -26,6 +26,8 @@ class Vit(BackboneFamily):
     lora_targets = ("qkv", "attn.proj")
     attention_dropout = ("attn.attn_drop",)
     head_layout = HeadLayout(count="attn.num_heads", projections=(("attn.qkv", 0, (0, 1, 2)), ("attn.proj", 1, (0,))))
+    # timm builds every block's MLP int(embed_dim * mlp_ratio) wide.
+    ffn_layout = FfnLayout(expand="mlp.fc1", reduce="mlp.fc2", width_key="mlp_ratio", ratio=True)
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
         """'image_classification' with num_classes in `options`, or 'pretraining': the

@@ -296,11 +296,17 @@ class DropLayersOp:
 @dataclass
 class PruneOp:
     # Fraction of the transformer blocks' weight matrices set to zero by magnitude; the
-    # masks hold during training and are made permanent in model/.
+    # masks hold during training and are made permanent in model/. Zeros, not a smaller
+    # model: shapes, parameter count and dense FLOPs stay.
     sparsity: float = _bounded(0.5, ge=0.0, lt=1.0)
     scope: Literal["global", "layer"] = "global"
-    # Fraction of attention heads per block removed (zeroed, masks kept) by importance
-    # (the L2 norm of the head's query/key/value/output weights).
+    # Fraction of every block's feed-forward channels removed (the same count in each
+    # block, the least important by weight norms): a smaller model whose saved config
+    # records the new width. Applied before sparsity and heads.
+    ffn: float = _bounded(0.0, ge=0.0, lt=1.0)
+    # Fraction of attention heads per block silenced (zeroed, masks kept) by importance
+    # (the L2 norm of the head's query/key/value/output weights); zeroed, not removed,
+    # because transformers and timm configs cannot record fewer heads of the same width.
     heads: float = _bounded(0.0, ge=0.0, lt=1.0)
 
 

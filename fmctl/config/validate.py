@@ -308,9 +308,7 @@ def _check_customize(run: RunConfig) -> list[str]:
             problems.append(f"{key}.teacher: required; the run folder of a model trained on the same labels")
         if step.op == "freeze" and not (cfg.params or cfg.embeddings or cfg.bottom):
             problems.append(f"{key}: nothing to freeze; set params=[glob,...], embeddings=true or bottom=K")
-    if "lora" in names and "prune" in names:
-        problems.append("customize: lora and prune cannot be combined (merging the adapter would fill the pruned "
-                        "weights back in); prune in one run, then customize that run with lora")
+    problems.extend(_check_prune(run.customize, names))
     from fmctl import tasks
 
     declared = tasks.declaration(run.task.name)
@@ -320,6 +318,26 @@ def _check_customize(run: RunConfig) -> list[str]:
                         f"{', '.join(supported)}")
     if "distill" in names and not declared.distill:
         problems.append(f"customize.distill: needs a classification task, got '{run.task.name}'")
+    return problems
+
+
+def _check_prune(steps: list[Any], names: list[str]) -> list[str]:
+    """prune with something to do; with lora, before it and structural only. Why: LoRA
+    then adapts the smaller model and its merge is exact, while a merge would fill
+    weights that sparsity or heads set to zero back in with the adapter's update."""
+    if "prune" not in names:
+        return []
+    cfg = steps[names.index("prune")].cfg
+    if not (cfg.sparsity or cfg.ffn or cfg.heads):
+        return ["customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
+    if "lora" not in names:
+        return []
+    problems = [f"customize.prune.{key}: {getattr(cfg, key)} sets weights to zero that merging the lora adapter "
+                f"would fill back in; with lora prune structurally (customize.prune.ffn) and set "
+                f"customize.prune.{key}=0" for key in ("sparsity", "heads") if getattr(cfg, key)]
+    if names.index("prune") > names.index("lora"):
+        problems.append("customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning "
+                        "would cut the adapter's own matrices)")
     return problems
 
 

@@ -1,19 +1,32 @@
-"""prune: magnitude pruning of the transformer blocks' weight matrices (unstructured,
-global or per layer, to a target sparsity) and removal of attention heads by importance.
+"""prune: a smaller model, or a sparser one.
 
-Masks are torch.nn.utils.prune masks: they hold through training (pruned weights stay
+In this order:
+- `ffn`: feed-forward channels are removed structurally (fmctl.customize.channels): the
+  layers shrink, the saved config records the new width, and parameters, FLOPs and
+  latency fall.
+- `sparsity`: magnitude pruning of the transformer blocks' weight matrices (unstructured,
+  global or per layer, to a target sparsity). Zeros, not a smaller model: the shapes,
+  the parameter count and dense FLOPs stay; only sparse kernels or compression gain.
+- `heads`: the least important attention heads are silenced by zeroing their
+  query/key/value rows and output-projection columns. Not removed: transformers 5
+  dropped `prune_heads` and `config.pruned_heads`, BERT and GPT-2 derive a head's width
+  from hidden size / head count, and timm's VisionTransformer passes its blocks no other
+  head width, so no config they read says "fewer heads of the same width": removed heads
+  would leave a model/ that transformers or timm cannot reload.
+
+Zeros are torch.nn.utils.prune masks: they hold through training (pruned weights stay
 zero, their gradients are masked) and live in checkpoints, so a resumed run keeps them.
 Before model/ is written they are made permanent (prune.remove), so model/ is a plain
-model whose zeros are really there. Heads are removed by zeroing their query/key/value
-rows and output-projection columns (masks kept the same way): the shapes stay, so
-transformers and timm reload model/ without fmctl; the parameter count does not shrink.
+model whose zeros are really there.
 """
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from fmctl.backbones import structure_of
+from fmctl.backbones import declaring, structure_of
 from fmctl.config.schema import PruneOp
+from fmctl.customize.channels import remove_ffn_channels
 from fmctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,7 +75,7 @@ def head_masks(model: Any, fraction: float, structure: Structure | Towers) -> tu
     block; importance is the L2 norm of the head's slices of q/k/v and output weights."""
     stacks = structure.head_stacks()
     if not stacks or any(layout is None for _, layout in stacks):
-        raise ConfigError(f"customize.prune.heads: head removal supports {_with_head_layout()} backbones, "
+        raise ConfigError(f"customize.prune.heads: head pruning supports {declaring('head_layout')} backbones, "
                           f"not '{structure.family}'")
     masks: dict[tuple[int, str], Any] = {}
     removed = 0
@@ -78,8 +91,8 @@ def _block_head_masks(block: Any, layout: HeadLayout, fraction: float, family: s
     import torch
 
     try:
-        heads = int(_attr(block, layout.count))
-        parts = [(_attr(block, path), axis, offsets) for path, axis, offsets in layout.projections]
+        heads = int(attrgetter(layout.count)(block))
+        parts = [(attrgetter(path)(block), axis, offsets) for path, axis, offsets in layout.projections]
     except AttributeError:
         raise ConfigError(f"customize.prune.heads: cannot find the attention projections of a {family} block") from None
     hidden = parts[-1][0].weight.shape[0]  # the output projection is hidden x hidden
@@ -109,24 +122,23 @@ def _block_head_masks(block: Any, layout: HeadLayout, fraction: float, family: s
     return n
 
 
-def _with_head_layout() -> str:
-    """'bert, gpt and vit': the families that declare where their heads are."""
-    from fmctl.backbones import family, names
-
-    found = [n for n in names() if family(n).head_layout is not None]
-    return ", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else "".join(found)
-
-
-def _attr(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
+    structure = structure_of(model, ctx.run.backbone.name)
+    details: dict[str, Any] = {}
+    if cfg.ffn > 0:
+        removed = remove_ffn_channels(model, structure, cfg.ffn)
+        details["ffn_width"] = ", ".join(f"{before} -> {after}" for before, after in removed["widths"].values())
+        details["ffn_channels_removed"] = removed["removed"]
+    if cfg.sparsity > 0 or cfg.heads > 0:
+        details.update(_zero_weights(model, cfg, structure, ctx))
+    return model, details
+
+
+def _zero_weights(model: Any, cfg: PruneOp, structure: Structure | Towers, ctx: Any) -> dict[str, Any]:
+    """Unstructured sparsity and silenced heads under torch.nn.utils.prune masks, made
+    permanent by a finalizer before model/ is written."""
     import torch.nn.utils.prune as P
 
-    structure = structure_of(model, ctx.run.backbone.name)
     modules = prunable(model, structure)
     if not modules:
         raise ConfigError("customize.prune: no linear layers inside transformer blocks to prune")
@@ -135,9 +147,9 @@ def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
         for (_, module), mask in zip(modules, unstructured_masks([m.weight for _, m in modules], cfg.sparsity,
                                                                   cfg.scope)):
             masks[(id(module), "weight")] = mask
-    removed = 0
+    zeroed = 0
     if cfg.heads > 0:
-        heads, removed = head_masks(model, cfg.heads, structure)
+        heads, zeroed = head_masks(model, cfg.heads, structure)
         for key, mask in heads.items():
             masks[key] = masks[key] * mask if key in masks else mask
     by_id = {id(m): m for _, m in modules}
@@ -156,5 +168,4 @@ def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
     ctx.finalizers.append(finalize)
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in pruned if p == "weight")
     total = sum(m.weight.numel() for _, m in modules)
-    return model, {"sparsity": round(zeros / total, 6) if total else 0.0, "scope": cfg.scope,
-                   "heads_removed": removed}
+    return {"sparsity": round(zeros / total, 6) if total else 0.0, "scope": cfg.scope, "heads_zeroed": zeroed}

@@ -1,6 +1,6 @@
 """customize_report.json: the base and the customised model side by side, measured the
 same way on the same validation data: parameters (total, trainable), size on disk,
-sparsity, CPU latency at batch 1 and 32, and the task metric."""
+sparsity, forward FLOPs and CPU latency at batch 1 and 32, and the task metric."""
 from __future__ import annotations
 
 import json
@@ -45,9 +45,6 @@ def _examples(dataset: Any, n: int) -> list[Any]:
 
 def describe(model: Any, task: Any, data: Any, run: Any, weights: Path | None) -> dict[str, Any]:
     """Measure one model on the CPU in fp32."""
-    import torch
-
-    from fmctl.export.measure import latency_ms
     from fmctl.loop.fit import evaluate, make_loader
     from fmctl.loop.precision import Precision
 
@@ -57,28 +54,58 @@ def describe(model: Any, task: Any, data: Any, run: Any, weights: Path | None) -
                            "size_bytes": size_on_disk(weights), **sparsity(model, run.backbone.name)}
     validation = data.validation
     if validation is not None and len(validation):
-        if run.report.latency:
-            for size in (1, 32):
-                batch = data.collate(_examples(validation, size))
-                batch.pop("num_tokens", None)
-                batch.pop("labels", None)
-
-                def call(batch=batch):
-                    with torch.inference_mode():
-                        task.forward(model, batch)
-
-                repeats = run.report.repeats
-                row[f"latency_batch_{size}_ms"] = latency_ms(call, min_runs=repeats, min_seconds=0.0,
-                                                             max_runs=repeats, warmup=1)
+        row.update(cost(model, task, data, run))
         loader = make_loader(validation, run.trainer.eval_batch_size or run.trainer.batch_size * 2, data.collate)
         metrics = evaluate(model, task, loader, "cpu", Precision("fp32", "cpu")).compute()
         row.update({f"val/{k}": v for k, v in metrics.items()})
     return row
 
 
+def cost(model: Any, task: Any, data: Any, run: Any) -> dict[str, Any]:
+    """Forward FLOPs (counted) and, with report.latency, CPU latency (measured) of the
+    first 1 and 32 validation examples, the same batches for base and customised model."""
+    import torch
+
+    from fmctl.customize.flops import forward_flops
+    from fmctl.export.measure import latency_ms
+
+    row: dict[str, Any] = {}
+    for size in (1, 32):
+        batch = data.collate(_examples(data.validation, size))
+        batch.pop("num_tokens", None)
+        batch.pop("labels", None)
+
+        def call(batch: Any = batch) -> None:
+            with torch.inference_mode():
+                task.forward(model, batch)
+
+        row[f"flops_batch_{size}"] = forward_flops(call)
+        if run.report.latency:
+            repeats = run.report.repeats
+            row[f"latency_batch_{size}_ms"] = latency_ms(call, min_runs=repeats, min_seconds=0.0, max_runs=repeats,
+                                                         warmup=1)
+    return row
+
+
+def measured_on() -> str:
+    """The CPU the latencies were measured on, its thread count and the precision."""
+    import platform
+
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"cpu ({name}, {torch.get_num_threads()} threads), fp32, validation split"
+
+
 ROWS = [("params_total", "parameters", "{:,}"), ("params_trainable", "trainable", "{:,}"),
         ("size_bytes", "size on disk (MB)", None), ("sparsity", "sparsity (block weights)", "{:.4f}"),
-        ("zeros_all", "zero fraction (all)", "{:.4f}"), ("latency_batch_1_ms", "CPU latency @1 (ms)", "{:.2f}"),
+        ("zeros_all", "zero fraction (all)", "{:.4f}"), ("flops_batch_1", "forward GFLOPs @1", "{:.4g}"),
+        ("flops_batch_32", "forward GFLOPs @32", "{:.4g}"), ("latency_batch_1_ms", "CPU latency @1 (ms)", "{:.2f}"),
         ("latency_batch_32_ms", "CPU latency @32 (ms)", "{:.2f}")]
 
 
@@ -87,6 +114,8 @@ def _show(key: str, fmt: str | None, value: Any) -> str:
         return "-"
     if key == "size_bytes":
         return f"{value / 1e6:.3f}"
+    if key.startswith("flops_"):
+        value = value / 1e9
     return fmt.format(value) if fmt else str(value)
 
 
