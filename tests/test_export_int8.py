@@ -117,6 +117,18 @@ def test_the_node_that_moves_the_logits_most_is_kept_in_fp32(tiny_bert_run, tmp_
     assert summary and "accuracy" in summary[0] and "latency @1" in summary[0] and "1 node kept in fp32" in summary[0]
 
 
+def test_static_int8_keeps_it_in_fp32_too(tiny_bert_run, tmp_path):
+    """int8-static calibrates once (ONNX Runtime's calibration cache) and searches the same way."""
+    run = with_outlier(tiny_bert_run, tmp_path / "run")
+    result = export_run(run, ExportOptions(fmt="onnx", quantize="int8-static", exporter="torchscript"),
+                        out=tmp_path / "static", log=quiet)
+    q = result.manifest["quantization"]
+    assert q["method"].startswith("onnxruntime static") and q["calibration_examples"] > 0
+    assert not q["attempts"][0]["passed"] and q["attempts"][-1]["passed"]
+    assert [n["computes"] for n in q["fp32_nodes"]] == [POOLER]
+    assert result.manifest["parity_int8"]["label_agreement"] >= 0.95
+
+
 def test_a_cpu_without_vnni_gets_7_bit_weights(tiny_bert_run, tmp_path, monkeypatch):
     """On the issue's AVX2-only CPU the export quantizes weights to 7 bits (no 16-bit
     saturation possible) and says so; --int8-target vnni gives full 8-bit weights."""

@@ -172,7 +172,7 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
             from fmctl.predict.translate import OnnxTranslator
 
             return Target(folder, f"{description} (onnxruntime, greedy)", task, [], kind, _columns(kind, prep),
-                          OnnxTranslator(folder, manifest), ["translation"])
+                          OnnxTranslator(folder, manifest, threads), ["translation"])
         from fmctl.predict.generate import Translator
 
         translator = Translator.from_manifest(folder, manifest)

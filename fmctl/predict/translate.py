@@ -179,17 +179,15 @@ class SourceEncoder:
 
 class OnnxTranslator:
     """predict's target for a translation ONNX export: values {'source': text} -> one
-    {'translation': text} each (an empty source is that row's error)."""
+    {'translation': text} each (an empty source is that row's error); `threads` sets
+    ONNX Runtime's intra-op threads (predict --threads)."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any]):
-        import onnxruntime as ort
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None = None):
+        from fmctl.export.onnx import session
 
         decoding = manifest["decoding"]
         self.layout = Layout.from_manifest(decoding)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        sessions = {role: ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
-                    for role, name in manifest["files"].items()}
+        sessions = {role: session(folder / name, threads) for role, name in manifest["files"].items()}
         self.decode = GreedyDecoder(self.layout, sessions)
         prep = manifest["preprocessing"]
         self.encoder = SourceEncoder(folder / prep["tokenizer_file"], decoding, manifest.get("postprocessing", {}),
