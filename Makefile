@@ -36,6 +36,7 @@ bench: install
 	$(PY) tests/bench/prepare_bench.py
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py
+	$(PY) tests/bench/int8_bench.py
 	$(PY) tests/bench/generate_bench.py
 
 clean:

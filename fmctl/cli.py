@@ -116,6 +116,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default RUN_DIR/export/<format>[-<quantize>], e.g. onnx-int8)."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest allowed |export - PyTorch| on the fp32 outputs."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Smallest allowed label agreement with PyTorch (int8 default 0.95)."),
+    max_metric_drop: float = typer.Option(1.0, "--max-metric-drop", min=0.0, help="int8: validation metric points it may lose (accuracy, exact match, BLEU ...)."),
+    max_fp32_nodes: int = typer.Option(8, "--max-fp32-nodes", min=0, help="int8: most sensitive nodes it may keep in fp32 to pass (0: none)."),
+    int8_target: str = typer.Option("auto", "--int8-target", help="int8 settings for: auto (this CPU) | vnni | avx2 | arm."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
     exporter: str = typer.Option("auto", "--exporter", help="ONNX exporter: auto | dynamo | torchscript."),
     max_examples: int = typer.Option(512, "--max-examples", help="Validation examples the checks run on."),
@@ -132,7 +135,8 @@ def export(
 
     options = ExportOptions(fmt=fmt, quantize=quantize, atol=atol, min_agreement=min_agreement, opset=opset,
                             exporter=exporter, max_examples=max_examples, benchmark=benchmark,
-                            threads=threads)
+                            threads=threads, max_metric_drop=max_metric_drop, max_fp32_nodes=max_fp32_nodes,
+                            int8_target=int8_target)
     result = export_run(run_dir, options, out=out, overrides=list(ctx.args))
     from fmctl.report import console, export_table
 

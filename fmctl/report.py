@@ -128,10 +128,25 @@ def export_table(manifest: dict[str, Any]) -> Any:
             if p.get("label_agreement") is not None:
                 table.add_row(f"{p['candidate']}: {p.get('agreement') or 'label'} agreement",
                               f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
-    metric = manifest.get("evaluation", {}).get("metric") or "accuracy"
-    for name, value in (manifest.get("evaluation", {}).get("accuracy") or {}).items():
+    for key in ("translation_parity", "translation_parity_int8"):
+        if key in manifest:
+            t = manifest[key]
+            which = "int8" if key.endswith("int8") else "fp32"
+            table.add_row(f"onnxruntime {which}: greedy translations = PyTorch's",
+                          f"{t['identical']} of {t['examples']}")
+    evaluation = manifest.get("evaluation", {})
+    metric = evaluation.get("metric") or "accuracy"
+    for name, value in (evaluation.get("scores") or evaluation.get("accuracy") or {}).items():
         if value is not None:
             table.add_row(f"val {metric} {name}", f"{value:.4f}")
+    quantization = manifest.get("quantization")
+    if quantization:
+        table.add_row("size fp32 -> int8", f"{quantization['fp32_size_bytes'] / 1e6:.2f} MB -> "
+                                           f"{quantization['size_bytes'] / 1e6:.2f} MB")
+        settings = quantization.get("settings", {})
+        table.add_row("int8 settings", f"{settings.get('int8_path', '?')} ({settings.get('chosen_for', '?')}), "
+                                       f"{quantization.get('weights', '')}")
+        table.add_row("nodes kept in fp32", str(len(quantization.get("fp32_nodes", []))))
     for name, row in (manifest.get("latency", {}).get("results") or {}).items():
         table.add_row(f"latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
     return table

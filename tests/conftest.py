@@ -13,6 +13,13 @@ import pytest
 from tests.helpers import write_reviews_csv, write_shapes_folder
 
 
+def pytest_report_header(config):
+    """The CPU's instruction set heads every test report: int8 and bf16 figures depend on it."""
+    from fmctl import cpu
+
+    return f"cpu: {cpu.summary()}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Built-in datasets go to a per-session cache, not the user's home; no hub access."""

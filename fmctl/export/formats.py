@@ -20,8 +20,9 @@ QUANTIZABLE: dict[str, tuple[str, ...]] = {"onnx": QUANTIZATIONS}
 def formats_of(task: str) -> tuple[str, ...]:
     """The formats a task exports to, from its declaration (fmctl.tasks): ONNX and
     TorchScript hold one forward pass with named outputs, checked on real validation
-    inputs; a task whose model needs a generation loop or has no deployment use exports
-    its weights (safetensors) or a folder its library loads (hf)."""
+    inputs (a generating task's ONNX export holds its decoding graphs, checked by
+    decoding); a task with no deployment use exports its weights (safetensors) or a
+    folder its library loads (hf)."""
     from fmctl import tasks
 
     return tasks.declaration(task).serving.formats

@@ -243,3 +243,10 @@ class ExportIO:
     def generates_text(self) -> bool:
         """A causal LM served to --prompt: its ONNX export carries a key/value cache."""
         return self.serving.reads == "prompt"
+
+    @property
+    def translates(self) -> bool:
+        """A model that generates text from a source (translation): its ONNX export is a
+        generator's graphs (an encoder and a decoder with a key/value cache, or the
+        decoder alone), checked by decoding (fmctl.export.translation)."""
+        return self.serving.reads == "source"

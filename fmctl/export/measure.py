@@ -33,3 +33,17 @@ def latency_table(runners: dict[str, Callable[[Any], Any]], feeds: dict[int, Any
             row[f"batch_{size}_per_s"] = round(1000 * size / ms, 1) if ms > 0 else float("inf")
         table[name] = row
     return table
+
+
+def latency_record(runners: dict[str, Callable[[Any], Any]], feeds: dict[int, Any], threads: int,
+                   what: str = "real validation inputs") -> dict[str, Any]:
+    """The manifest's `latency`: the table, and what it was measured under (threads, the
+    machine's load, its CPU flags), since the figures mean little without them."""
+    import os
+
+    from fmctl import cpu
+
+    return {"threads": threads, "load_average_1min": round(os.getloadavg()[0], 2), "cpu": cpu.describe(),
+            "precision": {name: ("int8" if "int8" in name else "fp32") for name in runners},
+            "method": f"median of >=7 timed runs (>=0.3 s) after 2 warm-up runs, on {what}",
+            "results": latency_table(runners, feeds)}

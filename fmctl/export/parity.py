@@ -100,6 +100,10 @@ class Comparison:
         correct, total = self._correct[which]
         return correct / total if total else None
 
+    def units(self, which: str) -> int:
+        """How many units (examples, tokens, windows) the metric was scored over."""
+        return self._correct[which][1]
+
     def finish(self, atol: float | None, min_agreement: float | None) -> Parity:
         r = self.result
         r.atol, r.min_agreement = atol, min_agreement

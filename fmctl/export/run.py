@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmctl.checkpoint import replace_folder
-from fmctl.errors import RunFolderError
+from fmctl.errors import ExportError, RunFolderError
 from fmctl.export import manifest as manifest_mod
 from fmctl.export.formats import check_supported, folder_name
 from fmctl.export.io import ExportIO
@@ -37,6 +37,7 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
         raise RunFolderError(f"{run_dir}: no such run folder")
     _, run = load_run_config(run_dir, list(overrides or []))
     check_supported(options.fmt, run.task.name, options.quantize)
+    _check_int8_target(options.int8_target)
     if not (run_dir / "model" / "config.json").is_file():
         raise RunFolderError(f"{run_dir}: no model/ folder with config.json; export needs a completed run "
                              f"(see manifest.json's status)")
@@ -70,6 +71,13 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"written: {target}")
     return ExportResult(target, record)
+
+
+def _check_int8_target(name: str) -> None:
+    from fmctl.export.quantize import TARGETS
+
+    if name not in TARGETS:
+        raise ExportError(f"--int8-target: unknown '{name}'; choose one of {', '.join(TARGETS)}")
 
 
 def _check_target(target: Path) -> None:

@@ -20,12 +20,9 @@ def pick_device(name: str) -> str:
 
 def cpu_has_bf16() -> bool:
     """bf16 matmuls are native (not emulated) with AVX512-BF16 or AMX."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from fmctl import cpu
+
+    return cpu.has_bf16()
 
 
 def resolve_precision(name: str, device: str) -> str:

@@ -159,8 +159,8 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
     if fmt not in PREDICT_FORMATS:
         raise RunFolderError(f"{folder}: a '{fmt}' export cannot be served by predict (it serves "
                              f"{', '.join(PREDICT_FORMATS)} exports and run folders)")
-    if kind == "source" and fmt != "hf":
-        raise RunFolderError(f"{folder}: {task} predicts with an hf export or its run folder")
+    if kind == "source" and fmt not in ("hf", "onnx"):
+        raise RunFolderError(f"{folder}: {task} translates with an onnx or hf export or its run folder")
     if kind == "prompt" and fmt not in ("hf", "onnx"):
         raise RunFolderError(f"{folder}: {task} generates with an hf or onnx export or its run folder")
     prep = manifest["preprocessing"]
@@ -168,6 +168,11 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
     labels = list(manifest["label_names"])
     description = f"{fmt}{'-' + manifest['quantize'] if manifest.get('quantize') else ''} export"
     if kind == "source":
+        if fmt == "onnx":  # torch-free: onnxruntime, tokenizers and numpy
+            from fmctl.predict.translate import OnnxTranslator
+
+            return Target(folder, f"{description} (onnxruntime, greedy)", task, [], kind, _columns(kind, prep),
+                          OnnxTranslator(folder, manifest, threads), ["translation"])
         from fmctl.predict.generate import Translator
 
         translator = Translator.from_manifest(folder, manifest)

@@ -172,30 +172,49 @@ class Seq2Seq(Task):
         """Generated targets for new sources, encoded and decoded exactly as evaluation does
         it (prefix, separator or </s>, left-padded prompts for GPT, the saved generation
         settings); `self.tokenizer` must be the run's."""
-        import torch
+        return self.texts(self.generate_ids(model, self.source_ids(sources, max_source)))
 
+    def source_ids(self, sources: list[str], max_source: int) -> list[list[int]]:
+        """What the model reads for each source: the prefix, no special tokens, cut to
+        max_source, then the separator (GPT) or cut to max_source - 1, then </s> (T5)."""
         tokenizer = self.tokenizer
         ids = tokenizer([self.cfg.source_prefix + s for s in sources], add_special_tokens=False)["input_ids"]
         if self.decoder_only:
             separator = tokenizer.convert_tokens_to_ids(self.cfg.separator)
-            features = [{"input_ids": x[:max_source] + [separator]} for x in ids]
-            features = [{**f, "prompt_ids": f["input_ids"]} for f in features]  # the collator counts input_ids
-        else:
-            features = [{"input_ids": x[:max_source - 1] + [tokenizer.eos_token_id]} for x in ids]
-        pad = tokenizer.pad_token_id
+            return [x[:max_source] + [separator] for x in ids]
+        return [x[:max_source - 1] + [tokenizer.eos_token_id] for x in ids]
+
+    def generate_ids(self, model: Any, prompts: list[list[int]], num_beams: int | None = None) -> list[list[int]]:
+        """The generated ids for each prompt (`source_ids`), cut after the end token;
+        `num_beams` overrides the run's (1: greedy, as an ONNX export decodes)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        # GPT prompts are read left-padded (prompt_ids); the collator counts input_ids
+        features = [{"input_ids": p, "prompt_ids": p} if self.decoder_only else {"input_ids": p} for p in prompts]
         batch = PadCollator({"input_ids": pad, "prompt_ids": pad}, masks={"input_ids": "attention_mask",
                             "prompt_ids": "prompt_mask"}, left=frozenset({"prompt_ids"}))(features)
         settings = self._generation_settings(model)
+        if num_beams is not None:
+            settings["num_beams"] = num_beams
+            if num_beams == 1:
+                settings.pop("length_penalty", None)
         with torch.inference_mode():
             if self.decoder_only:
-                prompts = batch["prompt_ids"]
-                settings["max_new_tokens"] = _room_after(prompts.shape[1], batch["prompt_mask"], model, settings)
-                out = model.generate(input_ids=prompts, attention_mask=batch["prompt_mask"], **settings)
-                sequences = out[:, prompts.shape[1]:]
+                prompts_t = batch["prompt_ids"]
+                settings["max_new_tokens"] = _room_after(prompts_t.shape[1], batch["prompt_mask"], model, settings)
+                out = model.generate(input_ids=prompts_t, attention_mask=batch["prompt_mask"], **settings)
+                sequences = out[:, prompts_t.shape[1]:]
             else:
                 sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                            **settings)
-        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                sequences = sequences[:, 1:]  # the decoder's start token
+        eos = self.tokenizer.eos_token_id
+        rows = [row.tolist() for row in sequences]
+        return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+
+    def texts(self, generated: list[list[int]]) -> list[str]:
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return [t.strip() for t in texts]
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
@@ -355,5 +374,7 @@ def _lengths(run: RunConfig) -> list[Length]:
 TASKS = (TaskDeclaration(
     name="translation", aliases=("seq2seq",), config=Seq2SeqTaskConfig, implementation=Seq2Seq,
     backbones=("gpt", "t5"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max", lengths=_lengths,
+    # ONNX: the generator's graphs with a key/value cache, checked by greedy translation
+    # (fmctl.export.translation); TorchScript would hold one forward pass, not a decoder.
     serving=Serving(reads="source", inputs=("input_ids", "attention_mask", "decoder_input_ids"),
-                    formats=WEIGHT_FORMATS, auto_class="AutoModelForSeq2SeqLM")),)
+                    formats=("onnx", *WEIGHT_FORMATS), auto_class="AutoModelForSeq2SeqLM")),)

@@ -24,16 +24,17 @@ def main(root: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fmctl import pipeline
+    from fmctl import cpu, pipeline
     from fmctl.config.compose import parse_invocation, preflight
     from fmctl.config.validate import validate
     from fmctl.export.run import export_run
     from fmctl.export.writers import ExportOptions
 
     console = Console()
-    table = Table(title=f"ONNX Runtime vs PyTorch eager on this CPU, threads={THREADS or 'default'} "
+    table = Table(title=f"ONNX Runtime vs PyTorch eager on {cpu.summary()}, threads={THREADS or 'default'} "
                         f"(ratios: higher is better)", title_justify="left")
-    for column in ("model", "runtime", "val acc", "batch 1 ms", "batch 32 ms", "speed-up @1", "throughput x @32"):
+    for column in ("model", "runtime", "precision", "val acc", "batch 1 ms", "batch 32 ms", "speed-up @1",
+                   "throughput x @32"):
         table.add_column(column, justify="left" if column in ("model", "runtime") else "right")
     for name, (recipe, overrides) in RECIPES.items():
         run_dir = root / name
@@ -45,8 +46,9 @@ def main(root: Path) -> None:
         accuracy = result.manifest["evaluation"]["accuracy"]
         eager = latency["pytorch_fp32"]
         for runtime, row in latency.items():
-            table.add_row(name, runtime, f"{accuracy[runtime]:.4f}", f"{row['batch_1_ms']:.2f}",
-                          f"{row['batch_32_ms']:.2f}", f"{eager['batch_1_ms'] / row['batch_1_ms']:.2f}",
+            table.add_row(name, runtime, result.manifest["latency"]["precision"][runtime], f"{accuracy[runtime]:.4f}",
+                          f"{row['batch_1_ms']:.2f}", f"{row['batch_32_ms']:.2f}",
+                          f"{eager['batch_1_ms'] / row['batch_1_ms']:.2f}",
                           f"{row['batch_32_per_s'] / eager['batch_32_per_s']:.2f}")
         (root / f"{name}_latency.json").write_text(json.dumps(result.manifest["latency"], indent=2))
     console.print(table)

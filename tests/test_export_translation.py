@@ -1,0 +1,143 @@
+"""Translation runs export to ONNX: T5 as encoder.onnx + decoder_with_past.onnx, GPT as
+decoder_with_past.onnx, each key/value-cached; kept only when greedy translations
+through them are PyTorch's on every validation source; int8 offered with BLEU before and
+after; `fmctl predict EXPORT --input sources.txt` translates with onnxruntime, without
+torch, the same text the run folder gives. Real messages: English -> German pairs from
+the machine's gettext catalogs (tests/gettext_data.py), tiny models trained briefly."""
+import subprocess
+import sys
+
+import pytest
+
+from fmctl.export.run import export_run
+from fmctl.export.writers import ExportOptions
+from fmctl.predict.run import predict
+from tests.gettext_data import write_translation_tsv
+from tests.helpers import finetune, read_jsonl
+from tests.task_data import TINY
+
+FP32_ATOL = 1e-4
+COMMON = ["data.max_length=32", "data.max_target_length=32", "task.generation.max_new_tokens=16",
+          "trainer.batch_size=32", "optim.lr=3e-3", "trainer.max_steps=150", "trainer.eval_every=1000",
+          "trainer.log_every=1000"]
+
+
+def quiet(_line):
+    pass
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_translation_tsv(tmp_path_factory.mktemp("gettext"), "de", train=1200, validation=60)
+
+
+@pytest.fixture(scope="module")
+def runs(pairs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("translation")
+    data = [f"data.train={pairs['train']}", f"data.validation={pairs['validation']}"]
+    return {"gpt": finetune("translation_gpt", [*data, *TINY, *COMMON], root / "gpt").run_dir,
+            "t5": finetune("translation_t5", [*data, *TINY, "backbone.num_heads=4", *COMMON], root / "t5").run_dir}
+
+
+@pytest.fixture(scope="module")
+def exports(runs):
+    return {name: export_run(run_dir, ExportOptions(fmt="onnx"), log=quiet) for name, run_dir in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def sources(pairs, tmp_path_factory):
+    """Validation sources as a .txt file, one a line, as a user would give them."""
+    rows = [line.split("\t")[0] for line in pairs["validation"].read_text(encoding="utf-8").splitlines()[1:]]
+    path = tmp_path_factory.mktemp("sources") / "sources.txt"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name, files", [("gpt", ["decoder_with_past.onnx"]),
+                                         ("t5", ["encoder.onnx", "decoder_with_past.onnx"])])
+def test_onnx_translations_are_pytorchs(name, files, exports):
+    manifest = exports[name].manifest
+    assert sorted(manifest["files"].values()) == sorted(files)
+    assert all((exports[name].folder / f).is_file() for f in files)
+    assert manifest["parity"]["max_abs_diff"] <= FP32_ATOL and manifest["parity"]["label_agreement"] == 1.0
+    identity = manifest["translation_parity"]
+    assert identity["examples"] == 60 and identity["identical"] == 60 and identity["strategy"] == "greedy"
+    scores = manifest["evaluation"]["scores"]
+    assert manifest["evaluation"]["metric"] == "bleu" and scores["onnx_fp32"] == scores["pytorch_fp32"]
+    decoding = manifest["decoding"]
+    assert decoding["decoder_only"] is (name == "gpt") and decoding["max_new_tokens"] == 16
+    assert (decoding["separator_id"] is not None) is (name == "gpt")
+    graph = manifest["graphs"]["decoder"]
+    assert graph["inputs"][0]["shape"] == ["batch", "sequence"]
+    past = next(i for i in graph["inputs"] if i["name"] == "past_key_0")
+    assert past["shape"][0] == "batch" and isinstance(past["shape"][2], str)     # dynamic cache length
+
+
+@pytest.mark.parametrize("name", ["gpt", "t5"])
+def test_predict_on_the_export_gives_the_run_folders_translations(name, runs, exports, sources, tmp_path):
+    from_run = predict(runs[name], input_file=sources, out=tmp_path / "run.jsonl", log=quiet)
+    from_onnx = predict(exports[name].folder, input_file=sources, out=tmp_path / "onnx.jsonl", log=quiet)
+    assert from_run.predicted == from_onnx.predicted == 60 and not from_onnx.errors
+    run_rows, onnx_rows = read_jsonl(tmp_path / "run.jsonl"), read_jsonl(tmp_path / "onnx.jsonl")
+    assert run_rows == onnx_rows
+    assert len({r["translation"] for r in onnx_rows}) > 10      # varied output: agreeing means something
+
+
+@pytest.mark.parametrize("name", ["gpt", "t5"])
+def test_light_source_encoding_is_the_tasks(name, runs, exports, sources):
+    """The torch-free encoder (tokenizers) reads sources and writes text as the task does."""
+    from fmctl.config.saved_runs import load_run_config
+    from fmctl.predict.translate import SourceEncoder
+    from fmctl.tasks import get_task
+
+    _, run = load_run_config(runs[name], [])
+    task = get_task(run.task)
+    task.prepare(run, model_dir=runs[name] / "model", splits=("validation",))
+    manifest = exports[name].manifest
+    light = SourceEncoder(exports[name].folder / manifest["preprocessing"]["tokenizer_file"], manifest["decoding"],
+                          manifest["postprocessing"], manifest["preprocessing"]["max_length"])
+    texts = sources.read_text(encoding="utf-8").splitlines() + ["x " * 80]        # and one cut to max_length
+    prompts = task.source_ids(texts, run.data.max_length)
+    assert light.prompts(texts) == prompts
+    targets = task.tokenizer([r for r in texts], add_special_tokens=False)["input_ids"]
+    assert light.texts(targets) == task.texts(targets)
+
+
+def test_translating_with_the_onnx_export_never_imports_torch(exports, sources, tmp_path):
+    script = ("import sys; from fmctl.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+              "heavy = [m for m in ('torch', 'transformers', 'timm') if m in sys.modules]\n"
+              "print('heavy:', heavy); sys.exit(3 if heavy else 0)")
+    out = tmp_path / "translations.csv"
+    done = subprocess.run([sys.executable, "-c", script, "predict", str(exports["t5"].folder), "--input",
+                           str(sources), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "heavy: []" in done.stdout
+    assert "onnxruntime, greedy" in done.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 61
+
+
+def test_int8_translation_reports_bleu_before_and_after(runs, exports, pairs, sources, tmp_path):
+    from sacrebleu.metrics import BLEU
+
+    result = export_run(runs["t5"], ExportOptions(fmt="onnx", quantize="int8"), out=tmp_path / "int8", log=quiet)
+    manifest = result.manifest
+    q = manifest["quantization"]
+    assert q["attempts"][-1]["passed"] and q["attempts"][-1]["metric"] == "bleu"
+    assert q["size_bytes"] < 0.75 * q["fp32_size_bytes"]
+    assert manifest["translation_parity"]["identical"] == 60             # fp32 graphs checked first
+    scores = manifest["evaluation"]["scores"]
+    assert set(scores) == {"pytorch_fp32", "onnx_fp32", "onnx_int8"}
+    assert scores["onnx_int8"] >= scores["onnx_fp32"] - max(1.0, q["attempts"][-1]["allowed_drop_points"])
+    assert set(manifest["latency"]["results"]) == {"pytorch_fp32", "onnx_fp32", "onnx_int8"}
+    # the int8 BLEU is that of what `fmctl predict` on the int8 export writes
+    predicted = predict(result.folder, input_file=sources, out=tmp_path / "int8.jsonl", log=quiet)
+    assert predicted.predicted == 60
+    hypotheses = [r["translation"] for r in read_jsonl(tmp_path / "int8.jsonl")]
+    references = [line.split("\t")[1] for line in pairs["validation"].read_text(encoding="utf-8").splitlines()[1:]]
+    assert round(BLEU().corpus_score(hypotheses, [references]).score, 4) == scores["onnx_int8"]
+    # and the translations int8 leaves unchanged are counted against PyTorch's (= the fp32 export's)
+    predict(exports["t5"].folder, input_file=sources, out=tmp_path / "fp32.jsonl", log=quiet)
+    fp32 = [r["translation"] for r in read_jsonl(tmp_path / "fp32.jsonl")]
+    unchanged = sum(a == b for a, b in zip(hypotheses, fp32))
+    assert manifest["translation_parity_int8"]["identical"] >= unchanged > 0
