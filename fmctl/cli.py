@@ -89,6 +89,22 @@ def evaluate(
     raise typer.Exit(run_eval(run_dir, list(ctx.args)))
 
 
+@app.command("probe", context_settings=_PASS_THROUGH,
+             short_help="Judge a backbone without fine-tuning it: linear and k-NN probes on frozen features.")
+def probe(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A run folder, a pretraining run, or a local pretrained folder (pkg:... too)."),
+) -> None:
+    """Embed labelled train/validation/test data with the frozen backbone of SOURCE and
+    report a linear probe (logistic regression, C chosen on validation) and k-nearest-
+    neighbour accuracy: [data=topics|data.train=FILE ...] [pooling=mean|cls] [k=20]
+    [init=random] [out=DIR]. Features are cached, so another probe of the same data
+    with other settings does not embed again."""
+    from fmctl.probe.run import probe as run_probe
+
+    run_probe(source, list(ctx.args))
+
+
 data_app = typer.Typer(help="Prepare corpora for pretraining.", no_args_is_help=True, add_completion=False,
                        rich_markup_mode=None)
 app.add_typer(data_app, name="data", short_help="Prepare corpora: clean, deduplicate, tokenise, shard.")

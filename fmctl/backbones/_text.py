@@ -51,6 +51,21 @@ def preprocessor(cfg: Any, folder: Path | None, training_texts: Callable[[], Ite
     return text.load_tokenizer(cfg, training_texts or _no_texts, split_words=split_words)
 
 
+def encoder(folder: Path, modality: str, poolings: tuple[str, ...], random_init: bool, seed: int) -> Any:
+    """A text family's frozen base model (fmctl.models.features.TextEncoder)."""
+    from fmctl.models.features import TextEncoder
+
+    _text_only(folder, modality)
+    return TextEncoder(folder, poolings, random_init, seed)
+
+
+def _text_only(folder: Path, modality: str) -> None:
+    if modality != "text":
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"{folder}: a text model has no {modality} features")
+
+
 def _no_texts() -> Iterable[str]:
     raise ValueError("a tokenizer must be trained here (no backbone.pretrained or backbone.tokenizer): "
                      "pass training_texts")

@@ -58,6 +58,10 @@ class Bert(BackboneFamily):
                      training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
         return _text.preprocessor(cfg, folder, training_texts, split_words)
 
+    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
+        """The base model under any head; mean-pooled or [CLS] features."""
+        return _text.encoder(folder, modality, ("mean", "cls"), random_init, seed)
+
     def structure(self, model: Any) -> Structure:
         """One stack of encoder blocks. An encoder this family does not list (ALBERT's
         layer groups, say) falls back to its largest stack of identical modules."""

@@ -52,6 +52,10 @@ class Gpt(BackboneFamily):
                      training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
         return _text.preprocessor(cfg, folder, training_texts, split_words)
 
+    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
+        """The base model under any head; mean-pooled or last-token features."""
+        return _text.encoder(folder, modality, ("mean", "last"), random_init, seed)
+
     def structure(self, model: Any) -> Structure:
         """One stack of decoder blocks. A decoder laid out otherwise falls back to its
         largest stack of identical modules."""
