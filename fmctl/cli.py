@@ -93,7 +93,8 @@ def evaluate(
              short_help="Judge a backbone without fine-tuning it: linear and k-NN probes on frozen features.")
 def probe(
     ctx: typer.Context,
-    source: str = typer.Argument(..., help="A run folder, a pretraining run, or a local pretrained folder (pkg:... too)."),
+    source: str = typer.Argument(..., help="A run folder, a pretraining run, or a local pretrained folder "
+                                           "(pkg:... too)."),
 ) -> None:
     """Embed labelled train/validation/test data with the frozen backbone of SOURCE and
     report a linear probe (logistic regression, C chosen on validation) and k-nearest-
@@ -103,6 +104,35 @@ def probe(
     from fmctl.probe.run import probe as run_probe
 
     run_probe(source, list(ctx.args))
+
+
+@app.command("compare", context_settings=_PASS_THROUGH,
+             short_help="Compare runs: final metrics, config differences, validation curves.")
+def compare(ctx: typer.Context) -> None:
+    """RUN RUN ... [metric=val/accuracy] [out=DIR]: one table of the runs' final metrics,
+    the config keys that differ, and a plot of their validation curves. Runs of different
+    tasks are compared on what they share; the rest is listed as left out."""
+    from fmctl.evaluate.compare import compare as run_compare
+
+    run_compare(list(ctx.args))
+
+
+report_app = typer.Typer(help="Reports made of several runs.", no_args_is_help=True, add_completion=False,
+                         rich_markup_mode=None)
+app.add_typer(report_app, name="report", short_help="Reports over several runs: learning curves.")
+
+
+@report_app.command("learning-curve", context_settings=_PASS_THROUGH,
+                    short_help="The main metric against the number of labels, scratch against pretrained starts.")
+def learning_curve(ctx: typer.Context) -> None:
+    """Fine-tune every start at every label budget and seed, then plot and tabulate:
+    [recipe=NAME] budgets=[50,200,1000,all] starts=[scratch,FOLDER,...] seeds=2
+    [scratch_overrides=[k=v,...]] [pretrained_overrides=[k=v,...]] [out=DIR] [key=value ...]
+    [hydra/launcher=joblib hydra.launcher.n_jobs=2]. Every other key=value goes to every
+    cell's fine-tuning. The same command again re-uses the finished cells."""
+    from fmctl.curve.run import learning_curve as run_curve
+
+    raise typer.Exit(run_curve(list(ctx.args)))
 
 
 data_app = typer.Typer(help="Prepare corpora for pretraining.", no_args_is_help=True, add_completion=False,
