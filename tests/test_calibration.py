@@ -136,3 +136,24 @@ def test_eval_progress_bar_on_a_terminal():
         for _ in range(3):
             progress.advance(10)
     assert "eval test" in out.getvalue() and "examples/s" in out.getvalue()
+
+
+def test_regression_and_multilabel_give_bootstrap_statistics_of_their_main_metric():
+    """The statistic on the whole sample is the reported metric (MSE; micro F1 as sklearn)."""
+    from fmctl.tasks.multilabel_classification import MultilabelMetrics
+    from fmctl.tasks.regression import RegressionMetrics
+
+    regression = RegressionMetrics()
+    regression.update(torch.tensor([1.0, 2.0, 4.0, 0.5]), {"labels": torch.tensor([1.5, 2.0, 3.0, 0.0])}, None)
+    stats = regression.bootstrap_statistics()
+    assert stats.metric == "mse" and float(stats.statistic(*stats.columns)) == pytest.approx(
+        regression.compute()["mse"])
+    multilabel = MultilabelMetrics(["a", "b", "c"], 0.5)
+    logits = torch.tensor([[3.0, -3.0, 3.0], [-3.0, -3.0, -3.0], [3.0, 3.0, -3.0], [-3.0, 3.0, 3.0]])
+    multilabel.update(logits, {"labels": torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [1.0, 1.0, 0], [0, 1.0, 1.0]])}, None)
+    stats = multilabel.bootstrap_statistics()
+    assert stats.metric == "micro_f1"
+    assert float(stats.statistic(*[np.asarray(c, dtype=float) for c in stats.columns])) == pytest.approx(
+        multilabel.compute()["micro_f1"])
+    interval = confidence_interval(stats, 200, 0.9, seed=0)
+    assert 0 <= interval["low"] <= multilabel.compute()["micro_f1"] <= interval["high"] <= 1

@@ -50,3 +50,13 @@ def confidence_interval(stats: Statistics, resamples: int, confidence: float, se
 def mean(column: Any, axis: int = -1) -> Any:
     """The statistic of a metric that is a mean over examples (accuracy, MSE, exact match)."""
     return column.mean(axis=axis)
+
+
+def f1_from_counts(tp: Any, fp: Any, fn: Any, axis: int = -1) -> Any:
+    """Micro F1 = 2 TP / (2 TP + FP + FN) of the summed per-example counts; 0 where there is
+    nothing to count (scikit-learn's zero_division=0)."""
+    import numpy as np
+
+    t, f, n = tp.sum(axis=axis), fp.sum(axis=axis), fn.sum(axis=axis)
+    denominator = 2 * t + f + n
+    return np.where(denominator > 0, 2 * t / np.maximum(denominator, 1e-12), 0.0)
