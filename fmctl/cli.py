@@ -209,6 +209,8 @@ def predict(
     top_p: float = typer.Option(1.0, "--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass."),
     seed: int = typer.Option(0, "--seed"),
     num_return: int = typer.Option(1, "--num-return", min=1, help="Samples per prompt (with --strategy sample)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (ONNX Runtime's session, "
+                                          "or PyTorch's); default: every core."),
 ) -> None:
     """Predictions for every row, line or image: labels with probabilities, a number
     (regression), a label set (multi-label), tags per word (token classification), answer
@@ -249,16 +251,19 @@ def predict(
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
                 batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
                 question_column=question_column, context_column=context_column, question=question, context=context,
-                generation=settings)
+                generation=settings, threads=threads)
 
 
-@app.command("recipes", short_help="List the available recipes.")
+@app.command("recipes", short_help="List the available recipes: verb, task, backbone, purpose.")
 def list_recipes() -> None:
-    """List the recipes fmctl can run (./recipes first, then the shipped ones)."""
-    from fmctl.config.compose import available_recipes
+    """List the recipes fmctl can run (./recipes first, then the shipped ones): the verb
+    that runs each, its task and backbone, and what it is for (its header comment)."""
+    from fmctl.report import recipe_rows
 
-    for name in available_recipes():
-        typer.echo(name)
+    rows = [("recipe", "verb", "task", "backbone", "what it does"), *recipe_rows()]
+    widths = [max(len(row[i]) for row in rows) + 2 for i in range(4)]
+    for row in rows:  # plain aligned lines: readable, and easy to grep or cut
+        typer.echo("".join(cell.ljust(width) for cell, width in zip(row, widths)) + row[4])
 
 
 def main(argv: Optional[list[str]] = None) -> None:

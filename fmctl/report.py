@@ -135,3 +135,18 @@ def export_table(manifest: dict[str, Any]) -> Any:
     for name, row in (manifest.get("latency", {}).get("results") or {}).items():
         table.add_row(f"latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
     return table
+
+
+def recipe_rows() -> list[tuple[str, str, str, str, str]]:
+    """`fmctl recipes`: (name, verb, task, backbone, purpose) per recipe, the verb read from
+    its choices (a customize list, a pretraining task), the purpose from its header comment."""
+    from fmctl import tasks
+    from fmctl.config.compose import recipe_summaries
+
+    rows = []
+    for recipe in recipe_summaries():
+        task = str(recipe.picks.get("task", ""))
+        pretrains = task in tasks.names() and tasks.declaration(task).pretraining
+        verb = "customize" if "customize" in recipe.picks else "pretrain" if pretrains else "finetune"
+        rows.append((recipe.name, verb, task or "-", str(recipe.picks.get("backbone", "-")), recipe.purpose))
+    return rows

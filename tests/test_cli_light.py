@@ -24,3 +24,6 @@ def test_recipes_lists_shipped_recipes():
     done = subprocess.run([sys.executable, "-m", "fmctl", "recipes"], capture_output=True, text=True)
     assert done.returncode == 0
     assert {"bert_topics", "gpt_topics", "vit_digits", "minilm_topics"} <= set(done.stdout.split())
+    # each recipe says what runs it and what it is for
+    row = next(line for line in done.stdout.splitlines() if line.startswith("bert_mlm "))
+    assert all(word in row.split() for word in ("pretrain", "mlm", "bert")) and "pretraining of a BERT" in row

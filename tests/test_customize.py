@@ -235,6 +235,9 @@ def test_lora_run_keeps_an_adapter_that_eval_loads(bert_base, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lora_step = manifest["customizations"][1]
     assert lora_step["trainable_after"] < lora_step["trainable_before"] / 10
+    # the model as it trained: the base (its head once, not peft's frozen copy too) and the adapters
+    params, _ = real_counts(run_dir)
+    assert manifest["parameters"]["total"] == params + lora_step["adapter_params"] == lora_step["params_after"]
     report = json.loads((run_dir / "customize_report.json").read_text())
     assert report["customized"]["params_trainable"] == lora_step["trainable_after"]
     assert report["customized"]["adapter_size_bytes"] < report["customized"]["size_bytes"] * 3  # adapter + its base

@@ -221,3 +221,39 @@ def test_fit_calls_the_hooks_at_every_micro_batch_and_uses_their_loss(reviews, t
     assert result.steps == 3 and result.nonfinite_skipped == 1
     assert hooks.batches == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert hooks.attempts == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_an_mfu_above_one_remeasures_the_peak_and_is_never_reported():
+    """A peak measured while the machine was busy made a resumed pretraining log 'MFU
+    155.1%': the peak is measured again, and if the rate still beats it, no MFU at all."""
+    from fmctl.loop.throughput import Throughput
+
+    fresh = iter([3000.0, 900.0])
+    window = Throughput(flops_per_token=10.0, peak_flops=1000.0, remeasure=lambda: next(fresh))
+    window.count(8, 300)                      # 150 tokens/s x 10 FLOP = 1500 FLOP/s > the first peak
+    assert window.token_rates(2.0) == {"tokens_per_s": 150.0, "mfu": 0.5}   # against the re-measured 3000
+    busy = Throughput(flops_per_token=10.0, peak_flops=1000.0, remeasure=lambda: 1100.0)
+    busy.count(8, 300)
+    assert busy.token_rates(2.0) == {"tokens_per_s": 150.0} and "MFU not reported" in busy.note
+    busy.count(8, 30)
+    assert "mfu" not in busy.token_rates(2.0)  # not for the rest of the run
+
+
+def test_the_eta_after_a_resume_counts_only_the_steps_since_the_resume(monkeypatch):
+    """Resumed at step 641 of 1500 at 3 s per step, the ETA is about 849 x 3 s, not the
+    time since the resume divided over all 651 steps."""
+    import io
+
+    from rich.console import Console
+
+    from fmctl.loop import tracking
+
+    ticks = [100.0, 130.0]
+    monkeypatch.setattr(tracking.time, "perf_counter", lambda: ticks.pop(0) if len(ticks) > 1 else ticks[0])
+    out = io.StringIO()
+    display = tracking.Display("log", 1500, Console(file=out, width=200), start_step=641)
+    display.step(651, {"loss": 1.0})
+    assert "step 651/1500" in out.getvalue() and "eta 2547s" in out.getvalue()
+    bar = tracking.Display("bar", 1500, Console(file=io.StringIO(), force_terminal=True), start_step=641)
+    assert bar.progress.tasks[0].completed == 641  # rich's rate starts from the resume, not from 0
+    bar.close()

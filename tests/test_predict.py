@@ -46,6 +46,32 @@ def test_run_folder_and_onnx_export_agree_on_text(name, request, tiny_onnx_expor
     assert len(set(run_labels)) == 2
 
 
+def test_an_empty_text_is_a_row_error_from_the_run_and_its_export(tiny_bert_run, tiny_onnx_exports, tmp_path):
+    """A model given only [CLS] [SEP] answers with a confident label that says nothing
+    about the row: empty texts are row errors, and the rows around them are predicted."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text('Review Text ,Sentiment\n"Great product, loved it",positive\n"",positive\n"   ",negative\n'
+                    '"Broken and useless",negative\n', encoding="utf-8")
+    for name, target in (("run", tiny_bert_run), ("onnx", tiny_onnx_exports["bert"].folder)):
+        summary = predict(target, input_file=rows, out=tmp_path / f"{name}.jsonl", log=quiet)
+        records = read_jsonl(tmp_path / f"{name}.jsonl")
+        assert summary.predicted == 2 and [("label" in r, r.get("error", "")) for r in records] == [
+            (True, ""), (False, f"{rows}:3: the text is empty"), (False, f"{rows}:4: the text is empty"), (True, "")]
+        alone = predict(target, text="", out=tmp_path / f"{name}-one.jsonl", log=quiet)
+        assert alone.predicted == 0 and alone.errors == ["--text: the text is empty"]
+
+
+def test_onnx_predict_takes_a_thread_setting(tiny_onnx_exports, new_reviews, tmp_path, monkeypatch):
+    from fmctl.export import onnx as onnx_module
+
+    asked = []
+    real = onnx_module.session
+    monkeypatch.setattr(onnx_module, "session", lambda path, threads=None: asked.append(threads) or real(path, threads))
+    summary = predict(tiny_onnx_exports["bert"].folder, input_file=new_reviews, out=tmp_path / "p.jsonl", threads=1,
+                      log=quiet)
+    assert summary.predicted == 150 and asked == [1]
+
+
 def test_onnx_prediction_never_imports_torch(tiny_onnx_exports, new_reviews, tmp_path):
     script = ("import sys; from fmctl.cli import main\n"
               "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
@@ -245,9 +271,10 @@ def test_light_text_encoder_matches_fmctl_tokenization_for_pairs(tiny_bert_run, 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     values = [{"text": "great café — naïve 😀 " * 30, "text_pair": "awful " * 40},
               {"text": "ok", "text_pair": "fine, really."}, {"text": "", "text_pair": None}]
-    light, _ = LightTextEncoder(folder, prep, names)(values)
-    reference, _ = ReferenceTextEncoder(load_tokenizer_only(tiny_bert_run / "model"), 48, True, names)(values)
-    assert light["input_ids"].shape == (3, 48)
+    light, light_errors = LightTextEncoder(folder, prep, names)(values)
+    reference, errors = ReferenceTextEncoder(load_tokenizer_only(tiny_bert_run / "model"), 48, True, names)(values)
+    assert light_errors == errors == {2: "the text is empty"}  # a row error, not a label for [CLS] [SEP]
+    assert light["input_ids"].shape == (2, 48)
     for name in names:
         assert np.array_equal(light[name], reference[name]), name
     assert light["token_type_ids"][0].max() == 1

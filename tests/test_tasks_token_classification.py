@@ -4,6 +4,7 @@ transformers' AutoModelForTokenClassification reloads with the same predictions.
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -90,7 +91,8 @@ def test_model_reloads_as_token_classifier_with_same_predictions(ner):
 
 
 def test_jsonl_with_gpt_and_pos_tags_reports_accuracy(tmp_path):
-    """Tags without B-/I- prefixes are not entities: token accuracy is the metric."""
+    """Tags without B-/I- prefixes are not entities: word accuracy and the macro-F1 over
+    tags are reported, no entity F1."""
     path = write_tagged_jsonl(tmp_path / "train.jsonl", 300, seed=3)
     pos = tmp_path / "pos.jsonl"
     with open(pos, "w", encoding="utf-8") as handle:
@@ -101,6 +103,7 @@ def test_jsonl_with_gpt_and_pos_tags_reports_accuracy(tmp_path):
                                     "backbone=gpt", *TINY, *STEPS, "trainer.max_steps=40"], tmp_path / "run")
     assert "val/f1" not in result.metrics
     assert result.metrics["val/accuracy"] > 0.9, result.metrics  # majority tag 'X' is about 0.7
+    assert result.metrics["val/macro_f1"] > 0.85, result.metrics
 
 
 def test_words_past_max_length_are_predicted_outside(tmp_path):
@@ -203,3 +206,65 @@ def test_byte_level_words_keep_their_space_marker_in_training_and_serving(tmp_pa
     assert from_run.predicted == from_onnx.predicted == 2
     assert [r["tags"] for r in read_jsonl(tmp_path / "run.jsonl")] == \
         [r["tags"] for r in read_jsonl(tmp_path / "onnx.jsonl")]
+
+
+def code_token_rows(source: Path) -> list[dict]:
+    """Real Python source cut into logical lines: each token's text and its kind (NAME,
+    KEYWORD, OP, NUMBER, STRING, COMMENT), the plain (non-entity) tag set of code tagging."""
+    import io
+    import keyword
+    import token
+    import tokenize
+
+    rows, words, tags = [], [], []
+    for tok in tokenize.generate_tokens(io.StringIO(source.read_text(encoding="utf-8")).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER) and words:
+            rows.append({"tokens": words, "tags": tags})
+            words, tags = [], []
+        elif tok.type in (token.NAME, token.OP, token.NUMBER, token.STRING, tokenize.COMMENT) and tok.string.strip():
+            kind = "KEYWORD" if tok.type == token.NAME and keyword.iskeyword(tok.string) else token.tok_name[tok.type]
+            words.append(tok.string.split()[0][:40])
+            tags.append(kind)
+    return rows
+
+
+def test_plain_tags_report_macro_f1_per_tag_scores_and_a_confusion_matrix(tmp_path):
+    """Code token kinds (the standard library's own source) are plain tags: the run
+    monitors macro-F1 over tags, and eval writes per-tag scores and a confusion matrix
+    that recount from its predictions."""
+    import random
+    import textwrap
+
+    from sklearn.metrics import f1_score
+
+    rows = code_token_rows(Path(textwrap.__file__)) + code_token_rows(Path(json.__file__).parent / "decoder.py")
+    random.Random(0).shuffle(rows)
+    for name, part in (("train", rows[:400]), ("test", rows[400:520])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    result = finetune("ner_conll", [f"data.train={tmp_path / 'train.jsonl'}", f"data.test={tmp_path / 'test.jsonl'}",
+                                    *TINY, *STEPS, "trainer.max_steps=60"], tmp_path / "run")
+    assert "val/f1" not in result.metrics and result.metrics["test/macro_f1"] > 0.5, result.metrics
+    raw, run = load_run_config(result.run_dir, [])
+    report = pipeline.evaluate_run(result.run_dir, run, raw, console=Console(file=open(os.devnull, "w")))
+    assert set(report["per_tag"]) >= {"NAME", "OP", "KEYWORD", "STRING"}
+    predictions = read_jsonl(result.run_dir / "eval" / "predictions.jsonl")
+    gold = [t for p in predictions for t in p["tags"]]
+    predicted = [t for p in predictions for t in p["predictions"]]
+    assert report["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=0))
+    matrix = report["confusion_matrix"]
+    assert sum(map(sum, matrix)) == len(gold) and (result.run_dir / "eval" / "confusion_matrix.png").is_file()
+    tags = json.loads((result.run_dir / "model" / "config.json").read_text())["id2label"]
+    name = next(int(k) for k, v in tags.items() if v == "NAME")
+    assert matrix[name][name] == sum(g == p == "NAME" for g, p in zip(gold, predicted))
+
+
+def test_macro_f1_over_plain_tags_by_hand():
+    from fmctl.tasks.token_classification import per_tag_report, tagging_scores
+
+    gold = [["NAME", "OP", "NAME"], ["NUMBER"]]
+    predicted = [["NAME", "NAME", "NAME"], ["NUMBER"]]
+    # NAME: p 2/3 r 1 f1 0.8; OP: p 0 r 0 f1 0; NUMBER: f1 1 -> macro (0.8 + 0 + 1) / 3
+    assert tagging_scores(gold, predicted, entities=False)["macro_f1"] == pytest.approx(0.6)
+    report = per_tag_report(gold, predicted, ["NAME", "NUMBER", "OP"])
+    assert report["per_tag"]["NAME"]["precision"] == pytest.approx(2 / 3)
+    assert report["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [1, 0, 0]]

@@ -5,9 +5,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from fmctl.backbones.base import BackboneFamily
 
 PRETRAINING = "pretraining"
+
+
+class TextFamily(BackboneFamily):
+    """A transformers text family: building, loading, saving and the tokenizer are the
+    same for all; a family adds its facts, `pretrains`, `fresh_config` and `structure`."""
+
+    modalities = ("text",)
+    # The language model `build(..., "pretraining")` makes: "masked", "causal", or None.
+    pretrains: ClassVar[str | None] = None
+    # The vectors `fmctl probe` pools from the base model's token states, the default first
+    # (fmctl.models.features.TextEncoder); empty: the family gives no probe features.
+    poolings: ClassVar[tuple[str, ...]] = ()
+
+    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
+        return build(cfg, head, preprocessor, self.pretrains, **options)
+
+    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
+        return load(folder, head)
+
+    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
+        save(model, folder, preprocessor)
+
+    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
+                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
+        return preprocessor(cfg, folder, training_texts, split_words)
+
+    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
+        """The base model under any head, pooled as `poolings` says."""
+        if not self.poolings:
+            return BackboneFamily.encoder(self, folder, modality, random_init, seed)
+        return encoder(folder, modality, self.poolings, random_init, seed)
 
 
 def build(cfg: Any, head: str, tokenizer: Any, pretrains: str | None, **options: Any) -> Any:

@@ -3,8 +3,6 @@ ModernBERT, ...), from transformers: masked-LM pretraining, classification, toke
 classification and extractive QA heads."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from fmctl.backbones import _text
@@ -24,10 +22,11 @@ OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camem
 CLS_ONLY_TYPES = frozenset({"bert"})
 
 
-class Bert(BackboneFamily):
+class Bert(_text.TextFamily):
     name = "bert"
     config = TextBackboneConfig
-    modalities = ("text",)
+    pretrains = "masked"
+    poolings = ("mean", "cls")         # fmctl probe: mean over real tokens, or [CLS]
     kind = "an encoder"
     model_types = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert",
                              "mpnet", "deberta", "deberta-v2", "modernbert"})
@@ -45,23 +44,6 @@ class Bert(BackboneFamily):
                                           ("attention.self.value", 0, (0,)), ("attention.output.dense", 1, (0,))))
     depth_keys = ("num_hidden_layers",)
 
-    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
-        return _text.build(cfg, head, preprocessor, "masked", **options)
-
-    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
-        return _text.load(folder, head)
-
-    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
-        _text.save(model, folder, preprocessor)
-
-    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
-                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
-        return _text.preprocessor(cfg, folder, training_texts, split_words)
-
-    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
-        """The base model under any head; mean-pooled or [CLS] features."""
-        return _text.encoder(folder, modality, ("mean", "cls"), random_init, seed)
-
     def structure(self, model: Any) -> Structure:
         """One stack of encoder blocks. An encoder this family does not list (ALBERT's
         layer groups, say) falls back to its largest stack of identical modules."""
@@ -76,7 +58,6 @@ class Bert(BackboneFamily):
         if table is not None and getattr(config, "model_type", "") in OFFSET_POSITIONS:
             table -= (getattr(config, "pad_token_id", None) or 0) + 1
         return table
-
 
     def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
         """A BertConfig at the size table's shape (fmctl.models.sizes), random weights."""

@@ -3,13 +3,10 @@ Mistral, Qwen, OPT, Phi, Bloom, Gemma, Falcon), from transformers: causal-LM pre
 classification, token classification and decoder-only translation."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
-from fmctl.backbones.base import BackboneFamily
 from fmctl.backbones.structure import HeadLayout, Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
@@ -18,10 +15,11 @@ from fmctl.config.schema import TextBackboneConfig
 _STACKS = ("h", "layers", "decoder.layers", "blocks")
 
 
-class Gpt(BackboneFamily):
+class Gpt(_text.TextFamily):
     name = "gpt"
     config = TextBackboneConfig
-    modalities = ("text",)
+    pretrains = "causal"
+    poolings = ("mean", "last")        # fmctl probe: mean over real tokens, or the last real one
     kind = "a decoder"
     model_types = frozenset({"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "opt", "phi",
                              "phi3", "bloom", "gemma", "gemma2", "falcon"})
@@ -39,30 +37,12 @@ class Gpt(BackboneFamily):
                                                                   ("attn.c_proj", 0, (0,))))
     depth_keys = ("num_hidden_layers", "n_layer", "num_layers")
 
-    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
-        return _text.build(cfg, head, preprocessor, "causal", **options)
-
-    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
-        return _text.load(folder, head)
-
-    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
-        _text.save(model, folder, preprocessor)
-
-    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
-                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
-        return _text.preprocessor(cfg, folder, training_texts, split_words)
-
-    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
-        """The base model under any head; mean-pooled or last-token features."""
-        return _text.encoder(folder, modality, ("mean", "last"), random_init, seed)
-
     def structure(self, model: Any) -> Structure:
         """One stack of decoder blocks. A decoder laid out otherwise falls back to its
         largest stack of identical modules."""
         root, base, at = _text.locate(model)
         found = existing(base, _STACKS)[:1] or [s for s in (uniform_stack(base),) if s]
         return declared(self, model, _text.stacks_at(root, at, found), root)
-
 
     def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
         """A GPT2Config at the size table's shape (fmctl.models.sizes), random weights."""

@@ -3,13 +3,10 @@ Pegasus), from transformers: translation / seq2seq. Two block stacks, the encode
 the decoder's, in that depth order."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
-from fmctl.backbones.base import BackboneFamily
 from fmctl.backbones.structure import Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
@@ -17,10 +14,9 @@ from fmctl.config.schema import TextBackboneConfig
 _STACKS = ("encoder.block", "decoder.block", "encoder.layers", "decoder.layers")
 
 
-class T5(BackboneFamily):
+class T5(_text.TextFamily):
     name = "t5"
     config = TextBackboneConfig
-    modalities = ("text",)
     kind = "an encoder-decoder"
     model_types = frozenset({"t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus"})
     tokenizer_kind = "t5"
@@ -29,19 +25,6 @@ class T5(BackboneFamily):
     head_attrs = ("classifier", "qa_outputs")
     # BART-likes' config keys (T5's own dropout_rate is not rewritten).
     dropout_keys = {"hidden": ("dropout",), "attention": ("attention_dropout",)}
-
-    def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
-        return _text.build(cfg, head, preprocessor, None, **options)
-
-    def load(self, folder: Path, head: str) -> tuple[Any, Any]:
-        return _text.load(folder, head)
-
-    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
-        _text.save(model, folder, preprocessor)
-
-    def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
-                     training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
-        return _text.preprocessor(cfg, folder, training_texts, split_words)
 
     def structure(self, model: Any) -> Structure:
         """The encoder's blocks then the decoder's. An encoder-decoder laid out otherwise
@@ -53,7 +36,6 @@ class T5(BackboneFamily):
     def position_table(self, model: Any) -> int | None:
         """Relative attention buckets: no table limits the length."""
         return None
-
 
     def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
         """A T5Config at the size table's shape, encoder and decoder each that deep. T5

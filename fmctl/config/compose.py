@@ -102,19 +102,45 @@ def available_recipes() -> list[str]:
     return names
 
 
-def recipes_for_task(task: str) -> list[str]:
-    """The recipes whose defaults list picks task=`task`, the ones reading one's own files first."""
+@dataclass
+class RecipeSummary:
+    name: str
+    picks: dict[str, Any]        # config group -> option the recipe's defaults list chooses
+    purpose: str                 # the first sentence of its header comment
+
+
+def recipe_summaries() -> list[RecipeSummary]:
+    """Every recipe with its chosen options and what it is for (its header comment)."""
     from omegaconf import OmegaConf
 
     found = []
     for name in available_recipes():
+        path = find_recipe(name)
         try:
-            defaults = OmegaConf.to_container(OmegaConf.load(find_recipe(name))).get("defaults") or []
+            defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
         except Exception:  # a broken recipe is reported when it is used
             continue
         picks = {str(k).lstrip("+"): v for d in defaults if isinstance(d, dict) for k, v in d.items()}
-        if picks.get("task") == task:
-            found.append((picks.get("data") in ("topics", "digits"), name))
+        found.append(RecipeSummary(name, picks, _purpose(path)))
+    return found
+
+
+def _purpose(path: Path) -> str:
+    """The header comment up to its first command line, cut at its first sentence."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#") or line.lstrip("# ").startswith("fmctl ") or line.startswith("#   "):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    end = re.search(r"[.;] (?=[A-Z])|; ", text)   # a sentence's end, not "e.g. x"
+    return (text[:end.start()] if end else text).rstrip(".")
+
+
+def recipes_for_task(task: str) -> list[str]:
+    """The recipes whose defaults list picks task=`task`, the ones reading one's own files first."""
+    found = [(r.picks.get("data") in ("topics", "digits"), r.name) for r in recipe_summaries()
+             if r.picks.get("task") == task]
     return [name for _, name in sorted(found)]
 
 

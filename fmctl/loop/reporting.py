@@ -56,7 +56,8 @@ class Reporter:
         self.base_lr = run.optim.lr
         # A resumed run drops the events the interrupted one logged after its checkpoint.
         self.log = MetricsLog(folder.path if folder else None, resume_step=progress.step if resumed else None)
-        self.display = Display(run.trainer.progress if parts.dist.is_main else "off", parts.total_steps, console)
+        self.display = Display(run.trainer.progress if parts.dist.is_main else "off", parts.total_steps, console,
+                               start_step=progress.step if resumed else 0)
         self.history: list[dict[str, Any]] = []
         self.started = time.perf_counter()
 
@@ -92,6 +93,9 @@ class Reporter:
         if device == "cuda":  # what the step needs at its peak, for sizing batches
             stats["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         stats.update(window.token_rates(elapsed))
+        if window.note:
+            self.display.message(window.note)
+            window.note = None
         self.log.write("train", p.step, stats)
         self.history.append({"event": "train", "step": p.step, **stats})
         running.reset()

@@ -73,9 +73,12 @@ def _clean(value: Any) -> Any:
 class Display:
     """A rich progress bar on a terminal, plain log lines elsewhere (CI logs), or nothing."""
 
-    def __init__(self, mode: str, total_steps: int, console: Any):
+    def __init__(self, mode: str, total_steps: int, console: Any, start_step: int = 0):
+        """`start_step`: where a resumed run starts, so the ETA divides the time since then
+        by the steps since then (not by every step of the run)."""
         self.console = console
         self.total = total_steps
+        self.start_step = start_step
         if mode == "auto":
             mode = "bar" if console.is_terminal else "log"
         self.mode = mode
@@ -87,7 +90,7 @@ class Display:
             self.progress = Progress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                 TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
-            self.task = self.progress.add_task("train", total=total_steps, stats="")
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, stats="")
             self.progress.start()
 
     def step(self, step: int, stats: dict[str, Any] | None = None) -> None:
@@ -97,7 +100,7 @@ class Display:
                 self.progress.update(self.task, completed=step, stats=text)
             elif self.mode == "log":
                 elapsed = time.perf_counter() - self.start
-                eta = elapsed / max(step, 1) * (self.total - step)
+                eta = elapsed / max(step - self.start_step, 1) * (self.total - step)
                 self.console.print(f"step {step}/{self.total}  {text}  eta {eta:.0f}s", highlight=False, soft_wrap=True)
         elif self.progress is not None:
             self.progress.update(self.task, completed=step)

@@ -9,6 +9,8 @@ from typing import Any
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}
+    """The parameters the model computes with, and those that train. peft keeps a frozen
+    copy of each module it trains in full (`original_module` beside `modules_to_save`,
+    the task head under LoRA) that the forward pass never uses: it is not counted."""
+    used = [p for name, p in model.named_parameters() if ".original_module." not in f".{name}"]
+    return {"total": sum(p.numel() for p in used), "trainable": sum(p.numel() for p in used if p.requires_grad)}

@@ -37,6 +37,9 @@ class LightTextEncoder:
     def __call__(self, values: list[dict[str, Any]]) -> Encoded:
         import numpy as np
 
+        values, errors = _without_empty_texts(values)
+        if not values:
+            return {}, errors
         inputs = [(v["text"], v["text_pair"] or "") if self.pairs else v["text"] for v in values]
         encodings = self.tokenizer.encode_batch(inputs, add_special_tokens=True)
         width = max(1, max(len(e.ids) for e in encodings))
@@ -50,7 +53,7 @@ class LightTextEncoder:
             mask[i, :len(enc.ids)] = 1
             types[i, :len(enc.ids)] = enc.type_ids
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return {k: feed[k] for k in self.input_names}, {}
+        return {k: feed[k] for k in self.input_names}, errors
 
 
 class ReferenceTextEncoder:
@@ -66,12 +69,23 @@ class ReferenceTextEncoder:
         self.input_names = input_names
 
     def __call__(self, values: list[dict[str, Any]]) -> Encoded:
+        values, errors = _without_empty_texts(values)
+        if not values:
+            return {}, errors
         texts = [v["text"] for v in values]
         pairs = [v["text_pair"] or "" for v in values] if self.pairs else None
         batch = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
         keys = [k for k in ("input_ids", "token_type_ids") if k in batch]
         collated = self.collate([{k: batch[k][i] for k in keys} for i in range(len(texts))])
-        return {k: collated[k].numpy() for k in self.input_names if k in collated}, {}
+        return {k: collated[k].numpy() for k in self.input_names if k in collated}, errors
+
+
+def _without_empty_texts(values: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """The values with a text to classify, and an error for each empty one. Why: a model
+    given only [CLS] [SEP] still answers with a confident label, which says nothing about
+    the row; the row is reported instead (as training warns about empty texts)."""
+    errors = {i: "the text is empty" for i, v in enumerate(values) if not str(v.get("text") or "").strip()}
+    return [v for i, v in enumerate(values) if i not in errors], errors
 
 
 _PIL_FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1, "box": 4, "hamming": 5}

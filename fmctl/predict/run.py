@@ -38,6 +38,7 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
             progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
             question: str | None = None, context: str | None = None, generation: Any = None,
+            threads: int | None = None,
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text, --question with --context,
@@ -67,7 +68,7 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             opened["items"] = _items(spec, input_file, text, text_pair, images, text_column, text_pair_column,
                                      question_column, context_column)
 
-    target = open_target(target_path, before_load=open_items, generation=generation)
+    target = open_target(target_path, before_load=open_items, generation=generation, threads=threads)
     items, where = opened["items"]
     if target.input_kind == "image":
         id_fields = ["image"]

@@ -93,10 +93,12 @@ class Predictor:
 MAX_RUN_ROWS = 64
 
 
-def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None, generation: Any = None) -> Target:
+def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None, generation: Any = None,
+                threads: int | None = None) -> Target:
     """The target at path, ready to predict; `before_load` sees what it reads (and may
     raise) before any model or tokenizer is loaded. `generation` (GenerationSettings) is
-    how a causal LM continues each text (default: greedy, 50 new tokens)."""
+    how a causal LM continues each text (default: greedy, 50 new tokens). `threads`: CPU
+    threads for ONNX Runtime's session (and PyTorch's, for run folders and torch exports)."""
     path = Path(path)
     if not path.exists():
         raise RunFolderError(f"{path}: no such run folder or export folder")
@@ -104,11 +106,16 @@ def open_target(path: Path, before_load: BeforeLoad = lambda _inputs: None, gene
     if path.is_file() and path.suffix not in (".onnx", ".pt"):
         raise RunFolderError(f"{path}: expected a run folder, an export folder or its model.onnx / model.pt")
     if (folder / "config.yaml").is_file() and (folder / "model").is_dir() and not path.is_file():
+        if threads:
+            _torch_threads(threads)
         return _run_folder(folder, before_load, generation)
     if (folder / "export_manifest.json").is_file() or any((folder / n).is_file() for n in ("model.onnx", "model.pt")):
         from fmctl.export import manifest as manifest_mod
 
-        return _export_folder(folder, manifest_mod.read(folder), before_load, generation)
+        manifest = manifest_mod.read(folder)
+        if threads and manifest.get("format") != "onnx":
+            _torch_threads(threads)
+        return _export_folder(folder, manifest, before_load, generation, threads)
     if (folder / "config.yaml").is_file():
         raise RunFolderError(f"{folder}: no model/ folder; was the run completed?")
     raise RunFolderError(f"{folder}: neither a run folder (config.yaml + model/) nor an export folder "
@@ -144,7 +151,7 @@ def _columns(kind: str, prep: dict[str, Any]) -> dict[str, str]:
 
 
 def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLoad = lambda _inputs: None,
-                   generation: Any = None) -> Target:
+                   generation: Any = None, threads: int | None = None) -> Target:
     from fmctl.predict import decode, encode
 
     fmt, task = manifest.get("format"), manifest.get("task", "")
@@ -182,23 +189,30 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
         encoder = encode.ReferenceImageEncoder(prep)
     post = manifest.get("postprocessing") or {"kind": "softmax_label"}
     decoder = decode.DECODERS[post["kind"]](labels, post)
-    runner, what = _RUNNERS[fmt](folder, manifest, names)
+    runner, what = _RUNNERS[fmt](folder, manifest, names, threads) if fmt == "onnx" else \
+        _RUNNERS[fmt](folder, manifest, names)
     return Target(folder, f"{description} ({what})", task, labels, kind, _columns(kind, prep),
                   Predictor(encoder, runner, decoder), decoder.columns)
 
 
-def onnx_runner(folder: Path, manifest: dict[str, Any], names: list[str]) -> tuple[Callable, str]:
+def onnx_runner(folder: Path, manifest: dict[str, Any], names: list[str],
+                threads: int | None = None) -> tuple[Callable, str]:
     """feed -> the manifest's outputs, in order, from an onnxruntime CPU session (predict's
-    runner for ONNX exports, and the ONNX generator's)."""
-    import onnxruntime as ort
+    runner for ONNX exports, and the ONNX generator's); `threads` sets its intra-op threads
+    (ONNX Runtime's default: every core)."""
+    from fmctl.export.onnx import session as onnx_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(folder / manifest["files"]["model"]), options,
-                                   providers=["CPUExecutionProvider"])
+    session = onnx_session(folder / manifest["files"]["model"], threads)
     wanted = [i.name for i in session.get_inputs()]
     outputs = [o["name"] for o in manifest.get("outputs", [])] or None
     return (lambda feed: session.run(outputs, {n: feed[n] for n in wanted})), "onnxruntime"
+
+
+def _torch_threads(threads: int) -> None:
+    """PyTorch's CPU threads, for the targets that run in PyTorch (ONNX never imports it)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _torchscript_runner(folder: Path, manifest: dict[str, Any], names: list[str]) -> tuple[Callable, str]:

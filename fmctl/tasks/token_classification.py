@@ -79,8 +79,10 @@ class TokenClassification(Task):
 
     @property
     def main_metric(self) -> str:
-        """Entity F1 for entity tags; token accuracy when the tags are not (POS), known after prepare."""
-        return "f1" if self.entities else "accuracy"
+        """Entity F1 for entity tags; for other tag sets (POS, code token kinds) the macro-F1
+        over tags, which frequent tags cannot dominate as they do word accuracy. Known
+        after prepare."""
+        return "f1" if self.entities else "macro_f1"
 
     def _entity_tags(self, names: list[str]) -> bool:
         if self.cfg.entity_metrics != "auto":
@@ -198,6 +200,8 @@ class TaggingMetrics:
             out["per_entity"] = {name: {"precision": float(v["precision"]), "recall": float(v["recall"]),
                                         "f1": float(v["f1-score"]), "support": int(v["support"])}
                                  for name, v in table.items() if not name.endswith(" avg")}
+        else:
+            out.update(per_tag_report(gold, predicted, self.label_names))
         return out
 
     def records(self, rows: list[TokenRow],
@@ -209,17 +213,25 @@ class TaggingMetrics:
             yield {**example_fields(row), "tags": row.tags, "predictions": self.predicted[i]}
 
     def write_files(self, folder: Path, report: dict[str, Any]) -> None:
-        return None
+        """confusion_matrix.png over the tags (plain tag sets; entities are scored as spans)."""
+        if not self.entities:
+            from fmctl.evaluate.plots import confusion_matrix_png
+
+            confusion_matrix_png(report["confusion_matrix"], self.label_names, folder / "confusion_matrix.png")
 
     def tables(self, report: dict[str, Any]) -> list[Any]:
         from fmctl.report import per_class_table
 
-        return [per_class_table(report["per_entity"], title="per entity type", key="entity")] if self.entities else []
+        if self.entities:
+            return [per_class_table(report["per_entity"], title="per entity type", key="entity")]
+        return [per_class_table(report["per_tag"], title="per tag", key="tag")]
 
 
 def tagging_scores(gold: list[list[str]], predicted: list[list[str]], entities: bool) -> dict[str, float]:
     """seqeval's word accuracy, and with entity tags its entity-level micro precision,
-    recall and F1 (an entity counts only when its type and both boundaries are right)."""
+    recall and F1 (an entity counts only when its type and both boundaries are right);
+    with other tags the macro-F1 over the tags of the words (scikit-learn, over the tags in
+    the gold words or the predictions: a tag absent from both says nothing here)."""
     from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
     out = {"accuracy": float(accuracy_score(gold, predicted))}
@@ -227,7 +239,31 @@ def tagging_scores(gold: list[list[str]], predicted: list[list[str]], entities: 
         out["precision"] = float(precision_score(gold, predicted, zero_division=0))
         out["recall"] = float(recall_score(gold, predicted, zero_division=0))
         out["f1"] = float(f1_score(gold, predicted, zero_division=0))
+    else:
+        from sklearn.metrics import f1_score as sk_f1
+
+        words_gold, words_predicted = _flat(gold), _flat(predicted)
+        out["macro_f1"] = float(sk_f1(words_gold, words_predicted, average="macro", zero_division=0))
     return out
+
+
+def per_tag_report(gold: list[list[str]], predicted: list[list[str]], tags: list[str]) -> dict[str, Any]:
+    """Per-tag precision, recall, F1 and support over words, and the tag confusion matrix
+    (rows gold, columns predicted, in the model's tag order), as text classification
+    reports per class."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    words_gold, words_predicted = _flat(gold), _flat(predicted)
+    precision, recall, f1, support = precision_recall_fscore_support(words_gold, words_predicted, labels=tags,
+                                                                     zero_division=0)
+    per_tag = {tag: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                     "support": int(support[i])} for i, tag in enumerate(tags)}
+    return {"per_tag": per_tag,
+            "confusion_matrix": confusion_matrix(words_gold, words_predicted, labels=tags).tolist()}
+
+
+def _flat(sentences: list[list[str]]) -> list[str]:
+    return [tag for sentence in sentences for tag in sentence]
 
 
 def fill_label(label_names: list[str]) -> str:
@@ -237,5 +273,5 @@ def fill_label(label_names: list[str]) -> str:
 
 TASKS = (TaskDeclaration(
     name="token_classification", config=TokenClassificationTaskConfig, implementation=TokenClassification,
-    backbones=("bert", "gpt"), metrics=("f1", "precision", "recall", "accuracy", "loss"), main_metric="f1",
+    backbones=("bert", "gpt"), metrics=("f1", "precision", "recall", "accuracy", "macro_f1", "loss"), main_metric="f1",
     main_mode="max", customize=True, serving=Serving(reads="words", auto_class="AutoModelForTokenClassification")),)
