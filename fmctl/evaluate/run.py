@@ -47,7 +47,8 @@ def evaluate_run(run_dir: Path, run: RunConfig, console: Any = None) -> dict[str
     result["split"] = split
     interval = _bootstrap(metrics, run, task.main_metric, out)
     if interval is not None:
-        result.update({f"{interval['metric']}_ci_low": interval["low"], f"{interval['metric']}_ci_high": interval["high"]})
+        name = interval["metric"]
+        result.update({f"{name}_ci_low": interval["low"], f"{name}_ci_high": interval["high"]})
         result["bootstrap"] = interval
     write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

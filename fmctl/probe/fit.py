@@ -32,8 +32,8 @@ def linear_probe(x: dict[str, Any], y: dict[str, Any], c_values: list[float], ma
         by_c[c] = float(accuracy_score(y["validation"], model.predict(scaled["validation"])))
         models[c] = model
     best = max(by_c, key=lambda c: (by_c[c], -c))  # ties: the stronger regularisation
-    out = {"C": best, "validation_accuracy": by_c[best], "validation_accuracy_by_C": {str(c): v for c, v in by_c.items()},
-           "converged": converged[best]}
+    out = {"C": best, "validation_accuracy": by_c[best], "converged": converged[best],
+           "validation_accuracy_by_C": {str(c): v for c, v in by_c.items()}}
     if "test" in scaled:
         out["test_accuracy"] = float(accuracy_score(y["test"], models[best].predict(scaled["test"])))
     return out
