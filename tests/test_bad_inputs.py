@@ -367,6 +367,33 @@ def test_real_process_prints_no_traceback_and_debug_shows_one(files, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+EVALUATION_CASES = [
+    ("probe without labelled data", ["probe", "{timm_vit}"],
+     "no labelled image data to probe on; give data=digits or data.train=FILE"),
+    ("probe of a folder without weights", ["probe", "{no_weights}", "data=topics"], "has no weights"),
+    ("probe unknown key", ["probe", "{timm_vit}", "data=digits", "knn=5"], "knn: unknown key"),
+    ("probe unknown data option", ["probe", "{timm_vit}", "data=digitz"], "data: unknown option 'digitz' (did you mean 'digits'?)"),
+    ("curve start not a model folder", ["report", "learning-curve", *TEXT, "data.train={train}",
+                                        "starts=[scratch,{empty_dir}]"], "starts[1]: '{empty_dir}' has no config.json"),
+    ("curve budget not a number", ["report", "learning-curve", *TEXT, "data.train={train}", "budgets=[ten]"],
+     "budgets[0]: expected a number of labels or 'all', got 'ten'"),
+    ("curve per-start group", ["report", "learning-curve", *TEXT, "data.train={train}", "scratch.backbone=gpt"],
+     "scratch.backbone=gpt: not a key=value setting for the scratch start"),
+    ("compare one run", ["compare", "{empty_dir}"], "compare: give two or more run folders"),
+    ("compare a folder that is no run", ["compare", "{empty_dir}", "{images}"], "not an fmctl run folder"),
+]
+
+
+@pytest.mark.parametrize("case, args, expected", EVALUATION_CASES, ids=[c[0] for c in EVALUATION_CASES])
+def test_evaluation_verbs_bad_input_gives_one_line(case, args, expected, files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call_main([a.format(**files) for a in args])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, out + err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected.format(**files) in lines[0], err
+    assert "Traceback" not in err + out and not (tmp_path / "runs").exists()
+
+
 @pytest.fixture(scope="module")
 def task_runs(files, tmp_path_factory):
     """Two-step runs of the tasks whose export/predict failure modes the catalogue below

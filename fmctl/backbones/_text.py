@@ -19,6 +19,9 @@ class TextFamily(BackboneFamily):
     modalities = ("text",)
     # The language model `build(..., "pretraining")` makes: "masked", "causal", or None.
     pretrains: ClassVar[str | None] = None
+    # The vectors `fmctl probe` pools from the base model's token states, the default first
+    # (fmctl.models.features.TextEncoder); empty: the family gives no probe features.
+    poolings: ClassVar[tuple[str, ...]] = ()
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
         return build(cfg, head, preprocessor, self.pretrains, **options)
@@ -32,6 +35,12 @@ class TextFamily(BackboneFamily):
     def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
                      training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
         return preprocessor(cfg, folder, training_texts, split_words)
+
+    def encoder(self, folder: Path, modality: str = "text", random_init: bool = False, seed: int = 0) -> Any:
+        """The base model under any head, pooled as `poolings` says."""
+        if not self.poolings:
+            return BackboneFamily.encoder(self, folder, modality, random_init, seed)
+        return encoder(folder, modality, self.poolings, random_init, seed)
 
 
 def build(cfg: Any, head: str, tokenizer: Any, pretrains: str | None, **options: Any) -> Any:
@@ -73,6 +82,21 @@ def preprocessor(cfg: Any, folder: Path | None, training_texts: Callable[[], Ite
     if folder is not None:
         return text.load_tokenizer_only(folder)
     return text.load_tokenizer(cfg, training_texts or _no_texts, split_words=split_words)
+
+
+def encoder(folder: Path, modality: str, poolings: tuple[str, ...], random_init: bool, seed: int) -> Any:
+    """A text family's frozen base model (fmctl.models.features.TextEncoder)."""
+    from fmctl.models.features import TextEncoder
+
+    _text_only(folder, modality)
+    return TextEncoder(folder, poolings, random_init, seed)
+
+
+def _text_only(folder: Path, modality: str) -> None:
+    if modality != "text":
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"{folder}: a text model has no {modality} features")
 
 
 def _no_texts() -> Iterable[str]:

@@ -86,6 +86,17 @@ class BackboneFamily(Protocol):
 
         raise ModelError(f"backbone '{self.name}' does not build a transformers text config")
 
+    def encoder(self, folder: Path, modality: str, random_init: bool = False, seed: int = 0) -> Any:
+        """The backbone saved in `folder` as a frozen feature extractor for `modality`
+        (fmctl.models.features: pooled vectors per batch, and the preprocessor that feeds
+        it), which `fmctl probe` embeds labelled data with; `random_init`: the same
+        architecture with fresh weights (seeded). A two-tower family answers with the
+        tower of that modality. A family without one says so."""
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"{folder}: backbone '{self.name}' gives no features to probe (families that do: "
+                         f"those whose module defines encoder())")
+
     def owns(self, config: Mapping[str, Any]) -> bool:
         """Whether a saved model/ folder's config.json is this family's (its model_type is
         one the family lists); a family saved by another library overrides this."""

@@ -26,6 +26,7 @@ class Bert(_text.TextFamily):
     name = "bert"
     config = TextBackboneConfig
     pretrains = "masked"
+    poolings = ("mean", "cls")         # fmctl probe: mean over real tokens, or [CLS]
     kind = "an encoder"
     model_types = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "camembert",
                              "mpnet", "deberta", "deberta-v2", "modernbert"})

@@ -19,6 +19,7 @@ class Gpt(_text.TextFamily):
     name = "gpt"
     config = TextBackboneConfig
     pretrains = "causal"
+    poolings = ("mean", "last")        # fmctl probe: mean over real tokens, or the last real one
     kind = "a decoder"
     model_types = frozenset({"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "opt", "phi",
                              "phi3", "bloom", "gemma", "gemma2", "falcon"})

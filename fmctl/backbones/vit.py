@@ -61,6 +61,15 @@ class Vit(BackboneFamily):
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
         return vision.preprocessing_from_cfg(config["pretrained_cfg"])
 
+    def encoder(self, folder: Path, modality: str = "image", random_init: bool = False, seed: int = 0) -> Any:
+        """The timm model's pooled features before its head (a MIM encoder's too)."""
+        from fmctl.errors import ModelError
+        from fmctl.models.features import ImageEncoder
+
+        if modality != "image":
+            raise ModelError(f"{folder}: an image model has no {modality} features")
+        return ImageEncoder(folder, random_init, seed)
+
     def structure(self, model: Any) -> Structure:
         """timm's `blocks` (under `encoder.` in SimMIM). Another timm architecture loaded
         as a ViT falls back to its largest stack of identical modules."""

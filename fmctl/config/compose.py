@@ -362,15 +362,19 @@ def schema_accepts(dotted_key: str, cfg: Any) -> bool:
     return True
 
 
-def schema_from_overrides(schema: type, args: list[str]) -> Any:
-    """A verb without recipes (such as `data prepare`): key=value words, in Hydra's
-    override syntax, applied to the schema's defaults and validated."""
+def schema_from_overrides(schema: type, args: list[str], base: dict[str, Any] | None = None) -> Any:
+    """A verb without recipes (such as `data prepare`, `probe`): key=value words, in Hydra's
+    override syntax, applied to the schema's defaults (updated with `base`) and validated.
+    `data=<option>` picks a conf/data option (data=topics) as recipes do."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from fmctl.config.validate import validate_schema
 
     cfg = OmegaConf.create(dataclasses.asdict(schema()))
+    if base:
+        cfg = OmegaConf.merge(cfg, base)
+    args = [word for text in args for word in _data_option(text, schema)]
     parser = OverridesParser.create()
     problems = []
     for text in args:
@@ -389,3 +393,19 @@ def schema_from_overrides(schema: type, args: list[str]) -> Any:
     if problems:
         raise ConfigError(problems)
     return validate_schema(schema, cfg)
+
+
+def _data_option(text: str, schema: type) -> list[str]:
+    """`data=NAME` -> that conf/data option's settings as data.<key>=<value> words (its
+    `_schema` base is the schema's defaults already); any other word unchanged."""
+    key, sep, name = text.partition("=")
+    if key.lstrip("+") != "data" or not sep or "data" not in {f.name for f in dataclasses.fields(schema)}:
+        return [text]
+    from omegaconf import OmegaConf
+
+    options = paths.group_options("data")
+    if name not in options:
+        raise ConfigError(f"data: unknown option '{name}'{did_you_mean(name, options)}; available: {', '.join(options)}")
+    values = OmegaConf.to_container(OmegaConf.load(paths.conf_dir() / "data" / f"{name}.yaml"))
+    values.pop("defaults", None)
+    return [f"data.{k}={_hydra_value(v)}" for k, v in values.items()]

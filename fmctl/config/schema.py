@@ -53,6 +53,11 @@ class DataConfig:
     max_target_length: int = _bounded(128, ge=4)
     max_train_examples: Optional[int] = _bounded(None, ge=1)
     max_eval_examples: Optional[int] = _bounded(None, ge=1)
+    # Labelled training examples to keep (learning curves): drawn per class in proportion,
+    # at least one each, nested (a smaller budget's examples are in every larger one) and
+    # seeded by label_budget_seed; null keeps every training example.
+    label_budget: Optional[int] = _bounded(None, ge=1)
+    label_budget_seed: int = 0
     # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
     augment: bool = False
     # Images only: decode every file before training, so a truncated or corrupt image is
@@ -220,6 +225,22 @@ class ReportConfig:
 
 
 @dataclass
+class EvalConfig:
+    # `fmctl eval`: resamples of the evaluated examples (percentile bootstrap, seeded) behind
+    # the confidence interval of the task's main metric; 0 turns the interval off.
+    bootstrap: int = _bounded(1000, ge=0)
+    confidence: float = _bounded(0.95, gt=0.0, lt=1.0)
+    seed: int = 0
+    # Classification: fit one temperature on the validation split (the one that minimises
+    # its negative log-likelihood), save it in model/temperature.json, where predict and
+    # exports apply it; metrics.json gets the calibration error before and after.
+    temperature_scaling: bool = False
+    # Equal-width confidence bins of the expected calibration error and the reliability
+    # diagram (15, as Guo et al. 2017 report it).
+    calibration_bins: int = _bounded(15, ge=2)
+
+
+@dataclass
 class RunConfig:
     recipe: str = "bert_topics"
     # Run folder; null means runs/<recipe>/<timestamp>/.
@@ -242,6 +263,8 @@ class RunConfig:
     base: Optional[str] = None
     customize: list = field(default_factory=list)   # CustomizeOp instances, in order
     report: ReportConfig = field(default_factory=ReportConfig)
+    # What `fmctl eval` adds to the task's metrics: a confidence interval, calibration.
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ---- `fmctl customize`: operations over the model, applied in the order listed ----

@@ -2,7 +2,7 @@
 
 Each default is written once, in its dataclass (fmctl/config/schema.py, a task's own
 module). The options that only name a schema — `task=<name>`, `backbone=<name>`,
-`trainer=default`, `optim=adamw`, `sched=<name>`, `customize=[<op>,...]` — are made from
+`trainer=default`, `eval=default`, `optim=adamw`, `sched=<name>`, `customize=[<op>,...]` — are made from
 those dataclasses and put in Hydra's ConfigStore before anything is composed, so a
 composed config (and the config.yaml a run writes) carries every key with its value,
 and a task or backbone registered from outside gets its `task=` / `backbone=` option
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fmctl.config.schema import CUSTOMIZE_OPS, DataConfig, OptimConfig, SchedConfig, TrainerConfig
+from fmctl.config.schema import CUSTOMIZE_OPS, DataConfig, EvalConfig, OptimConfig, SchedConfig, TrainerConfig
 
 DATA_BASE = "_schema"
 
@@ -27,6 +27,7 @@ def schema_options() -> dict[str, dict[str, dict[str, Any]]]:
         "task": {name: _plain(tasks.declaration(name).config(name=name)) for name in tasks.names()},
         "backbone": {name: _plain(backbones.family(name).config(name=name)) for name in backbones.names()},
         "trainer": {"default": _plain(TrainerConfig())},
+        "eval": {"default": _plain(EvalConfig())},
         "optim": {"adamw": _plain(OptimConfig())},
         # `constant` is the learning rate held from the first step: no warm-up
         "sched": {"linear": _plain(SchedConfig(name="linear")), "cosine": _plain(SchedConfig(name="cosine")),

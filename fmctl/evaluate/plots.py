@@ -1,7 +1,17 @@
 """Plots written next to evaluation metrics (matplotlib, no display needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """A PNG written beside its final name and renamed: a reader never sees half a picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    os.replace(tmp, path)
 
 
 def confusion_matrix_png(matrix: list[list[int]], label_names: list[str], path: Path) -> None:

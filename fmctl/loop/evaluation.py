@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fmctl.loop.eval_progress import EvalProgress, batch_size
 from fmctl.loop.precision import Precision
 from fmctl.loop.preemption import ignore_signals_in_worker
 from fmctl.tasks.base import Task
@@ -57,10 +58,12 @@ class TaskForward(torch.nn.Module):
         return self.task.forward(self.model, batch)
 
 
-def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precision, forward: Any = None) -> Any:
-    """One pass over `loader`; returns the task's metrics accumulator. `forward` (a
-    wrapped TaskForward) replaces task.forward(model, batch) under DDP/FSDP."""
-    metrics = task.new_metrics()
+def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precision, forward: Any = None,
+             metrics: Any = None, progress: Any = None) -> Any:
+    """One pass over `loader`; returns the metrics accumulator (`metrics`, else the task's
+    new_metrics()). `forward` (a wrapped TaskForward) replaces task.forward(model, batch)
+    under DDP/FSDP; `progress` (an EvalProgress) hears of every batch."""
+    metrics = metrics if metrics is not None else task.new_metrics()
     was_training = model.training
     model.eval()
     if type(task).eval_forward is not Task.eval_forward:  # tasks that generate at evaluation call the plain model
@@ -74,6 +77,8 @@ def evaluate(model: Any, task: Any, loader: Any, device: str, precision: Precisi
             outputs = forward(batch)
             loss = task.loss(outputs, batch) if task.has_targets(batch) else None
             metrics.update(outputs, batch, loss)
+            if progress is not None:
+                progress.advance(batch_size(batch))
     model.train(was_training)
     return metrics
 
@@ -108,8 +113,10 @@ class Evaluator:
         # Every rank scores the whole validation set (identical numbers, so identical
         # best-model and early-stopping decisions without another collective).
         p, progress = self.parts, self.progress
-        scored = evaluate(p.model, self.task, p.eval_loader, p.device, p.precision,
-                          forward=p.net if p.dist.enabled else None)
+        display = self.report.display
+        with EvalProgress(len(p.eval_loader), display.console, display.mode, "validation", display) as shown:
+            scored = evaluate(p.model, self.task, p.eval_loader, p.device, p.precision,
+                              forward=p.net if p.dist.enabled else None, progress=shown)
         values = {f"val/{k}": v for k, v in scored.compute().items()}
         values["epoch"] = round(progress.step / p.steps_per_epoch, 4)
         progress.last_metrics = values

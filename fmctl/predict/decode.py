@@ -22,14 +22,22 @@ def _probabilities(names: list[str], row: Any) -> dict[str, float]:
 
 
 class SoftmaxLabel:
+    """The argmax label and the softmax probabilities, of the logits divided by the
+    postprocessing's `temperature` when `fmctl eval eval.temperature_scaling=true` fitted
+    one (the exported logits stay model/'s; the label is the same either way)."""
+
     columns = ["label", "probabilities"]
 
     def __init__(self, label_names: list[str], post: dict[str, Any]):
         self.label_names = label_names
+        self.temperature = float(post.get("temperature") or 1.0)
 
     def __call__(self, values: list[Any], outputs: list[Any], meta: Any) -> list[dict[str, Any]]:
+        import numpy as np
+
+        logits = np.asarray(outputs[0], dtype=np.float64) / self.temperature
         return [{"label": self.label_names[int(p.argmax())], "probabilities": _probabilities(self.label_names, p)}
-                for p in _softmax(outputs[0])]
+                for p in _softmax(logits)]
 
 
 class RegressionValue:

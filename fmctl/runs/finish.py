@@ -35,7 +35,7 @@ def fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFo
     if custom is not None:
         model = custom.finalize(model, folder.path)
     save_model_atomically(task, model, data, folder)
-    metrics.update(fp32_metrics(model, task, data, run, result))
+    metrics.update(fp32_metrics(model, task, data, run, result, out))
     folder.update_manifest(status="completed", metrics=metrics, steps=result.steps, epochs=result.epochs,
                            model_step=result.best_step if result.best_step is not None else result.steps,
                            precision=result.precision, device=result.device, kernels=result.kernels,
@@ -46,24 +46,31 @@ def fit_and_save(model: Any, task: Any, data: Any, run: RunConfig, folder: RunFo
     return result, metrics, comparison
 
 
-def fp32_metrics(model: Any, task: Any, data: Any, run: RunConfig, result: Any) -> dict[str, float]:
+def fp32_metrics(model: Any, task: Any, data: Any, run: RunConfig, result: Any,
+                 out: Any = None) -> dict[str, float]:
     """model/'s validation (when training ran in lower precision) and test metrics in fp32,
-    as `fmctl eval` computes them. Why: evaluations during training run in the training
-    precision (bf16 rounds regression outputs and changes generated text), which picks the
-    best step but would not be reproducible."""
+    as `fmctl eval` computes them, with progress on `out`. Why: evaluations during
+    training run in the training precision (bf16 rounds regression outputs and changes
+    generated text), which picks the best step but would not be reproducible."""
+    from fmctl.loop.eval_progress import EvalProgress
     from fmctl.loop.fit import evaluate, make_loader
     from fmctl.loop.precision import Precision
 
     full = Precision("fp32", result.device)
     batch = run.trainer.eval_batch_size or run.trainer.batch_size * 2
+
+    def scored(split: str, dataset: Any) -> dict[str, float]:
+        loader = make_loader(dataset, batch, data.collate)
+        mode = run.trainer.progress if out is not None else "off"
+        with EvalProgress(len(loader), out, mode, f"{split} (fp32)") as shown:
+            return evaluate(model, task, loader, result.device, full, progress=shown).compute()
+
     metrics: dict[str, float] = {}
     if result.precision != "fp32" and result.best_step is not None and data.validation is not None \
             and len(data.validation):
-        again = evaluate(model, task, make_loader(data.validation, batch, data.collate), result.device, full).compute()
-        metrics.update({f"val/{k}": v for k, v in again.items()})
+        metrics.update({f"val/{k}": v for k, v in scored("validation", data.validation).items()})
     if data.test is not None and len(data.test):
-        test = evaluate(model, task, make_loader(data.test, batch, data.collate), result.device, full).compute()
-        metrics.update({f"test/{k}": v for k, v in test.items()})
+        metrics.update({f"test/{k}": v for k, v in scored("test", data.test).items()})
     return metrics
 
 

@@ -69,6 +69,10 @@ class EvalMetrics(Metrics, Protocol):
     def tables(self, report: dict[str, Any]) -> list[Any]:
         """Rich tables printed after the headline metrics."""
 
+    # Optional: `bootstrap_statistics() -> fmctl.evaluate.bootstrap.Statistics | None`, the
+    # per-example columns the task's main metric is computed from, for `fmctl eval`'s
+    # confidence interval. A metrics object without it gets no interval (eval says so).
+
 
 class Task(Protocol):
     """Subclass it; `cfg` is the task's config (its declaration's `config` dataclass)."""
@@ -149,6 +153,33 @@ class Task(Protocol):
         """What identifies a raw example in a predictions file (its text, its image path)."""
         return {}
 
+    # ---- evaluation: what `fmctl eval`, `fmctl probe` and learning curves ask --------
+    def eval_metrics(self, settings: Any, temperature: float | None) -> EvalMetrics:
+        """The metrics `fmctl eval` fills, given its settings (the `eval:` config group) and
+        the temperature model/ carries (None: none). Default: the training metrics; a
+        classifier adds calibration."""
+        return self.new_metrics()
+
+    def temperature_fitter(self) -> Metrics | None:
+        """A metrics accumulator whose pass over the validation split fits one softmax
+        temperature (fmctl.evaluate.calibration.TemperatureFit) and returns it from
+        `temperature()`; None: the task's outputs are not class logits to scale."""
+        return None
+
+    def prepare_with(self, run: RunConfig, preprocessor: Any, splits: tuple[str, ...]) -> PreparedData:
+        """The splits encoded for a model that brings its own preprocessor (the tokenizer or
+        image preprocessing of `fmctl probe`'s frozen backbone), labels from the data.
+        Tasks whose declaration sets probe_data implement it."""
+        from fmctl.errors import ConfigError
+
+        raise ConfigError(f"task '{self.name}': cannot encode its data for a given model's preprocessor")
+
+    def read_rows(self, run: RunConfig, splits: tuple[str, ...], warnings: list[str] | None = None
+                  ) -> dict[str, list[Any]] | None:
+        """The splits' raw rows, read but not encoded, each with a `.label` (label budgets
+        and `fmctl probe` count and sample them); None: the task does not read single-label rows."""
+        return None
+
     # ---- serving: how export and predict meet the trained model ------------------------
     # The defaults describe a classifier (one logit per label, softmax); a task whose
     # model is served otherwise overrides the ones that differ.
@@ -165,8 +196,16 @@ class Task(Protocol):
     def postprocessing(self, run: RunConfig, label_names: list[str], model_dir: Path) -> dict[str, Any]:
         """How outputs become predictions: the export manifest's `postprocessing`, and what
         predict decodes a run folder's outputs with (its `kind` names the decoder). Called
-        on a task that has not prepared data (predict on a run folder)."""
-        return {"kind": "softmax_label", "output": "logits", "labels": "label_names"}
+        on a task that has not prepared data (predict on a run folder). A temperature that
+        `fmctl eval eval.temperature_scaling=true` saved in model/ divides the logits
+        before the softmax."""
+        from fmctl.models.saved import saved_temperature
+
+        post: dict[str, Any] = {"kind": "softmax_label", "output": "logits", "labels": "label_names"}
+        temperature = saved_temperature(model_dir)
+        if temperature is not None:
+            post["temperature"] = temperature
+        return post
 
     def export_preprocessing(self, run: RunConfig, data: PreparedData, preprocessing: dict[str, Any]) -> dict[str, Any]:
         """The manifest's preprocessing (tokenizer or image transform, written by the export)

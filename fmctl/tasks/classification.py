@@ -1,26 +1,27 @@
-"""What text and image classification share: splits, labels, loss and metrics.
+"""What text and image classification share: splits, labels, loss, metrics and the
+evaluation hooks of a softmax classifier (calibration, raw rows for label budgets).
 
 Metrics come from scikit-learn on the collected predictions, never from hand-written
-formulas, so they match what users compute themselves.
+formulas, so they match what users compute themselves (classification_metrics.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
 from fmctl.config.schema import DataConfig, bounded
+from fmctl.data.budget import apply_budget
 from fmctl.data.labels import align_to_saved, check_known, label_names_from
 from fmctl.data.splits import split_off, subset
 from fmctl.errors import DataError
+from fmctl.tasks.base import Task
+from fmctl.tasks.classification_metrics import DENSE_MATRIX_CLASSES, TOP_PROBABILITIES, ClassificationMetrics
+
+__all__ = ["DENSE_MATRIX_CLASSES", "TOP_PROBABILITIES", "ClassificationMetrics", "ClassificationTaskConfig",
+           "SoftmaxClassifier", "cross_entropy", "label_ids", "label_vocabulary", "read_splits"]
 
 Row = TypeVar("Row")
-
-
-# Up to this many classes eval writes the dense confusion matrix, its picture and every
-# class's probability per prediction; above it the non-zero cells and the top classes.
-DENSE_MATRIX_CLASSES = 100
-TOP_PROBABILITIES = 10
 
 
 @dataclass
@@ -30,9 +31,10 @@ class ClassificationTaskConfig:
 
 
 def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Callable[[Path], list[Row]],
-                wanted: Sequence[str]) -> dict[str, list[Row]]:
+                wanted: Sequence[str], warnings: list[str] | None = None) -> dict[str, list[Row]]:
     """Rows for the wanted splits. Validation comes from its own file or, failing that,
-    from a deterministic hold-out of train; test only from its own file."""
+    from a deterministic hold-out of train; test only from its own file. Training rows
+    are cut to data.max_train_examples, then to data.label_budget (fmctl.data.budget)."""
     rows: dict[str, list[Row]] = {}
     need_train = "train" in wanted or ("validation" in wanted and split_paths.get("validation") is None)
     if need_train:
@@ -52,6 +54,8 @@ def read_splits(data: DataConfig, split_paths: dict[str, Path | None], read: Cal
         rows["test"] = read(split_paths["test"])
     if "train" in rows:
         rows["train"] = subset(rows["train"], data.max_train_examples, data.split_seed)
+        rows["train"] = apply_budget(rows["train"], data.label_budget, data.label_budget_seed,
+                                     lambda r: getattr(r, "label", None), warnings, str(split_paths["train"]))
     for split in ("validation", "test"):
         if split in rows:
             rows[split] = subset(rows[split], data.max_eval_examples, data.split_seed)
@@ -138,100 +142,22 @@ def cross_entropy(logits: Any, labels: Any, label_smoothing: float) -> Any:
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
-class ClassificationMetrics:
-    """Accumulates predictions over an evaluation pass; one host copy per batch."""
+class SoftmaxClassifier(Task):
+    """The hooks text and image classification share: one logit per label, softmax.
 
-    def __init__(self, label_names: list[str]):
-        self.label_names = label_names
-        self.preds: list[Any] = []
-        self.labels: list[Any] = []
-        self.probs: list[Any] = []
-        self.loss_sum = 0.0
-        self.count = 0
+    A subclass sets `label_names` in prepare and reads its rows in `read_rows`."""
 
-    def update(self, logits: Any, batch: dict[str, Any], loss: Any) -> None:
-        probs = logits.float().softmax(-1).cpu()
-        self.probs.append(probs)
-        self.preds.append(probs.argmax(-1))
-        if "labels" in batch:
-            n = batch["labels"].shape[0]
-            self.labels.append(batch["labels"].cpu())
-            if loss is not None:
-                self.loss_sum += float(loss) * n
-                self.count += n
+    label_names: list[str]
 
-    def arrays(self) -> tuple[Any, Any, Any]:
-        import torch
+    def new_metrics(self) -> ClassificationMetrics:
+        return ClassificationMetrics(self.label_names)
 
-        preds = torch.cat(self.preds).numpy() if self.preds else None
-        labels = torch.cat(self.labels).numpy() if self.labels else None
-        probs = torch.cat(self.probs).numpy() if self.probs else None
-        return preds, labels, probs
+    def eval_metrics(self, settings: Any, temperature: float | None) -> ClassificationMetrics:
+        """Calibration counted in settings.calibration_bins bins; probabilities shown with
+        the temperature model/ carries."""
+        return ClassificationMetrics(self.label_names, temperature=temperature, bins=settings.calibration_bins)
 
-    def compute(self) -> dict[str, float]:
-        from sklearn.metrics import accuracy_score, f1_score
+    def temperature_fitter(self) -> Any:
+        from fmctl.evaluate.calibration import TemperatureFit
 
-        preds, labels, _ = self.arrays()
-        if labels is None:
-            return {}
-        out = {
-            "accuracy": float(accuracy_score(labels, preds)),
-            # over the classes in the gold labels or the predictions (scikit-learn's default): a
-            # class absent from both says nothing about this split, it is not an F1 of 0
-            "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
-        }
-        if self.count:
-            out["loss"] = self.loss_sum / self.count
-        return out
-
-    def report(self) -> dict[str, Any]:
-        """Flat headline metrics plus the per-class table and confusion matrix."""
-        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-        preds, labels, _ = self.arrays()
-        out: dict[str, Any] = dict(self.compute())
-        ids = list(range(len(self.label_names)))
-        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
-        out["weighted_f1"] = float(sum(f * s for f, s in zip(f1, support)) / max(1, sum(support)))
-        out["num_examples"] = int(len(labels))
-        out["per_class"] = {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(self.label_names)
-        }
-        if len(ids) <= DENSE_MATRIX_CLASSES:
-            out["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
-        else:  # C x C numbers would not fit (50k classes: 18 GiB); the non-zero cells do
-            import numpy as np
-
-            cells, counts = np.unique(np.stack([labels, preds], axis=1), axis=0, return_counts=True)
-            out["confusion_matrix"] = {"format": "sparse: [true index, predicted index, count] of the non-zero cells",
-                                       "cells": [[int(t), int(p), int(c)] for (t, p), c in zip(cells, counts)]}
-        return out
-
-    def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """One predictions.jsonl record per row: the example, gold label, prediction, probabilities."""
-        preds, _, probs = self.arrays()
-        for i, row in enumerate(rows):
-            record = dict(example_fields(row))
-            record["label"] = row.label
-            record["prediction"] = self.label_names[int(preds[i])]
-            if len(self.label_names) <= DENSE_MATRIX_CLASSES:
-                record["probabilities"] = {name: round(float(p), 6) for name, p in zip(self.label_names, probs[i])}
-            else:  # a dict of every class would make each line megabytes long
-                top = probs[i].argsort()[::-1][:TOP_PROBABILITIES]
-                record["probabilities"] = {self.label_names[int(k)]: round(float(probs[i][k]), 6) for k in top}
-            yield record
-
-    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
-        """confusion_matrix.png up to DENSE_MATRIX_CLASSES classes; beyond that a picture of
-        the matrix has no readable cell (and would take gigabytes to draw)."""
-        from fmctl.evaluate.plots import confusion_matrix_png
-
-        if isinstance(report["confusion_matrix"], list):
-            confusion_matrix_png(report["confusion_matrix"], self.label_names, folder / "confusion_matrix.png")
-
-    def tables(self, report: dict[str, Any]) -> list[Any]:
-        from fmctl.report import per_class_table
-
-        return [per_class_table(report["per_class"])]
+        return TemperatureFit()

@@ -82,6 +82,9 @@ class TaskDeclaration:
     # `fmctl data prepare` (data.prepared=...).
     reads: Literal["files", "prepared"] = "files"
     builtin_data: tuple[str, ...] = ()     # built-in datasets labelled for it (data.builtin)
+    # Its labelled data (one label per example, read by the task's read_rows/prepare) feeds
+    # `fmctl probe` and label budgets for backbones of its serving modality.
+    probe_data: bool = False
     customize: bool = False           # `fmctl customize` operations apply
     distill: bool = False             # customize.distill applies (a teacher's class probabilities)
     # Rules over several keys that only this task has (a stride shorter than the window);

@@ -160,6 +160,17 @@ class MultilabelMetrics:
                                    "support": int(support[i])} for i, name in enumerate(self.label_names)}
         return out
 
+    def bootstrap_statistics(self) -> Any:
+        """Micro F1, the main metric, from per-example true/false positive and false
+        negative counts."""
+        from fmctl.evaluate.bootstrap import Statistics, f1_from_counts
+
+        if not self.targets:
+            return None
+        predicted, gold, _ = self.arrays()
+        return Statistics("micro_f1", [(predicted * gold).sum(1), (predicted * (1 - gold)).sum(1),
+                                       ((1 - predicted) * gold).sum(1)], f1_from_counts)
+
     def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
         predicted, _, probs = self.arrays()
         for i, row in enumerate(rows):

@@ -210,6 +210,16 @@ class RegressionMetrics:
     def report(self) -> dict[str, Any]:
         return {**self.compute(), "num_examples": len(self.targets)}
 
+    def bootstrap_statistics(self) -> Any:
+        """MSE, the main metric, is the mean of per-example squared errors."""
+        import numpy as np
+
+        from fmctl.evaluate.bootstrap import Statistics, mean
+
+        if not self.targets:
+            return None
+        return Statistics("mse", [(np.asarray(self.predictions) - np.asarray(self.targets)) ** 2], mean)
+
     def records(self, rows: list[Any], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for row, prediction in zip(rows, self.predictions, strict=True):
             yield {**example_fields(row), "label": row.label, "prediction": round(prediction, 6)}

@@ -9,9 +9,9 @@ from fmctl.config.schema import RunConfig
 from fmctl.data.sources import split_paths
 from fmctl.data.text import EncodedDataset, PaddingCollator, encode_rows, pad_multiple, read_text_rows
 from fmctl.models.saved import saved_label_names
-from fmctl.tasks.base import PreparedData, Task
+from fmctl.tasks.base import PreparedData
 from fmctl.tasks.classification import (
-    ClassificationMetrics, ClassificationTaskConfig, cross_entropy, label_ids, label_vocabulary, read_splits,
+    ClassificationTaskConfig, SoftmaxClassifier, cross_entropy, label_ids, label_vocabulary, read_splits,
 )
 from fmctl.tasks.declare import Serving, TaskDeclaration
 from fmctl.tasks.text_inputs import example_text, fingerprints, tokenizer_for, training_texts
@@ -19,19 +19,28 @@ from fmctl.tasks.text_inputs import example_text, fingerprints, tokenizer_for, t
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TextClassification(Task):
+class TextClassification(SoftmaxClassifier):
     def __init__(self, cfg: ClassificationTaskConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
 
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
-        paths = split_paths(run.data)
         warnings: list[str] = []
-        rows = read_splits(run.data, paths, lambda p: read_text_rows(p, run.data, warnings=warnings), splits)
+        rows = self.read_rows(run, splits, warnings)
         known = saved_label_names(model_dir) if model_dir else None
-        names = label_vocabulary(rows, known, paths, run.data)
+        names = label_vocabulary(rows, known, split_paths(run.data), run.data)
         tokenizer = tokenizer_for(run, model_dir, lambda: training_texts(rows["train"]))
+        return self._encoded(run, rows, names, tokenizer, warnings)
+
+    def prepare_with(self, run: RunConfig, preprocessor: Any, splits: tuple[str, ...]) -> PreparedData:
+        warnings: list[str] = []
+        rows = self.read_rows(run, splits, warnings)
+        return self._encoded(run, rows, label_vocabulary(rows, None, split_paths(run.data), run.data), preprocessor,
+                             warnings)
+
+    def _encoded(self, run: RunConfig, rows: dict[str, list[Any]], names: list[str], tokenizer: Any,
+                 warnings: list[str]) -> PreparedData:
         datasets = {split: EncodedDataset(encode_rows(split_rows, tokenizer, run.data.max_length),
                                           label_ids(split_rows, names))
                     for split, split_rows in rows.items()}
@@ -39,9 +48,14 @@ class TextClassification(Task):
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=PaddingCollator(tokenizer.pad_token_id, pad_multiple(run)), label_names=names,
-            preprocessors={"text": tokenizer},
-            sources=fingerprints(paths), rows=rows,
+            preprocessors={"text": tokenizer}, sources=fingerprints(split_paths(run.data)), rows=rows,
             warnings=warnings)
+
+    def read_rows(self, run: RunConfig, splits: tuple[str, ...], warnings: list[str] | None = None
+                  ) -> dict[str, list[Any]]:
+        warnings = warnings if warnings is not None else []
+        return read_splits(run.data, split_paths(run.data), lambda p: read_text_rows(p, run.data, warnings=warnings),
+                           splits, warnings)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         self.backbone = backbones.family(run.backbone.name)
@@ -53,9 +67,6 @@ class TextClassification(Task):
 
     def loss(self, logits: Any, batch: dict[str, Any]) -> Any:
         return cross_entropy(logits, batch["labels"], self.cfg.label_smoothing)
-
-    def new_metrics(self) -> ClassificationMetrics:
-        return ClassificationMetrics(self.label_names)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
         self.backbone.save(model, folder, data.preprocessor)
@@ -72,4 +83,4 @@ class TextClassification(Task):
 TASKS = (TaskDeclaration(
     name="text_classification", config=ClassificationTaskConfig, implementation=TextClassification,
     backbones=("bert", "gpt"), metrics=("accuracy", "macro_f1", "loss"), main_metric="accuracy", main_mode="max",
-    builtin_data=("topics",), customize=True, distill=True, serving=Serving(reads="text")),)
+    probe_data=True, builtin_data=("topics",), customize=True, distill=True, serving=Serving(reads="text")),)
