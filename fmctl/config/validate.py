@@ -251,10 +251,10 @@ def _check_pairing(plain: Any) -> list[str]:
 
 def check_semantics(run: RunConfig) -> list[str]:
     """Rules that involve several keys; the task's own rules come from its declaration."""
-    from fmctl import tasks
+    from fmctl import backbones, tasks
 
     declared = tasks.declaration(run.task.name)
-    problems = []
+    problems = list(backbones.family(run.backbone.name).checks(run))
     builtin = uses_builtin(run.data)
     if declared.reads == "files" and run.data.train is None and not builtin:
         problems.append("data.train: required; give a training file or folder (data.train=PATH) "
