@@ -243,6 +243,7 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
     import torch
 
     from fmctl import tasks
+    from fmctl.models.outputs import named_outputs
 
     model = tasks.create(tasks.default_config(task)).load_model(model_dir).eval()
     serving = tasks.declaration(task).serving
@@ -252,8 +253,9 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
         with torch.no_grad():
             if text:
                 result = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
-                return [getattr(result, name).float().numpy() for name in outputs]
-            return [model(torch.from_numpy(feed["pixel_values"])).float().numpy()]
+            else:
+                result = model(torch.from_numpy(feed["pixel_values"]))
+            return [value.float().numpy() for value in named_outputs(result, outputs)]
 
     return run
 
@@ -268,7 +270,6 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, ge
         raise RunFolderError(f"{folder}: no model/ folder with config.json; was the run completed?")
     task = run.task.name
     kind = _check_task(task, folder)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     data = run.data
     prep = {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
             "tokens_column": data.tokens_column, "source_column": data.source_column}
@@ -280,10 +281,10 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, ge
                       Translator.from_run(folder, run), ["translation"])
     if kind == "prompt":
         return _prompt_target(folder, model_dir, "run folder (PyTorch)", task, prep, generation)
-    if kind == "image":
-        from fmctl.models.vision import preprocessing_from_cfg
+    from fmctl import tasks
 
-        encoder: Any = encode.ReferenceImageEncoder(preprocessing_from_cfg(config["pretrained_cfg"]))
+    if kind == "image":
+        encoder: Any = encode.ReferenceImageEncoder(tasks.create(run.task).image_preprocessing(run, model_dir))
     else:
         from fmctl.models.text import load_tokenizer_only
 
@@ -296,7 +297,6 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, ge
             encoder = encode.ReferenceQAEncoder(tokenizer, max_length, int(run.task.doc_stride), names)
         else:
             encoder = encode.ReferenceTextEncoder(tokenizer, max_length, data.text_pair_column is not None, names)
-    from fmctl import tasks
     from fmctl.models.saved import saved_label_names
 
     labels = saved_label_names(model_dir)
