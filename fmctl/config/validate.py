@@ -257,8 +257,9 @@ def check_semantics(run: RunConfig) -> list[str]:
     problems = list(backbones.family(run.backbone.name).checks(run))
     builtin = uses_builtin(run.data)
     if declared.reads == "files" and run.data.train is None and not builtin:
-        problems.append("data.train: required; give a training file or folder (data.train=PATH) "
-                        "or a built-in dataset (data=topics or data=digits)")
+        fitting = [f"data={name}" for name in declared.builtin_data]
+        problems.append("data.train: required; give a training file or folder (data.train=PATH)"
+                        + (f" or a built-in dataset ({' or '.join(fitting)})" if fitting else ""))
     if builtin and run.data.builtin not in declared.builtin_data:
         problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{run.task.name}'; "
                         f"{_own_data_hint(run.task.name)}")
