@@ -10,12 +10,13 @@ from typing import Any
 
 
 def named_outputs(result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
-    """`result` as a tuple of tensors in `names` order."""
+    """`result` as a tuple of tensors in `names` order: a tensor or a tuple as it is, any
+    other object (a transformers ModelOutput, a namespace) read by name."""
     if isinstance(result, (tuple, list)):
         return tuple(result)
-    if hasattr(result, "keys") and not hasattr(result, "shape"):  # a transformers ModelOutput
-        return tuple(getattr(result, name) for name in names)
-    return (result,)
+    if hasattr(result, "shape"):
+        return (result,)
+    return tuple(getattr(result, name) for name in names)
 
 
 def logits(result: Any) -> Any:
