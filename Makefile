@@ -37,6 +37,7 @@ bench: install
 	$(PY) tests/bench/distributed_bench.py
 	$(PY) tests/bench/export_bench.py
 	$(PY) tests/bench/generate_bench.py
+	$(PY) tests/bench/vision_bench.py
 
 clean:
 	rm -rf $(VENV) runs multirun .pytest_cache
