@@ -38,6 +38,7 @@ bench: install
 	$(PY) tests/bench/export_bench.py
 	$(PY) tests/bench/int8_bench.py
 	$(PY) tests/bench/generate_bench.py
+	$(PY) tests/bench/vision_bench.py
 
 clean:
 	rm -rf $(VENV) runs multirun .pytest_cache

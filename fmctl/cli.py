@@ -204,6 +204,8 @@ def predict(
     context: Optional[str] = typer.Option(None, "--context", help="QA: the passage that answers --question."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) or one image."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file: .jsonl (default: stdout), .csv or .tsv; each optionally .gz."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Segmentation: folder for the mask PNGs (default: "
+                                         "the --out file's name + _masks/ beside it)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text (default: the run's)."),
     text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column"),
@@ -224,8 +226,9 @@ def predict(
     """Predictions for every row, line or image: labels with probabilities, a number
     (regression), a label set (multi-label), tags per word (token classification), answer
     spans (QA: --question with --context, or --input with question/context columns),
-    translations. Rows that fail are reported with their error and the rest are still
-    predicted. With --prompt, generated text (GPT)."""
+    translations, a mask PNG per image (segmentation, into --masks). Rows that fail are
+    reported with their error and the rest are still predicted. With --prompt, generated
+    text (GPT)."""
     from fmctl.predict.generate import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
@@ -260,7 +263,7 @@ def predict(
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
                 batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
                 question_column=question_column, context_column=context_column, question=question, context=context,
-                generation=settings, threads=threads)
+                generation=settings, threads=threads, masks=masks)
 
 
 @app.command("recipes", short_help="List the available recipes: verb, task, backbone, purpose.")

@@ -58,6 +58,7 @@ def build_files(root: Path) -> dict[str, Path]:
     build_table_traps(root, files)
     files.update(prepared_corpora(root))
     build_task_files(root, files)
+    build_segmentation_files(root, files)
     files.update(customize_bases(root))
     return files
 
@@ -162,6 +163,28 @@ def prepared_corpora(root: Path) -> dict[str, Path]:
             "prepared_junk_idx": junk_idx, "prepared_no_tokenizer": no_tokenizer}
 
 
+def build_segmentation_files(root: Path, files: dict[str, Path]) -> None:
+    """images/ + masks/ folders with one flaw each: a mask of another size than its image,
+    a value that is no class, an image without a mask."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("seg_size", "seg_value", "seg_missing"):
+        folder = root / name
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        for i in range(4):
+            mask = np.zeros((8, 10), dtype=np.uint8)
+            mask[2:6, 3:8] = 1
+            if name == "seg_value" and i == 2:
+                mask[0, 0] = 7
+            size = (12, 8) if name == "seg_size" and i == 1 else (10, 8)
+            Image.new("RGB", size, (20 * i, 90, 30)).save(folder / "images" / f"p{i}.jpg")
+            if not (name == "seg_missing" and i == 3):
+                Image.fromarray(mask).save(folder / "masks" / f"p{i}.png")
+        files[name] = folder
+
+
 def build_task_files(root: Path, files: dict[str, Path]) -> None:
     """Broken inputs of the downstream tasks (token classification, QA, regression,
     multi-label, translation)."""
@@ -201,7 +224,12 @@ CUSTOMIZE = ["customize", *TEXT, "data.train={train}", "base={cz_base}", "data.m
 
 # (case id, arguments, text the one-line message must contain). {name} is a file from build_files;
 # arguments start with the verb when it is not finetune.
+SEGMENT = ["recipe=segment_folder", "data.label_names=[bg,leaf]", "trainer.max_steps=2", "trainer.progress=off"]
 CASES = [
+    ("segmentation mask of another size", [*SEGMENT, "data.train={seg_size}"], "seg_size/masks/p1.png: mask is 10x8 pixels but its image"),
+    ("segmentation mask value", [*SEGMENT, "data.train={seg_value}"], "seg_value/masks/p2.png: value 7 is neither a class (0-1: bg, leaf) nor data.ignore_index (255)"),
+    ("segmentation image without a mask", [*SEGMENT, "data.train={seg_missing}"], "seg_missing/images/p3.jpg: no mask with its stem in"),
+    ("CvT depths transformers cannot build", ["recipe=cvt_digits", "backbone.depths=[1,1,3]"], "backbone.depths: stage 1 has 1 block, but transformers' CvT reads stage i's drop-path rate"),
     ("unknown key", [*TEXT, "data.train={train}", "trainer.max_stpes=3"], "trainer.max_stpes: unknown key (did you mean 'max_steps'?)"),
     ("wrong type", [*TEXT, "data.train={train}", "trainer.batch_size=big"], "trainer.batch_size: expected an integer, got 'big'"),
     ("unknown backbone option", [*TEXT, "data.train={train}", "backbone=bret"], "backbone: unknown option 'bret' (did you mean 'bert'?)"),

@@ -1,6 +1,7 @@
 """Composition and validation: recipes, overrides, and every problem at once."""
 import pytest
 
+from fmctl import backbones
 from fmctl.config.compose import available_recipes, parse_invocation, preflight
 from fmctl.errors import ConfigError
 from tests.helpers import compose
@@ -11,14 +12,15 @@ NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train
               "vit_mim": ["data.train=images/"],
               "ner_conll": ["data.train=train.conll"], "qa_squad": ["data.train=train.json"],
               "regression_csv": ["data.train=train.csv"], "multilabel_csv": ["data.train=train.csv"],
-              "translation_gpt": ["data.train=train.tsv"], "translation_t5": ["data.train=train.tsv"]}
+              "translation_gpt": ["data.train=train.tsv"], "translation_t5": ["data.train=train.tsv"],
+              "segment_folder": ["data.train=scenes/"]}
 
 
 @pytest.mark.parametrize("recipe", available_recipes())
 def test_every_recipe_composes_and_validates(recipe):
     _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
     assert run.recipe == recipe
-    assert run.backbone.name in ("bert", "gpt", "t5", "vit")
+    assert run.backbone.name in backbones.names()
     assert run.task.name in {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}.get(recipe, run.task.name)
 
 
@@ -52,7 +54,7 @@ def test_every_default_is_written_once_in_the_schemas():
     assert cfg.optim.weight_decay == OptimConfig().weight_decay and cfg.trainer.ema.decay is None
     assert set(cfg.data) == {f.name for f in dataclasses.fields(DataConfig)}
     assert set(cfg.task) == {"name", "label_smoothing"}
-    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 8 + ["launcher"]
+    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 10 + ["launcher"]
 
 
 def test_plus_syntax_is_kept():

@@ -29,6 +29,7 @@ FAMILIES = {
     "gpt": "fmctl.backbones.gpt",
     "t5": "fmctl.backbones.t5",
     "vit": "fmctl.backbones.vit",
+    "cvt": "fmctl.backbones.cvt",
 }
 _registered: dict[str, BackboneFamily] = {}
 _loaded: dict[str, BackboneFamily] = {}
@@ -90,7 +91,15 @@ def of_folder(folder: Path) -> BackboneFamily:
 
 
 def structure_of(model: Any, name: str) -> Structure | Towers:
-    """The declared structure of `model`, read by the family called `name`."""
+    """The declared structure of `model`, read by the family called `name`; a model that
+    says it is composed of towers (`fmctl_towers`: tower -> (family, module path), as
+    fmctl's segmentation model holds its encoder) is read tower by tower."""
+    from fmctl.backbones._locate import unwrap
+    from fmctl.backbones.towers import towers as compose  # the package's `towers` is shadowed once that module loads
+
+    composed = getattr(unwrap(model)[0], "fmctl_towers", None)
+    if composed:
+        return compose(model, dict(composed), family=name)
     return family(name).structure(model)
 
 

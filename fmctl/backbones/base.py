@@ -97,6 +97,31 @@ class BackboneFamily(Protocol):
         raise ModelError(f"{folder}: backbone '{self.name}' gives no features to probe (families that do: "
                          f"those whose module defines encoder())")
 
+    def checks(self, run: Any) -> list[str]:
+        """Config problems only this family has, each "<dotted.key>: <what is wrong>", found
+        with every other config problem before anything is built (a per-stage list of the
+        wrong length, a shape the library cannot build). Default: none."""
+        return []
+
+    def depth_problem(self, depths: Sequence[int]) -> str | None:
+        """Why a model with these block counts (one per stack) could not be built, so that
+        drop_layers refuses a model/ that would not reload; None: any counts build."""
+        return None
+
+    def feature_maps(self, encoder: Any, pixel_values: Any) -> list[Any]:
+        """The dense features of an encoder built with the head 'features', each (batch,
+        channels, height, width), finest first: what a segmentation decoder reads. An
+        image family that gives none says so."""
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"backbone '{self.name}' gives no feature maps for a dense-prediction head")
+
+    def feature_channels(self, encoder: Any) -> list[int]:
+        """Channels of each map `feature_maps` returns, in the same order."""
+        from fmctl.errors import ModelError
+
+        raise ModelError(f"backbone '{self.name}' gives no feature maps for a dense-prediction head")
+
     def owns(self, config: Mapping[str, Any]) -> bool:
         """Whether a saved model/ folder's config.json is this family's (its model_type is
         one the family lists); a family saved by another library overrides this."""

@@ -10,7 +10,10 @@ FSDP ask it instead of guessing, so a new family is one declaration.
 Layer groups are `embeddings`, `blocks.<i>` (numbered across the stacks in depth order:
 T5's encoder blocks, then its decoder blocks), `final_norm` and `head`: every parameter
 exactly once, in the model's own order, the head last. A parameter before the first block
-that is not part of the head is an embedding; one after it is part of `final_norm`.
+that is not part of the head is an embedding; one after it is part of `final_norm`. A
+staged model (CvT) also names the module of each stage: a later stage's own parameters
+outside its blocks (the convolution that downsamples into it, a class token) belong to the
+stage's first block, as timm's group matchers put a downsampling layer with its stage.
 """
 from __future__ import annotations
 
@@ -73,6 +76,10 @@ class Structure:
     no_decay: frozenset[str] = frozenset()
     # Module path whose `.config` holds the family's config keys ("" = the model given).
     config_at: str = ""
+    # A staged model's stage modules, one per stack ("" where a stack has none): what a
+    # stage holds outside its stack joins the stage's first block (the first stage's own
+    # embedding stays `embeddings`).
+    stages: tuple[str, ...] = ()
 
     def is_head(self, name: str) -> bool:
         """Whether parameter `name` belongs to the task head (a marker among the first two
@@ -93,12 +100,16 @@ class Structure:
         groups: dict[str, list[str]] = {"embeddings": []}
         seen: set[str] = set()  # stacks with a block met so far
         tail: list[str] = []
+        staged = {stage + ".": stack for stage, stack in zip(self.stages, self.stacks) if stage}
         for name in (n for n, _ in model.named_parameters()) if names is None else names:
             stack = next((s for s in self.stacks if name.startswith(s + ".")), None)
+            stage_stack = next((staged[p] for p in staged if name.startswith(p)), None)
             if stack is not None:
                 index = offsets[stack] + int(name[len(stack) + 1:].split(".", 1)[0])
                 groups.setdefault(f"blocks.{index}", []).append(name)
                 seen.add(stack)
+            elif stage_stack is not None and offsets[stage_stack] > 0 and len(model.get_submodule(stage_stack)):
+                groups.setdefault(f"blocks.{offsets[stage_stack]}", []).append(name)
             elif self.is_head(name):
                 groups.setdefault("head", []).append(name)
             elif not self._above_blocks(name, seen):
@@ -152,6 +163,7 @@ class Structure:
         holding it: every path and name gets `path.` in front."""
         prefix = path + "."
         return replace(self, stacks=tuple(prefix + s for s in self.stacks), root=prefix + self.root,
+                       stages=tuple(prefix + s if s else "" for s in self.stages),
                        no_decay=frozenset(prefix + n for n in self.no_decay),
                        config_at=path + ("." + self.config_at if self.config_at else ""))
 
@@ -162,10 +174,13 @@ def _parent(stack: str) -> str:
     return parent + "." if parent else ""
 
 
-def declared(family: BackboneFamily, model: Any, stacks: Iterable[str], root: str) -> Structure:
-    """The structure of `model`: its stacks and wrapper prefix as the family found them,
-    the family's static declarations, and the names it exempts from weight decay."""
-    return Structure(family=family.name, stacks=tuple(stacks), root=root, head_markers=tuple(family.head_markers),
+def declared(family: BackboneFamily, model: Any, stacks: Iterable[str], root: str,
+             stages: Iterable[str] = ()) -> Structure:
+    """The structure of `model`: its stacks (and stage modules) and wrapper prefix as the
+    family found them, the family's static declarations, and the names it exempts from
+    weight decay."""
+    return Structure(family=family.name, stacks=tuple(stacks), root=root, stages=tuple(stages),
+                     head_markers=tuple(family.head_markers),
                      head_attrs=tuple(family.head_attrs), lora_targets=tuple(family.lora_targets),
                      fan_in_fan_out=family.fan_in_fan_out, attention_dropout=tuple(family.attention_dropout),
                      dropout_keys=dict(family.dropout_keys), head_layout=family.head_layout,

@@ -12,7 +12,7 @@ from fmctl.backbones.base import BackboneFamily
 from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure, declared
 from fmctl.config.schema import VisionBackboneConfig
 
-HEADS = ("image_classification", "pretraining")
+HEADS = ("image_classification", "pretraining", "features")
 
 
 class Vit(BackboneFamily):
@@ -30,8 +30,9 @@ class Vit(BackboneFamily):
     ffn_layout = FfnLayout(expand="mlp.fc1", reduce="mlp.fc2", width_key="mlp_ratio", ratio=True)
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
-        """'image_classification' with num_classes in `options`, or 'pretraining': the
-        head-less encoder SimMIM wraps."""
+        """'image_classification' with num_classes in `options`, or 'pretraining' /
+        'features': the head-less encoder (SimMIM wraps it; a segmentation decoder reads
+        its last block)."""
         from fmctl.models import vision
 
         if head not in HEADS:
@@ -83,6 +84,15 @@ class Vit(BackboneFamily):
     def position_table(self, model: Any) -> int | None:
         """Positions follow the image size, which the preprocessing fixes."""
         return None
+
+    def feature_maps(self, encoder: Any, pixel_values: Any) -> list[Any]:
+        """The last block's patch tokens (after the final norm) as a grid: one scale, at
+        the patch stride; timm's forward_intermediates drops the class token."""
+        return list(encoder.forward_intermediates(pixel_values, indices=1, norm=True, output_fmt="NCHW",
+                                                  intermediates_only=True))
+
+    def feature_channels(self, encoder: Any) -> list[int]:
+        return [int(encoder.embed_dim)]
 
     def owns(self, config: Any) -> bool:
         """timm's save_for_hf layout: an architecture and no transformers model_type."""

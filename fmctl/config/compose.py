@@ -139,7 +139,9 @@ def _purpose(path: Path) -> str:
 
 def recipes_for_task(task: str) -> list[str]:
     """The recipes whose defaults list picks task=`task`, the ones reading one's own files first."""
-    found = [(r.picks.get("data") in ("topics", "digits"), r.name) for r in recipe_summaries()
+    from fmctl.data.sources import builtin_names
+
+    found = [(r.picks.get("data") in builtin_names(), r.name) for r in recipe_summaries()
              if r.picks.get("task") == task]
     return [name for _, name in sorted(found)]
 

@@ -28,8 +28,10 @@ class DataConfig:
     train: Optional[str] = None
     validation: Optional[str] = None
     test: Optional[str] = None
-    # Data fmctl generates or unpacks itself so that demos and tests need no download.
-    builtin: Optional[Literal["topics", "digits"]] = None
+    # Data fmctl generates or unpacks itself so that demos and tests need no download
+    # (icon_scenes: the system's Adwaita icons composited onto scikit-learn's and
+    # matplotlib's photographs, with their alpha masks; fmctl/data/icon_scenes.py).
+    builtin: Optional[Literal["topics", "digits", "icon_scenes"]] = None
     # conll: token and tag columns, a blank line between sentences; squad: SQuAD v1.1/v2.0
     # JSON; pairs: headerless tab-separated source<TAB>target lines.
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "imagefolder", "conll", "squad", "pairs"] = "auto"
@@ -58,8 +60,19 @@ class DataConfig:
     # seeded by label_budget_seed; null keeps every training example.
     label_budget: Optional[int] = _bounded(None, ge=1)
     label_budget_seed: int = 0
-    # Images only: random resized crop (scale 0.8-1) and horizontal flip while training.
+    # Images only: random resized crop (scale 0.8-1) and horizontal flip while training
+    # (segmentation: the same crop and flip for the image and its mask).
     augment: bool = False
+    # Segmentation: each split's folder holds an image folder and a mask folder whose files
+    # share stems (images/a.jpg <-> masks/a.png; index PNGs, one class index per pixel).
+    image_dir: str = "images"
+    mask_dir: str = "masks"
+    # Segmentation: the mask value of pixels left out of the loss and the metrics (void).
+    ignore_index: int = _bounded(255, ge=0)
+    # Segmentation: class names, the i-th for mask value i; else labels_file (one name per
+    # line); else labels.txt in the training folder.
+    label_names: Optional[list[str]] = None
+    labels_file: Optional[str] = None
     # Images only: decode every file before training, so a truncated or corrupt image is
     # named before step 1 (a few ms per photo; false skips it on huge folders).
     verify_images: bool = True

@@ -251,14 +251,15 @@ def _check_pairing(plain: Any) -> list[str]:
 
 def check_semantics(run: RunConfig) -> list[str]:
     """Rules that involve several keys; the task's own rules come from its declaration."""
-    from fmctl import tasks
+    from fmctl import backbones, tasks
 
     declared = tasks.declaration(run.task.name)
-    problems = []
+    problems = list(backbones.family(run.backbone.name).checks(run))
     builtin = uses_builtin(run.data)
     if declared.reads == "files" and run.data.train is None and not builtin:
-        problems.append("data.train: required; give a training file or folder (data.train=PATH) "
-                        "or a built-in dataset (data=topics or data=digits)")
+        fitting = [f"data={name}" for name in declared.builtin_data]
+        problems.append("data.train: required; give a training file or folder (data.train=PATH)"
+                        + (f" or a built-in dataset ({' or '.join(fitting)})" if fitting else ""))
     if builtin and run.data.builtin not in declared.builtin_data:
         problems.append(f"data.builtin: '{run.data.builtin}' does not fit task '{run.task.name}'; "
                         f"{_own_data_hint(run.task.name)}")

@@ -80,10 +80,10 @@ def _check_same_inputs(folder: Path, teacher: Any, student_preprocessor: Any) ->
     inputs: the same vocabulary (token ids mean the same words) or the same image size and
     normalisation. A different tokenizer would make the teacher score meaningless id
     sequences (or index past its embeddings) and the KL term would teach noise."""
-    if isinstance(student_preprocessor, dict):  # images: the timm preprocessing dict
-        from fmctl.models import vision
+    if isinstance(student_preprocessor, dict):  # images: the preprocessing dict its backbone family gives
+        from fmctl import backbones
 
-        theirs = vision.preprocessing(teacher)
+        theirs = backbones.of_folder(folder).preprocessor(None, folder=folder)
         keys = ("image_size", "in_chans", "mean", "std")
         if any(theirs[k] != student_preprocessor[k] for k in keys):
             mine = ", ".join(f"{k}={student_preprocessor[k]}" for k in keys)

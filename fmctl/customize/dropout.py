@@ -1,7 +1,8 @@
 """dropout: set hidden and attention dropout rates, in the modules and in the saved config.
 
 Which dropout modules act on attention probabilities, and which config keys hold the
-rates, is what the backbone family declares (every tower's, on a composed model)."""
+rates, is what the backbone family declares (every tower's, on a composed model). A key
+holding one rate per stage (CvT's drop_rate) gets the rate at every stage."""
 from __future__ import annotations
 
 from typing import Any
@@ -34,6 +35,6 @@ def apply(model: Any, cfg: DropoutOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
             if rate is None:
                 continue
             for key in names:
-                if key in present:
-                    setattr(config, key, rate)
+                if key in present:  # a per-stage list (CvT) gets the rate at every stage
+                    setattr(config, key, [rate] * len(present[key]) if isinstance(present[key], list) else rate)
     return model, {"hidden_modules": changed["hidden"], "attention_modules": changed["attention"]}

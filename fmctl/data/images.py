@@ -107,7 +107,8 @@ def build_transform(prep: dict[str, Any], train: bool, augment: bool) -> Any:
               "interpolation": prep["interpolation"], "mean": tuple(prep["mean"]), "std": tuple(prep["std"])}
     if train and augment:
         return create_transform(is_training=True, scale=(0.8, 1.0), hflip=0.5, color_jitter=0.0, **common)
-    return create_transform(is_training=False, crop_pct=prep["crop_pct"], **common)
+    return create_transform(is_training=False, crop_pct=prep["crop_pct"], crop_mode=prep.get("crop_mode", "center"),
+                            **common)
 
 
 class ImageDataset:

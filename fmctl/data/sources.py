@@ -6,6 +6,14 @@ from pathlib import Path
 from fmctl.config.schema import DataConfig
 
 
+def builtin_names() -> tuple[str, ...]:
+    """The built-in datasets, as DataConfig.builtin lists them (each is also a data= option)."""
+    import typing
+
+    hint = typing.get_type_hints(DataConfig)["builtin"]
+    return tuple(a for a in typing.get_args(typing.get_args(hint)[0]))
+
+
 def uses_builtin(data: DataConfig) -> bool:
     """A built-in dataset feeds the run only when no split is given: a user's own file for
     any split turns it off for every split, so one's own data is never mixed with it."""
@@ -26,6 +34,10 @@ def split_paths(data: DataConfig) -> dict[str, Path | None]:
         from fmctl.data.builtin import digits_folders
 
         builtin = digits_folders()
+    elif data.builtin == "icon_scenes":
+        from fmctl.data.icon_scenes import icon_scenes_folders
+
+        builtin = icon_scenes_folders()
     return {split: Path(value).expanduser() if value else builtin.get(split) for split, value in chosen.items()}
 
 

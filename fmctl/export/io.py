@@ -34,9 +34,11 @@ class Batch:
 def positional(model: Any, names: list[str], outputs: tuple[str, ...], by_keyword: bool) -> Any:
     """An nn.Module whose forward takes the inputs positionally and returns its outputs as
     a tensor (one output) or a tuple in `outputs` order: exporters and tracers need a plain
-    signature and plain tensor outputs. transformers models are called by keyword and
-    their named outputs read; timm models take the pixels positionally."""
+    signature and plain tensor outputs. Text models are called by keyword; image models
+    take the pixels positionally. A transformers model's named outputs are read by name."""
     import torch
+
+    from fmctl.models.outputs import named_outputs
 
     class Outputs(torch.nn.Module):
         def __init__(self) -> None:
@@ -44,10 +46,8 @@ def positional(model: Any, names: list[str], outputs: tuple[str, ...], by_keywor
             self.model = model
 
         def forward(self, *inputs: Any) -> Any:
-            if not by_keyword:
-                return self.model(*inputs)
-            result = self.model(**dict(zip(names, inputs)))
-            values = tuple(getattr(result, name) for name in outputs)
+            result = self.model(**dict(zip(names, inputs))) if by_keyword else self.model(*inputs)
+            values = named_outputs(result, outputs)
             return values[0] if len(values) == 1 else values
 
     return Outputs().eval()
@@ -120,12 +120,12 @@ class ImageInputs:
 
     def write(self, folder: Path) -> dict[str, Any]:
         """timm's evaluation transform, spelled out: resize the short side to
-        floor(image_size / crop_pct), centre-crop image_size, scale to [0, 1], normalise."""
+        floor(image_size / crop_pct) and centre-crop image_size (crop_mode 'center'), or
+        resize both sides to image_size ('squash'); scale to [0, 1], normalise."""
         prep = dict(self.io.data.preprocessors["image"])
-        cfg = json.loads((self.io.model_dir / "config.json").read_text(encoding="utf-8")).get("pretrained_cfg", {})
         return {"kind": "image", "image_size": prep["image_size"], "in_chans": prep["in_chans"],
                 "color_mode": "L" if prep["in_chans"] == 1 else "RGB", "mean": prep["mean"], "std": prep["std"],
-                "crop_pct": prep["crop_pct"], "crop_mode": cfg.get("crop_mode", "center"),
+                "crop_pct": prep["crop_pct"], "crop_mode": prep.get("crop_mode", "center"),
                 "interpolation": prep["interpolation"], "layout": "NCHW", "scale": "1/255 then (x - mean) / std"}
 
 

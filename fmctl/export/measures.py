@@ -11,6 +11,8 @@ model is judged on what a user sees:
   tokens, context tokens only), agreement is an exact (start, end) match;
 - `ThresholdSet`: the label set at the task's threshold (a logit at or above
   logit(threshold)), agreement is the whole set being equal;
+- `PixelLabels`: the class of every pixel (argmax over the class axis), agreement counted
+  over pixels, correctness over the pixels that are not the ignore index (segmentation);
 - regression has no measure: its outputs are compared by their difference only.
 
 `correct` scores a prediction against the validation labels (the manifest's evaluation).
@@ -133,6 +135,26 @@ class ThresholdSet:
         if labels.shape != pred.shape:
             return None
         return int((pred == (labels >= 0.5)).all(-1).sum()), int(pred.shape[0])
+
+
+class PixelLabels:
+    name = "pixel label"
+    metric = "pixel accuracy"
+
+    def __init__(self, ignore_index: int):
+        self.ignore_index = ignore_index
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return outputs[0].argmax(1)
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return int((ref == cand).sum()), int(ref.size)
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        if labels.shape != pred.shape:
+            return None
+        scored = labels != self.ignore_index
+        return int(((pred == labels) & scored).sum()), int(scored.sum())
 
 
 class DifferenceOnly:

@@ -52,7 +52,9 @@ def write_hf(ctx: Context, folder: Path) -> dict[str, Any]:
     library = "timm" if (model_folder / "config.json").read_text(encoding="utf-8").find('"model_args"') >= 0 \
         else "transformers"
     load = ("timm.create_model('local-dir:model', pretrained=True)" if library == "timm"
-            else f"{ctx.io.auto_class}.from_pretrained('model'); AutoTokenizer.from_pretrained('model')")
+            else f"{ctx.io.auto_class}.from_pretrained('model'); "
+                 f"{'AutoImageProcessor' if ctx.io.serving.modality == 'image' else 'AutoTokenizer'}"
+                 f".from_pretrained('model')")
     return {"files": {"model_folder": "model"}, "library": library, "load": load, "parity": parity_record(ctx, result),
             "evaluation": evaluation(ctx, {"hf": comparison}), **declared_io(ctx)}
 

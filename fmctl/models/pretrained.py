@@ -27,11 +27,27 @@ def resolve(spec: str, key: str = "backbone.pretrained", weights: tuple[str, ...
     if path.exists():
         if path.is_dir() and (path / "model" / "config.json").is_file():
             path = path / "model"  # an fmctl run folder: its model/ is the pretrained model
-        return path if path.is_file() else _check_folder(path, key, weights)
+        return path if path.is_file() else _check_folder(_encoder_of(path), key, weights)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".safetensors", ".pth", ".bin")):
         raise ModelError(f"{key}: '{spec}' does not exist; give a folder in the save_pretrained layout "
                          f"(config.json + model.safetensors) or an fmctl run folder")
     return _hub(spec, key, TIMM_SAVER if weights == TIMM_WEIGHTS else HF_SAVER)
+
+
+def _encoder_of(folder: Path) -> Path:
+    """A model/ fmctl composed around a backbone (segmentation: encoder/ plus a decoder)
+    offers its encoder/, in the backbone's own layout, as the pretrained backbone."""
+    import json
+
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            encoder = json.loads(config.read_text(encoding="utf-8")).get("encoder")
+        except (OSError, ValueError, AttributeError):
+            return folder
+        if isinstance(encoder, str) and (folder / encoder / "config.json").is_file():
+            return folder / encoder
+    return folder
 
 
 def _hub(spec: str, key: str, saver: str = HF_SAVER) -> Path | str:

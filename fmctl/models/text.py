@@ -237,12 +237,13 @@ def _fresh_config(cfg: TextBackboneConfig, tokenizer: Any) -> Any:
 
 
 def _check_family(name: str, model_type: str | None, where: Any) -> None:
-    """Refuse a model type that another text family declares (unknown types are let through)."""
+    """Refuse a model type that another family declares (a decoder for bert, a CvT image
+    model for any text family); unknown types are let through."""
     from fmctl.backbones import family, names
 
     for other in names():
         declared = family(other)
-        if other != name and "text" in declared.modalities and model_type in declared.model_types:
+        if other != name and model_type in declared.model_types:
             raise ModelError(f"backbone.pretrained: '{where}' is {declared.kind} ({model_type}); use backbone={other}")
 
 

@@ -162,7 +162,8 @@ def preprocessing(model: Any) -> dict[str, Any]:
 def preprocessing_from_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"image_size": int(cfg["input_size"][-1]), "in_chans": int(cfg["input_size"][0]),
             "mean": list(cfg.get("mean", (0.5, 0.5, 0.5))), "std": list(cfg.get("std", (0.5, 0.5, 0.5))),
-            "crop_pct": float(cfg.get("crop_pct", 1.0)), "interpolation": cfg.get("interpolation", "bilinear")}
+            "crop_pct": float(cfg.get("crop_pct", 1.0)), "crop_mode": cfg.get("crop_mode") or "center",
+            "interpolation": cfg.get("interpolation", "bilinear")}
 
 
 def _describe_fresh(model: Any, in_chans: int, image_size: int) -> Any:

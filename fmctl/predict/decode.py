@@ -116,6 +116,45 @@ class AnswerSpan:
         return records
 
 
+class PixelMask:
+    """Segmentation: each image's logits resized bilinearly to the image's own size (the
+    model saw it squashed to its input size), then the likeliest class per pixel. The
+    record holds the mask (an array: predict writes it as a PNG, fmctl.predict.masks) and
+    the share of the image's pixels each predicted class covers."""
+
+    columns = ["mask", "classes"]
+
+    def __init__(self, label_names: list[str], post: dict[str, Any]):
+        self.label_names = label_names
+
+    def __call__(self, values: list[Any], outputs: list[Any], meta: Any) -> list[dict[str, Any]]:
+        import numpy as np
+
+        from fmctl.data.masks import displayed_size
+
+        records = []
+        for path, logits in zip(values, outputs[0]):
+            mask = resized_argmax(np.asarray(logits, dtype=np.float32), displayed_size(path))
+            ids, counts = np.unique(mask, return_counts=True)
+            records.append({"mask": mask, "classes": {self.label_names[int(i)]: round(float(c) / mask.size, 6)
+                                                      for i, c in zip(ids, counts)}})
+        return records
+
+
+def resized_argmax(logits: Any, size: tuple[int, int]) -> Any:
+    """(K, h, w) logits -> (height, width) class indices at `size` = (width, height):
+    every class's map resized bilinearly with Pillow (half-pixel centres, as
+    torch's interpolate with align_corners=False), then the argmax."""
+    import numpy as np
+    from PIL import Image
+
+    if tuple(size) == (logits.shape[2], logits.shape[1]):
+        return logits.argmax(0).astype(np.int64)
+    maps = [np.asarray(Image.fromarray(channel, mode="F").resize(size, Image.Resampling.BILINEAR))
+            for channel in logits]
+    return np.stack(maps).argmax(0).astype(np.int64)
+
+
 # postprocessing kind (export manifest) -> decoder
 DECODERS = {"softmax_label": SoftmaxLabel, "regression": RegressionValue, "sigmoid_threshold": ThresholdLabels,
-            "word_tags": WordTags, "answer_span": AnswerSpan}
+            "word_tags": WordTags, "answer_span": AnswerSpan, "mask": PixelMask}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 from fmctl.errors import DataError
 from fmctl.predict import inputs
+from fmctl.predict.masks import MaskFiles, masks_folder
 from fmctl.predict.output import Writer, out_kind
 from fmctl.predict.targets import Target, TargetInputs, open_target
 
@@ -38,12 +39,13 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
             progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
             question: str | None = None, context: str | None = None, generation: Any = None,
-            threads: int | None = None,
+            threads: int | None = None, masks: Path | None = None,
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text, --question with --context,
-    or --images) with the target. --out, the input and its columns are checked against
-    what the target reads before its model is loaded."""
+    or --images) with the target. --out, the input and its columns (and for a segmentation
+    model the --masks folder) are checked against what the target reads and writes before
+    its model is loaded."""
     if (question is None) != (context is None):
         raise DataError(f"predict: {'--question' if question is not None else '--context'} needs "
                         f"{'--context' if question is not None else '--question'} too (one question about one context)")
@@ -58,6 +60,8 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     opened: dict[str, Any] = {}
 
     def open_items(spec: TargetInputs) -> None:
+        if "mask" in spec.output_columns:
+            opened["masks"] = masks_folder(masks, out)
         if question is not None:
             if spec.input_kind != "qa":
                 raise DataError(f"--question: {spec.path} is a {spec.task} model, not extractive_qa; "
@@ -81,13 +85,14 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     log(f"predict: {target.description} at {target.path}, task {target.task}")
     summary = PredictSummary(str(target.path))
     writer = Writer(out, id_fields, target.label_names, target.output_columns, lambda: where.has_id)
+    files = MaskFiles(opened["masks"]) if "masks" in opened else None
     complete = False
     previous = _sigterm_as_interrupt()
     try:
         with _progress_bar(where, progress) as advance:
             for chunk in _chunks(items, batch_size):
                 for record in _predict_chunk(target, chunk):
-                    writer.write(record)
+                    writer.write(files.write(record) if files is not None else record)
                     summary.rows += 1
                     if "error" in record:
                         summary.errors.append(record["error"])
@@ -99,6 +104,8 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
         complete = True
     finally:
         writer.close(complete)
+        if files is not None:
+            files.close(complete)
         signal.signal(signal.SIGTERM, previous)
         if not complete and out is not None:
             log(f"predict stopped after {summary.rows} rows; they are in {writer.partial}"
@@ -108,7 +115,7 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     if len(summary.errors) > 20:
         log(f"... and {len(summary.errors) - 20} more row errors (each is in the output with its row)")
     log(f"predicted {summary.predicted} of {summary.rows} rows ({len(summary.errors)} errors)"
-        + (f"; written: {out}" if out else ""))
+        + (f"; written: {out}" if out else "") + (f"; masks: {files.folder}" if files is not None else ""))
     return summary
 
 

@@ -9,8 +9,7 @@ postprocessing; the formats it serves are PREDICT_FORMATS.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +41,8 @@ class TargetInputs(_ColumnRoles):
     task: str
     input_kind: str                                # the task's serving.reads
     columns: dict[str, str]                        # role -> default input column (text kinds)
+    # The record fields its decoder writes ("mask": files to write besides the predictions).
+    output_columns: list[str] = field(default_factory=list)
 
 
 BeforeLoad = Callable[[TargetInputs], None]
@@ -164,7 +165,8 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
     if kind == "prompt" and fmt not in ("hf", "onnx"):
         raise RunFolderError(f"{folder}: {task} generates with an hf or onnx export or its run folder")
     prep = manifest["preprocessing"]
-    before_load(TargetInputs(folder, task, kind, _columns(kind, prep)))
+    post = manifest.get("postprocessing") or {"kind": "softmax_label"}
+    before_load(TargetInputs(folder, task, kind, _columns(kind, prep), _decoded_columns(post)))
     labels = list(manifest["label_names"])
     description = f"{fmt}{'-' + manifest['quantize'] if manifest.get('quantize') else ''} export"
     if kind == "source":
@@ -192,12 +194,19 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
         encoder = encode.LightImageEncoder(prep)
     else:
         encoder = encode.ReferenceImageEncoder(prep)
-    post = manifest.get("postprocessing") or {"kind": "softmax_label"}
     decoder = decode.DECODERS[post["kind"]](labels, post)
     runner, what = _RUNNERS[fmt](folder, manifest, names, threads) if fmt == "onnx" else \
         _RUNNERS[fmt](folder, manifest, names)
     return Target(folder, f"{description} ({what})", task, labels, kind, _columns(kind, prep),
                   Predictor(encoder, runner, decoder), decoder.columns)
+
+
+def _decoded_columns(post: dict[str, Any]) -> list[str]:
+    """The fields the decoder of this postprocessing writes (none for generating kinds)."""
+    from fmctl.predict.decode import DECODERS
+
+    decoder = DECODERS.get(post.get("kind", ""))
+    return list(decoder.columns) if decoder is not None else []
 
 
 def onnx_runner(folder: Path, manifest: dict[str, Any], names: list[str],
@@ -248,6 +257,7 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
     import torch
 
     from fmctl import tasks
+    from fmctl.models.outputs import named_outputs
 
     model = tasks.create(tasks.default_config(task)).load_model(model_dir).eval()
     serving = tasks.declaration(task).serving
@@ -257,15 +267,18 @@ def _torch_runner(task: str, model_dir: Path) -> Callable[[dict[str, Any]], Any]
         with torch.no_grad():
             if text:
                 result = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
-                return [getattr(result, name).float().numpy() for name in outputs]
-            return [model(torch.from_numpy(feed["pixel_values"])).float().numpy()]
+            else:
+                result = model(torch.from_numpy(feed["pixel_values"]))
+            return [value.float().numpy() for value in named_outputs(result, outputs)]
 
     return run
 
 
 def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, generation: Any = None) -> Target:
+    from fmctl import tasks
     from fmctl.config.saved_runs import load_run_config
-    from fmctl.predict import decode, encode
+    from fmctl.models.saved import saved_label_names
+    from fmctl.predict import decode
 
     _, run = load_run_config(folder, [])
     model_dir = folder / "model"
@@ -273,42 +286,44 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, ge
         raise RunFolderError(f"{folder}: no model/ folder with config.json; was the run completed?")
     task = run.task.name
     kind = _check_task(task, folder)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     data = run.data
     prep = {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
             "tokens_column": data.tokens_column, "source_column": data.source_column}
-    before_load(TargetInputs(folder, task, kind, _columns(kind, prep)))
     if kind == "source":
+        before_load(TargetInputs(folder, task, kind, _columns(kind, prep), ["translation"]))
         from fmctl.predict.generate import Translator
 
         return Target(folder, "run folder (PyTorch, transformers generate)", task, [], kind, _columns(kind, prep),
                       Translator.from_run(folder, run), ["translation"])
     if kind == "prompt":
+        before_load(TargetInputs(folder, task, kind, _columns(kind, prep), ["generated"]))
         return _prompt_target(folder, model_dir, "run folder (PyTorch)", task, prep, generation)
-    if kind == "image":
-        from fmctl.models.vision import preprocessing_from_cfg
-
-        encoder: Any = encode.ReferenceImageEncoder(preprocessing_from_cfg(config["pretrained_cfg"]))
-    else:
-        from fmctl.models.text import load_tokenizer_only
-
-        tokenizer = load_tokenizer_only(model_dir)
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
-        max_length = int(tokenizer.model_max_length)
-        if kind == "words":
-            encoder = encode.ReferenceWordEncoder(tokenizer, max_length, names)
-        elif kind == "qa":
-            encoder = encode.ReferenceQAEncoder(tokenizer, max_length, int(run.task.doc_stride), names)
-        else:
-            encoder = encode.ReferenceTextEncoder(tokenizer, max_length, data.text_pair_column is not None, names)
-    from fmctl import tasks
-    from fmctl.models.saved import saved_label_names
-
     labels = saved_label_names(model_dir)
     post = tasks.create(run.task).postprocessing(run, labels, model_dir)
+    before_load(TargetInputs(folder, task, kind, _columns(kind, prep), _decoded_columns(post)))
     decoder = decode.DECODERS[post["kind"]](labels, post)
     return Target(folder, "run folder (PyTorch)", task, labels, kind, _columns(kind, prep),
-                  Predictor(encoder, _torch_runner(task, model_dir), decoder), decoder.columns)
+                  Predictor(_reference_encoder(run, kind, model_dir), _torch_runner(task, model_dir), decoder),
+                  decoder.columns)
+
+
+def _reference_encoder(run: Any, kind: str, model_dir: Path) -> Any:
+    """fmctl's own encoding for a run folder: the task's image preprocessing, or the saved tokenizer."""
+    from fmctl import tasks
+    from fmctl.predict import encode
+
+    if kind == "image":
+        return encode.ReferenceImageEncoder(tasks.create(run.task).image_preprocessing(run, model_dir))
+    from fmctl.models.text import load_tokenizer_only
+
+    tokenizer = load_tokenizer_only(model_dir)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    max_length = int(tokenizer.model_max_length)
+    if kind == "words":
+        return encode.ReferenceWordEncoder(tokenizer, max_length, names)
+    if kind == "qa":
+        return encode.ReferenceQAEncoder(tokenizer, max_length, int(run.task.doc_stride), names)
+    return encode.ReferenceTextEncoder(tokenizer, max_length, run.data.text_pair_column is not None, names)
 
 
 def _prompt_target(folder: Path, model_dir: Path, description: str, task: str, prep: dict[str, Any],

@@ -212,6 +212,13 @@ class Task(Protocol):
         with what this task adds to it (words, windows, source column)."""
         return preprocessing
 
+    def image_preprocessing(self, run: RunConfig, model_dir: Path) -> dict[str, Any]:
+        """What an image model saved in model_dir reads (predict on a run folder): the
+        backbone family that saved it says, from its own files."""
+        from fmctl import backbones
+
+        return backbones.of_folder(model_dir).preprocessor(run.backbone, folder=model_dir)
+
     def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
         """The names of the served outputs, in order (labels, or a regression target)."""
         return list(data.label_names)

@@ -1,4 +1,5 @@
-"""Image classification with a ViT backbone on ImageFolder data."""
+"""Image classification on ImageFolder data, with a ViT (timm) or CvT (transformers)
+backbone: whichever family builds, loads and saves the model, and gives its preprocessing."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,18 +74,21 @@ class ImageClassification(SoftmaxClassifier):
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         self.backbone = backbones.family(run.backbone.name)
-        model = self.backbone.build(run.backbone, "image_classification", num_classes=len(data.label_names))
+        model = self.backbone.build(run.backbone, "image_classification", num_classes=len(data.label_names),
+                                    label_names=data.label_names)
         self.set_preprocessing(data, self.backbone.preprocessor(run.backbone, model=model))
         return model
 
     def forward(self, model: Any, batch: dict[str, Any]) -> Any:
-        return model(batch["pixel_values"])
+        from fmctl.models.outputs import logits
+
+        return logits(model(batch["pixel_values"]))
 
     def loss(self, logits: Any, batch: dict[str, Any]) -> Any:
         return cross_entropy(logits, batch["labels"], self.cfg.label_smoothing)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
-        self.backbone.save(model, folder, label_names=data.label_names)
+        self.backbone.save(model, folder, data.preprocessor, label_names=data.label_names)
 
     def load_model(self, folder: Path) -> Any:
         self.backbone = backbones.of_folder(folder)
@@ -94,9 +98,14 @@ class ImageClassification(SoftmaxClassifier):
     def example_fields(self, row: Any) -> dict[str, Any]:
         return {"image": str(row.path)}
 
+    def auto_class(self, model_dir: Path) -> str:
+        """A transformers image model (CvT) reloads with this class; a timm folder's
+        manifests say how timm loads it instead."""
+        return "AutoModelForImageClassification"
+
 
 TASKS = (TaskDeclaration(
     name="image_classification", config=ClassificationTaskConfig, implementation=ImageClassification,
-    backbones=("vit",), metrics=("accuracy", "macro_f1", "loss"), main_metric="accuracy", main_mode="max",
+    backbones=("vit", "cvt"), metrics=("accuracy", "macro_f1", "loss"), main_metric="accuracy", main_mode="max",
     probe_data=True, builtin_data=("digits",), customize=True, distill=True,
     serving=Serving(reads="image", inputs=IMAGE_INPUTS)),)
