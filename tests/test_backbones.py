@@ -342,3 +342,14 @@ def test_families_build_save_and_load_through_the_shipped_model_functions(tmp_pa
     assert preprocessing == vit.preprocessor(image_cfg, model=model)
     assert preprocessing == vit.preprocessor(image_cfg, folder=tmp_path / "vit")
     assert vit.build(image_cfg, "pretraining").num_classes == 0  # the encoder SimMIM wraps
+
+
+def test_the_towers_function_is_not_shadowed_by_its_module():
+    """`fmctl.backbones.towers(...)` is the documented call; a submodule of the same name
+    would replace it on the package as soon as anything imported that submodule."""
+    import importlib
+
+    import fmctl.backbones
+
+    importlib.import_module("fmctl.backbones.composed")
+    assert callable(fmctl.backbones.towers) and fmctl.backbones.towers.__module__ == "fmctl.backbones"

@@ -21,7 +21,7 @@ from fmctl.errors import ConfigError
 if TYPE_CHECKING:
     from fmctl.backbones.base import BackboneFamily
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 # Shipped families: name -> module holding its `FAMILY` object.
 FAMILIES = {
@@ -89,7 +89,7 @@ def structure_of(model: Any, name: str) -> Structure | Towers:
 
 def towers(model: Any, parts: dict[str, tuple[str, str]], family: str = "towers",
            head_attrs: tuple[str, ...] = ()) -> Towers:
-    """The structure of a model composed of named towers; see fmctl.backbones.towers."""
-    from fmctl.backbones.towers import towers as compose
+    """The structure of a model composed of named towers; see fmctl.backbones.composed."""
+    from fmctl.backbones.composed import towers as compose
 
     return compose(model, parts, family=family, head_attrs=head_attrs)

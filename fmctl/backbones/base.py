@@ -21,7 +21,7 @@ from fmctl.backbones.structure import HeadLayout
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 
 class BackboneFamily(Protocol):
