@@ -29,6 +29,7 @@ FAMILIES = {
     "gpt": "fmctl.backbones.gpt",
     "t5": "fmctl.backbones.t5",
     "vit": "fmctl.backbones.vit",
+    "clip": "fmctl.backbones.clip",
 }
 _registered: dict[str, BackboneFamily] = {}
 _loaded: dict[str, BackboneFamily] = {}

@@ -56,6 +56,10 @@ class BackboneFamily(Protocol):
     head_layout: ClassVar[HeadLayout | None] = None
     # transformers config keys holding the number of blocks (drop_layers rewrites them).
     depth_keys: ClassVar[tuple[str, ...]] = ()
+    # How a text family's token states become one vector when a composed model (CLIP) reads
+    # it as a tower: "mean" over the real tokens (encoders), "last" real token (decoders);
+    # None: the family cannot serve as a text tower.
+    sequence_pooling: ClassVar[str | None] = None
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
         """A model of this family with the task head `head`, random or pretrained."""
@@ -81,6 +85,15 @@ class BackboneFamily(Protocol):
         from fmctl.errors import ModelError
 
         raise ModelError(f"backbone '{self.name}' does not build a transformers text config")
+
+    def describe(self, cfg: Any) -> str:
+        """Where the weights come from, for the line that announces the model."""
+        return cfg.pretrained or f"random init, size {cfg.size}"
+
+    def checks(self, cfg: Any) -> list[str]:
+        """Rules over several backbone keys ("<backbone.key>: <problem>"), checked with the
+        rest of the config before anything is read; a family made of others checks them."""
+        return []
 
     def owns(self, config: Mapping[str, Any]) -> bool:
         """Whether a saved model/ folder's config.json is this family's (its model_type is

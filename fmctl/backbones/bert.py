@@ -43,6 +43,7 @@ class Bert(BackboneFamily):
     head_layout = HeadLayout(count="attention.self.num_attention_heads",
                              projections=(("attention.self.query", 0, (0,)), ("attention.self.key", 0, (0,)),
                                           ("attention.self.value", 0, (0,)), ("attention.output.dense", 1, (0,))))
+    sequence_pooling = "mean"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers",)
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:

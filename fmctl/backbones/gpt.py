@@ -37,6 +37,7 @@ class Gpt(BackboneFamily):
     # GPT-2: one Conv1D projects q, k and v side by side (weight (in, 3 * hidden)).
     head_layout = HeadLayout(count="attn.num_heads", projections=(("attn.c_attn", 1, (0, 1, 2)),
                                                                   ("attn.c_proj", 0, (0,))))
+    sequence_pooling = "last"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers", "n_layer", "num_layers")
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:

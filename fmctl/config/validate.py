@@ -264,6 +264,9 @@ def check_semantics(run: RunConfig) -> list[str]:
                         f"{_own_data_hint(run.task.name)}")
     if declared.checks is not None:
         problems.extend(declared.checks(run))
+    from fmctl import backbones
+
+    problems.extend(backbones.family(run.backbone.name).checks(run.backbone))
     problems.extend(_check_lengths(run, declared))
     betas = list(run.optim.betas)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
