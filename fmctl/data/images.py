@@ -87,12 +87,12 @@ def verify_images(rows: Sequence[ImageRow]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for problem in pool.map(_decode_problem, [row.path for row in rows]):
+        for problem in pool.map(decode_problem, [row.path for row in rows]):
             if problem:
                 raise DataError(problem)
 
 
-def _decode_problem(path: Path) -> str | None:
+def decode_problem(path: Path) -> str | None:
     from PIL import Image
 
     try:

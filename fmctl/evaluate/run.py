@@ -1,5 +1,6 @@
-"""`fmctl eval RUN_DIR`: score a run's model/ on its test split (or its validation split)
-and write RUN_DIR/eval/ in one piece."""
+"""`fmctl eval RUN_DIR`: score a run's model/ on its test split (or its validation split),
+plus the task's further evaluations (a two-tower model's zero-shot classification), and
+write RUN_DIR/eval/ in one piece (eval/<name>/ for each further evaluation)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,11 +40,18 @@ def evaluate_run(run_dir: Path, run: RunConfig, console: Any = None) -> dict[str
     metrics = evaluate(model, task, loader, device, precision)
     result = metrics.report()
     result["split"] = split
-    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task)
+    extras = {name: (scored.report(), scored, rows)
+              for name, (scored, rows) in task.more_evaluations(model, run, model_dir, device, precision).items()}
+    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task, extras)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     out.print(report.metrics_table(flat, f"eval on {split} ({result['num_examples']} examples)"))
     for table in metrics.tables(result):
         out.print(table)
+    for name, (extra, scored, _) in extras.items():
+        result[name] = {k: v for k, v in extra.items() if isinstance(v, (int, float))}
+        out.print(report.metrics_table(result[name], f"{name.replace('_', '-')} ({extra['num_examples']} examples)"))
+        for table in scored.tables(extra):
+            out.print(table)
     out.print(f"written: {run_dir / 'eval'}")
     return result
 

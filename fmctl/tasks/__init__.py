@@ -26,6 +26,7 @@ _SHIPPED_MODULES = (
     "fmctl.tasks.seq2seq",
     "fmctl.tasks.language_modeling",
     "fmctl.tasks.masked_image",
+    "fmctl.tasks.contrastive",
 )
 _registered: dict[str, "TaskDeclaration"] = {}   # every name (aliases too) -> its declaration
 _loaded = False

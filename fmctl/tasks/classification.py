@@ -21,6 +21,8 @@ Row = TypeVar("Row")
 # class's probability per prediction; above it the non-zero cells and the top classes.
 DENSE_MATRIX_CLASSES = 100
 TOP_PROBABILITIES = 10
+# eval's top-k accuracy (the gold label among the k likeliest), reported above k classes.
+TOP_K = 5
 
 
 @dataclass
@@ -193,6 +195,9 @@ class ClassificationMetrics:
         ids = list(range(len(self.label_names)))
         precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
         out["weighted_f1"] = float(sum(f * s for f, s in zip(f1, support)) / max(1, sum(support)))
+        if len(self.label_names) > TOP_K:  # with fewer classes the gold label is always among the top k
+            top = self.arrays()[2].argsort(-1)[:, ::-1][:, :TOP_K]
+            out[f"top{TOP_K}_accuracy"] = float((top == labels[:, None]).any(1).mean())
         out["num_examples"] = int(len(labels))
         out["per_class"] = {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
