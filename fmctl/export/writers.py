@@ -111,8 +111,9 @@ def _evaluation(ctx: Context, comparisons: dict[str, parity_mod.Comparison]) -> 
 
 
 def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
-    """model.onnx in `folder`. With --quantize the fp32 graph is made in the scratch folder,
-    checked, quantized into `folder`, and the int8 model checked in turn."""
+    """model.onnx in `folder` (a several-graph task: <graph>.onnx, one call per graph). With
+    --quantize the fp32 graph is made in the scratch folder, checked, quantized into
+    `folder`, and the int8 model checked in turn."""
     import torch
 
     from fmctl.export import onnx as onnx_mod
@@ -120,8 +121,8 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
 
     opts, io = ctx.options, ctx.io
     names = io.input_names()
-    path = folder / "model.onnx"
-    fp32_path = ctx.scratch / "model.onnx" if opts.quantize else path
+    path = folder / f"{io.file_stem}.onnx"
+    fp32_path = ctx.scratch / path.name if opts.quantize else path
     info = onnx_mod.export_onnx(ctx.module, ctx.example(), names, io.output_names, io.dynamic_axes(), fp32_path,
                                 opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence(),
                                 output_axes=io.output_axes())
@@ -132,7 +133,7 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     sessions = {"onnx_fp32": onnx_mod.session(fp32_path, threads)}
     fp32_parity, fp32_cmp = _check(ctx, _ort_candidate(sessions["onnx_fp32"], names), "onnxruntime fp32",
                                    opts.atol, None if opts.quantize else opts.min_agreement)
-    out: dict[str, Any] = {"files": {"model": "model.onnx"}, "onnx": info, "parity": _parity_record(ctx, fp32_parity)}
+    out: dict[str, Any] = {"files": {"model": path.name}, "onnx": info, "parity": _parity_record(ctx, fp32_parity)}
     comparisons = {"onnx_fp32": fp32_cmp}
     if opts.quantize:
         from fmctl.export import quantize as quant_mod
