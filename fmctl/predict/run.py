@@ -38,11 +38,28 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
             progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
             question: str | None = None, context: str | None = None, generation: Any = None,
+            labels: str | None = None, embed: bool = False, top_k: int = 0,
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text, --question with --context,
     or --images) with the target. --out, the input and its columns are checked against
-    what the target reads before its model is loaded."""
+    what the target reads before its model is loaded. A two-tower model is served by
+    fmctl.predict.two_tower (--labels zero-shot, --text with --images retrieval, --embed)."""
+    from fmctl.predict import towers
+
+    if towers.serves(target_path):
+        from fmctl.predict import two_tower
+
+        done = two_tower.predict(target_path, images=images, text=text, input_file=input_file, labels=labels,
+                                 top_k=top_k, embed=embed, out=out, batch_size=batch_size, text_column=text_column,
+                                 log=log)
+        return PredictSummary(str(target_path), rows=done["rows"], predicted=done["rows"] - len(done["errors"]),
+                              errors=done["errors"])
+    for flag, given in (("--labels", labels is not None), ("--embed", embed)):
+        if given:
+            task = towers.task_of(target_path) or "not a two-tower"
+            raise DataError(f"{flag}: {target_path} is a {task} model; {flag} needs a two-tower (contrastive) "
+                            f"model's run or export folder")
     if (question is None) != (context is None):
         raise DataError(f"predict: {'--question' if question is not None else '--context'} needs "
                         f"{'--context' if question is not None else '--question'} too (one question about one context)")
