@@ -57,11 +57,14 @@ def test_icon_pairs_are_split_by_concept_with_captions_from_names(icons):
     assert not {r["caption"] for r in rows["train"]} & {r["caption"] for r in rows["test"]}
     assert report["pairs"]["train"] > 600 and report["pairs"]["test"] > 60
     every = [r for split_rows in rows.values() for r in split_rows]
-    by_image = {r["image"]: r["caption"] for r in every}
-    assert by_image["images/status/audio-volume-high-symbolic.symbolic.png"] == "a status icon: audio volume high"
-    assert by_image["images/legacy/audio-volume-high.png"] == "a colour status icon: audio volume high"
-    assert by_image["images/mimetypes/x-office-document-symbolic.symbolic.png"] == "a file type icon: office document"
+    by_image = {r["image"].split("/", 2)[2]: r["caption"] for r in every}   # images/<size>/<context>/<file>
+    assert by_image["status/audio-volume-high-symbolic.symbolic.png"] == "a status icon: audio volume high"
+    assert by_image["legacy/audio-volume-high.png"] == "a colour status icon: audio volume high"
+    assert by_image["mimetypes/x-office-document-symbolic.symbolic.png"] == "a file type icon: office document"
     assert all((out / r["image"]).is_file() for r in every)
+    sizes = {split: {r["image"].split("/")[1] for r in split_rows} for split, split_rows in rows.items()}
+    assert {"16x16", "24x24", "32x32", "48x48"} <= sizes["train"]       # every size the theme draws, as views
+    assert "16x16" in sizes["test"] and len({r["image"].split("/", 2)[2] for r in rows["test"]}) == len(rows["test"])
     assert sum(1 for _ in (out / "zero_shot").rglob("*.png")) == sum(report["zero_shot_classes"].values())
     assert len(every) > len({r["caption"] for r in every})   # mirrored variants repeat their caption
 

@@ -18,7 +18,7 @@ NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train
 def test_every_recipe_composes_and_validates(recipe):
     _, run = compose(recipe, NEEDS_DATA.get(recipe, []))
     assert run.recipe == recipe
-    assert run.backbone.name in ("bert", "gpt", "t5", "vit")
+    assert run.backbone.name in ("bert", "gpt", "t5", "vit", "clip")
     assert run.task.name in {"bert_mlm": "mlm", "gpt_clm": "clm", "vit_mim": "mim"}.get(recipe, run.task.name)
 
 
@@ -52,7 +52,7 @@ def test_every_default_is_written_once_in_the_schemas():
     assert cfg.optim.weight_decay == OptimConfig().weight_decay and cfg.trainer.ema.decay is None
     assert set(cfg.data) == {f.name for f in dataclasses.fields(DataConfig)}
     assert set(cfg.task) == {"name", "label_smoothing"}
-    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 8 + ["launcher"]
+    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 9 + ["launcher"]
 
 
 def test_plus_syntax_is_kept():

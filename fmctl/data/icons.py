@@ -42,6 +42,9 @@ class IconsConfig:
     size: int = bounded(32, ge=8)                   # pixel size to copy (the nearest size a file has)
     validation_fraction: float = bounded(0.1, gt=0.0, lt=1.0)   # of concepts
     test_fraction: float = bounded(0.25, gt=0.0, lt=1.0)        # of concepts
+    # Training pairs also at every other size the theme has the icon in (each size is drawn for
+    # itself, so these are more real views of the same icon); validation and test keep one.
+    train_all_sizes: bool = True
     seed: int = 0
     overwrite: bool = False
 
@@ -52,6 +55,7 @@ class Icon:
     context: str        # its folder (status, legacy, ...)
     concept: str        # name without -symbolic / -rtl: audio-volume-high
     symbolic: bool
+    others: tuple[Path, ...] = ()   # the same icon at the theme's other sizes
 
 
 def concept_of(file_name: str) -> tuple[str, bool]:
@@ -72,11 +76,13 @@ def caption(icon: Icon, context_word: str | None) -> str:
 
 
 def scan(theme: Path, size: int) -> list[Icon]:
-    """One file per (context, file name): the one at `size`, else the nearest size."""
+    """One icon per (context, file name): its file at `size`, else at the nearest size (a
+    smaller one on a tie), and its files at the other sizes up to 4 x `size` (a 512-px
+    file costs more to decode each step than a small model's step and adds no detail)."""
     if not (theme / "index.theme").is_file():
         raise DataError(f"theme: '{theme}' is not an installed icon theme (no index.theme); install "
                         f"adwaita-icon-theme or point theme= at one")
-    chosen: dict[tuple[str, str], tuple[int, Path]] = {}
+    found: dict[tuple[str, str], list[tuple[tuple[int, bool], Path]]] = {}
     for folder in theme.iterdir():
         width = folder.name.split("x")[0]
         if not folder.is_dir() or not width.isdigit() or folder.name != f"{width}x{width}":
@@ -85,13 +91,16 @@ def scan(theme: Path, size: int) -> list[Icon]:
             if context_dir.name not in CONTEXTS and context_dir.name != LEGACY:
                 continue
             for file in context_dir.glob("*.png"):
-                key = (context_dir.name, file.name)
-                distance = (abs(int(width) - size), int(width) < size)
-                if key not in chosen or distance < chosen[key][0]:
-                    chosen[key] = (distance, file)
-    if not chosen:
+                distance = (abs(int(width) - size), int(width) > size)
+                found.setdefault((context_dir.name, file.name), []).append((distance, file))
+    if not found:
         raise DataError(f"theme: '{theme}' has no <size>x<size>/<context>/*.png icons")
-    return [Icon(file, context, *concept_of(name)) for (context, name), (_, file) in sorted(chosen.items())]
+    icons = []
+    for (context, name), files in sorted(found.items()):
+        ordered = [file for _, file in sorted(files)]
+        others = tuple(f for f in ordered[1:] if int(f.parent.parent.name.split("x")[0]) <= 4 * size)
+        icons.append(Icon(ordered[0], context, *concept_of(name), others=others))
+    return icons
 
 
 def context_words(icons: list[Icon]) -> dict[str, str | None]:
@@ -134,7 +143,7 @@ def make_icons(cfg: IconsConfig) -> dict[str, object]:
     tmp = out.with_name(f".{out.name}-partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        counts = _write(tmp, icons, legacy_words, splits)
+        counts = _write(tmp, icons, legacy_words, splits, cfg.train_all_sizes)
         report = {"theme": str(Path(cfg.theme).resolve()), "size": cfg.size, "seed": cfg.seed, **counts}
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if out.exists():
@@ -147,17 +156,19 @@ def make_icons(cfg: IconsConfig) -> dict[str, object]:
 
 
 def _write(folder: Path, icons: list[Icon], legacy_words: dict[str, str | None],
-           splits: dict[str, str]) -> dict[str, object]:
+           splits: dict[str, str], all_sizes: bool) -> dict[str, object]:
     rows: dict[str, list[list[str]]] = {"train": [], "validation": [], "test": []}
     classes: dict[str, int] = {}
     for icon in icons:
-        relative = Path("images") / icon.context / icon.file.name
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(icon.file, folder / relative)
         word = word_for(icon, legacy_words)
         split = splits[icon.concept]
-        rows[split].append([relative.as_posix(), caption(icon, word), icon.concept, word or "",
-                            "symbolic" if icon.symbolic else "colour"])
+        files = [icon.file, *(icon.others if all_sizes and split == "train" else ())]
+        for file in files:
+            relative = Path("images") / file.parent.parent.name / icon.context / file.name
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, folder / relative)
+            rows[split].append([relative.as_posix(), caption(icon, word), icon.concept, word or "",
+                                "symbolic" if icon.symbolic else "colour"])
         if split == "test" and word:
             target = folder / "zero_shot" / word / f"{icon.context}-{icon.file.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
