@@ -148,3 +148,19 @@ def test_config_errors_name_the_nested_key(tmp_path):
     with pytest.raises(ModelError) as caught:
         built(ClipBackboneConfig(image=VisionBackboneConfig(pretrained=str(tmp_path / "nowhere")), embed_dim=16))
     assert str(caught.value).startswith(f"backbone.image.pretrained: '{tmp_path / 'nowhere'}' does not exist")
+
+
+def test_a_gpt_text_tower_reads_the_last_real_token_and_round_trips(tmp_path):
+    cfg = tiny()
+    cfg.text.name = "gpt"
+    model, prep = built(cfg)
+    assert model.text_pooling == "last" and type(model.text_tower).__name__ == "GPT2Model"
+    assert "Ġ" in "".join(prep["text"].get_vocab())          # the byte-level BPE the gpt family trains
+    backbones.family("clip").save(model, tmp_path / "model", prep)
+    loaded, loaded_prep = backbones.family("clip").load(tmp_path / "model")
+    texts = ["a status icon: battery low", "an action icon: edit copy and paste"]   # two lengths: padding
+    pixels = torch.randn(2, 3, 16, 16)
+    first, again = embed(model, prep, texts, pixels), embed(loaded.eval(), loaded_prep, texts, pixels)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first, again))
+    alone = embed(model, prep, texts[:1], pixels[:1])[1]
+    assert torch.allclose(alone, first[1][:1], atol=1e-5)   # right padding does not move the last real token
