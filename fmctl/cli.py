@@ -140,9 +140,9 @@ def learning_curve(ctx: typer.Context) -> None:
     raise typer.Exit(run_curve(list(ctx.args)))
 
 
-data_app = typer.Typer(help="Prepare corpora for pretraining.", no_args_is_help=True, add_completion=False,
-                       rich_markup_mode=None)
-app.add_typer(data_app, name="data", short_help="Prepare corpora: clean, deduplicate, tokenise, shard.")
+data_app = typer.Typer(help="Prepare corpora for pretraining; make image-caption pairs from an icon theme.",
+                       no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(data_app, name="data", short_help="Prepare corpora (clean, deduplicate, tokenise, shard); icon pairs.")
 
 
 @data_app.command("prepare", context_settings=_PASS_THROUGH,
@@ -156,6 +156,20 @@ def data_prepare(ctx: typer.Context) -> None:
     from fmctl.pipeline import prepare_data
 
     raise typer.Exit(prepare_data(list(ctx.args)))
+
+
+@data_app.command("icons", context_settings=_PASS_THROUGH,
+                  short_help="Image-caption pairs from the installed Adwaita icon theme (CLIP demo data).")
+def data_icons(ctx: typer.Context) -> None:
+    """Image-caption pairs from an installed icon theme: out=DIR [theme=/usr/share/icons/Adwaita]
+    [size=32] [test_fraction=0.25] [validation_fraction=0.1] [seed=0] [overwrite=true].
+
+    Writes DIR/{train,validation,test}.csv (image, caption, ...), DIR/images/ and
+    DIR/zero_shot/<context>/, split by concept so test captions are unseen (recipe=clip_icons).
+    """
+    from fmctl.pipeline import icon_pairs
+
+    raise typer.Exit(icon_pairs(list(ctx.args)))
 
 
 @app.command("export", context_settings=_PASS_THROUGH, short_help="Export a run folder's model, checked against PyTorch.")
@@ -216,19 +230,22 @@ def predict(
     max_new_tokens: int = typer.Option(50, "--max-new-tokens", min=1),
     strategy: str = typer.Option("greedy", "--strategy", help="greedy | sample"),
     temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
-    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the k likeliest tokens (0: all)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the k likeliest tokens; two-tower retrieval: the k best images (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", min=1e-6, max=1.0, help="Nucleus sampling mass."),
     seed: int = typer.Option(0, "--seed"),
     num_return: int = typer.Option(1, "--num-return", min=1, help="Samples per prompt (with --strategy sample)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (ONNX Runtime's session, "
                                           "or PyTorch's); default: every core."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Two-tower: zero-shot classify --images among these comma-separated labels."),
+    embed: bool = typer.Option(False, "--embed", help="Two-tower: write each input's normalised embedding (--images or --text/--input)."),
 ) -> None:
     """Predictions for every row, line or image: labels with probabilities, a number
     (regression), a label set (multi-label), tags per word (token classification), answer
     spans (QA: --question with --context, or --input with question/context columns),
     translations, a mask PNG per image (segmentation, into --masks). Rows that fail are
     reported with their error and the rest are still predicted. With --prompt, generated
-    text (GPT)."""
+    text (GPT). A two-tower (CLIP) model: --images DIR --labels "a,b,c" (zero-shot),
+    --text QUERY --images DIR --top-k 5 (retrieval), --embed."""
     from fmctl.predict.generate import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, strategy=strategy, temperature=temperature,
@@ -263,7 +280,7 @@ def predict(
     run_predict(target, input_file=input_file, text=text, text_pair=text_pair, images=images, out=out,
                 batch_size=batch_size, text_column=text_column, text_pair_column=text_pair_column, progress=progress,
                 question_column=question_column, context_column=context_column, question=question, context=context,
-                generation=settings, threads=threads, masks=masks)
+                generation=settings, threads=threads, masks=masks, labels=labels, embed=embed, top_k=top_k)
 
 
 @app.command("recipes", short_help="List the available recipes: verb, task, backbone, purpose.")

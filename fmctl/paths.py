@@ -66,7 +66,10 @@ def cache_dir() -> Path:
 
 # Config keys that name local files or folders, relative to where the command ran.
 _PATH_KEYS = (("data", "train"), ("data", "validation"), ("data", "test"), ("data", "prepared"),
-              ("backbone", "pretrained"), ("backbone", "tokenizer"), ("base",))
+              ("backbone", "pretrained"), ("backbone", "tokenizer"), ("base",),
+              # a two-tower backbone's towers, and a contrastive task's zero-shot image folder
+              ("backbone", "image", "pretrained"), ("backbone", "text", "pretrained"),
+              ("backbone", "text", "tokenizer"), ("task", "zero_shot"))
 
 
 def absolute_local_paths(cfg: dict) -> dict:

@@ -116,13 +116,15 @@ def _task_for(verb: str, run: RunConfig) -> Any:
     from fmctl.loop.precision import pick_device
 
     name = run.task.name
-    pretraining = tasks.declaration(name).pretraining
-    if verb == "pretrain" and not pretraining:
+    verbs = tasks.declaration(name).verbs
+    if verb == "pretrain" and verb not in verbs:
         objectives = [f"{d.name} ({'/'.join(d.backbones)})" for d in tasks.declarations() if d.pretraining]
         objectives = ", ".join(objectives[:-1]) + f" or {objectives[-1]}" if len(objectives) > 1 else objectives[0]
         raise ConfigError(f"task: '{name}' is not a pretraining objective; fmctl pretrain runs task={objectives}; "
                           f"fine-tune with fmctl finetune")
-    if verb in ("finetune", "customize") and pretraining:
+    if verb in ("finetune", "customize") and verb not in verbs:
+        if verb == "customize" and "finetune" in verbs:
+            raise ConfigError(f"task: fmctl customize does not run '{name}'; train it with fmctl finetune")
         raise ConfigError(f"task: '{name}' is a pretraining objective; run it with fmctl pretrain")
     if verb != "customize" and run.customize:
         raise ConfigError(f"customize: operations run with fmctl customize base=... (not fmctl {verb})")
@@ -172,7 +174,9 @@ def _build_model(verb: str, task: Any, run: RunConfig, data: Any, dist: Any, out
         custom = apply_all(model, run, task, data, out)
         model = custom.model
     counts = parameter_counts(model)
-    source = run.backbone.pretrained or f"random init, size {run.backbone.size}"
+    from fmctl.backbones import family
+
+    source = family(run.backbone.name).describe(run.backbone)
     out.print(f"model: {run.backbone.name} ({source}): {counts['total']:,} parameters"
               + (f"; {dist.world_size} processes ({run.trainer.strategy})" if dist.enabled else ""))
     return model, custom, counts
@@ -199,4 +203,23 @@ def prepare_data(args: list[str], console: Any = None) -> int:
     for line in summary_lines(result.report, cfg.txt_mode):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     out.print(f"prepared corpus: {result.out}")
+    return 0
+
+
+def icon_pairs(args: list[str], console: Any = None) -> int:
+    """`fmctl data icons`: image-caption pairs from an installed icon theme (fmctl.data.icons)."""
+    from fmctl import report
+    from fmctl.config.compose import schema_from_overrides
+    from fmctl.data.icons import IconsConfig, make_icons
+
+    out = console or report.console()
+    cfg = schema_from_overrides(IconsConfig, args)
+    made = make_icons(cfg)
+    for split in ("train", "validation", "test"):
+        out.print(f"{split}: {made['pairs'][split]} pairs, {made['captions'][split]} distinct captions, "
+                  f"{made['concepts'][split]} concepts")
+    classes = ", ".join(f"{name} {count}" for name, count in made["zero_shot_classes"].items())
+    out.print(f"zero_shot/: {sum(made['zero_shot_classes'].values())} test images in class folders ({classes})",
+              soft_wrap=True)
+    out.print(f"written: {cfg.out} (from {made['theme']})")
     return 0

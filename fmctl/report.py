@@ -113,6 +113,40 @@ def print_sweep_summary(sweep_dir: Path) -> int:
     return 1 if failed else 0
 
 
+def _export_rows(table: Any, manifest: dict[str, Any], prefix: str) -> None:
+    """One graph's rows (a several-graph export names each graph in front)."""
+    for key in ("parity", "parity_int8"):
+        if key in manifest:
+            p = manifest[key]
+            table.add_row(f"{prefix}{p['candidate']}: max abs diff", f"{p['max_abs_diff']:.3g}")
+            if p.get("label_agreement") is not None:
+                table.add_row(f"{prefix}{p['candidate']}: {p.get('agreement') or 'label'} agreement",
+                              f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
+            for name, value in (p.get("figures") or {}).items():
+                table.add_row(f"{prefix}{p['candidate']}: {name.replace('_', ' ')}", f"{value:.6f}")
+    for key in ("translation_parity", "translation_parity_int8"):
+        if key in manifest:
+            t = manifest[key]
+            which = "int8" if key.endswith("int8") else "fp32"
+            table.add_row(f"{prefix}onnxruntime {which}: greedy translations = PyTorch's",
+                          f"{t['identical']} of {t['examples']}")
+    evaluation = manifest.get("evaluation", {})
+    metric = evaluation.get("metric") or "accuracy"
+    for name, value in (evaluation.get("scores") or evaluation.get("accuracy") or {}).items():
+        if value is not None:
+            table.add_row(f"{prefix}val {metric} {name}", f"{value:.4f}")
+    quantization = manifest.get("quantization")
+    if quantization:
+        table.add_row(f"{prefix}size fp32 -> int8", f"{quantization['fp32_size_bytes'] / 1e6:.2f} MB -> "
+                                                    f"{quantization['size_bytes'] / 1e6:.2f} MB")
+        settings = quantization.get("settings", {})
+        table.add_row(f"{prefix}int8 settings", f"{settings.get('int8_path', '?')} ({settings.get('chosen_for', '?')}), "
+                                                f"{quantization.get('weights', '')}")
+        table.add_row(f"{prefix}nodes kept in fp32", str(len(quantization.get("fp32_nodes", []))))
+    for name, row in (manifest.get("latency", {}).get("results") or {}).items():
+        table.add_row(f"{prefix}latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
+
+
 def export_table(manifest: dict[str, Any]) -> Any:
     """The figures that vouch for an export: parity, validation accuracy, latency."""
     from rich.table import Table
@@ -121,34 +155,8 @@ def export_table(manifest: dict[str, Any]) -> Any:
     table = Table(title=title, title_justify="left", min_width=len(title) + 4)
     table.add_column("check")
     table.add_column("value", justify="right")
-    for key in ("parity", "parity_int8"):
-        if key in manifest:
-            p = manifest[key]
-            table.add_row(f"{p['candidate']}: max abs diff", f"{p['max_abs_diff']:.3g}")
-            if p.get("label_agreement") is not None:
-                table.add_row(f"{p['candidate']}: {p.get('agreement') or 'label'} agreement",
-                              f"{p['label_agreement']:.4f} ({p['examples']} ex.)")
-    for key in ("translation_parity", "translation_parity_int8"):
-        if key in manifest:
-            t = manifest[key]
-            which = "int8" if key.endswith("int8") else "fp32"
-            table.add_row(f"onnxruntime {which}: greedy translations = PyTorch's",
-                          f"{t['identical']} of {t['examples']}")
-    evaluation = manifest.get("evaluation", {})
-    metric = evaluation.get("metric") or "accuracy"
-    for name, value in (evaluation.get("scores") or evaluation.get("accuracy") or {}).items():
-        if value is not None:
-            table.add_row(f"val {metric} {name}", f"{value:.4f}")
-    quantization = manifest.get("quantization")
-    if quantization:
-        table.add_row("size fp32 -> int8", f"{quantization['fp32_size_bytes'] / 1e6:.2f} MB -> "
-                                           f"{quantization['size_bytes'] / 1e6:.2f} MB")
-        settings = quantization.get("settings", {})
-        table.add_row("int8 settings", f"{settings.get('int8_path', '?')} ({settings.get('chosen_for', '?')}), "
-                                       f"{quantization.get('weights', '')}")
-        table.add_row("nodes kept in fp32", str(len(quantization.get("fp32_nodes", []))))
-    for name, row in (manifest.get("latency", {}).get("results") or {}).items():
-        table.add_row(f"latency {name}", f"{row['batch_1_ms']:.2f} ms @1, {row['batch_32_ms']:.2f} ms @32")
+    for graph, entries in (manifest.get("graphs") or {"": manifest}).items():
+        _export_rows(table, entries, f"{graph}: " if graph else "")
     return table
 
 

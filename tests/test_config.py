@@ -54,7 +54,7 @@ def test_every_default_is_written_once_in_the_schemas():
     assert cfg.optim.weight_decay == OptimConfig().weight_decay and cfg.trainer.ema.decay is None
     assert set(cfg.data) == {f.name for f in dataclasses.fields(DataConfig)}
     assert set(cfg.task) == {"name", "label_smoothing"}
-    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 10 + ["launcher"]
+    assert sorted(p.parent.name for p in paths.conf_dir().rglob("*.yaml")) == ["data"] * 11 + ["launcher"]
 
 
 def test_plus_syntax_is_kept():

@@ -63,3 +63,22 @@ def test_a_truncated_jpeg_is_found_before_training(tmp_path):
     with pytest.raises(DataError, match=r"cut.jpg: cannot read image \(OSError: image file is truncated"):
         verify_images(rows)
     verify_images(rows[:1])
+
+
+def test_transparent_images_are_laid_on_white(tmp_path):
+    """An icon's black glyph on transparency (its transparent pixels black too) must not
+    decode as an all-black square, as Pillow's RGBA -> RGB convert makes it."""
+    glyph = np.zeros((8, 8, 4), dtype=np.uint8)
+    glyph[2:6, 2:6, 3] = 255                      # opaque black square, transparent black around it
+    Image.fromarray(glyph, mode="RGBA").save(tmp_path / "icon.png")
+    assert np.asarray(Image.open(tmp_path / "icon.png").convert("RGB")).max() == 0
+    rgb = np.asarray(open_image(tmp_path / "icon.png", "RGB"))
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[3, 3].tolist() == [0, 0, 0]
+    half = glyph.copy()
+    half[0, 0] = [0, 0, 0, 128]                   # half-transparent black over white: mid grey
+    Image.fromarray(half, mode="RGBA").save(tmp_path / "half.png")
+    assert 125 <= np.asarray(open_image(tmp_path / "half.png", "L"))[0, 0] <= 129
+    palette = Image.fromarray(glyph[:, :, 3]).convert("P")
+    palette.info["transparency"] = 0               # a GIF-style palette image with a transparent index
+    palette.save(tmp_path / "palette.png", transparency=0)
+    assert np.asarray(open_image(tmp_path / "palette.png", "RGB"))[0, 0].tolist() == [255, 255, 255]

@@ -21,7 +21,7 @@ from fmctl.errors import ConfigError
 if TYPE_CHECKING:
     from fmctl.backbones.base import BackboneFamily
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 # Shipped families: name -> module holding its `FAMILY` object.
 FAMILIES = {
@@ -29,6 +29,7 @@ FAMILIES = {
     "gpt": "fmctl.backbones.gpt",
     "t5": "fmctl.backbones.t5",
     "vit": "fmctl.backbones.vit",
+    "clip": "fmctl.backbones.clip",
     "cvt": "fmctl.backbones.cvt",
 }
 _registered: dict[str, BackboneFamily] = {}
@@ -95,7 +96,7 @@ def structure_of(model: Any, name: str) -> Structure | Towers:
     says it is composed of towers (`fmctl_towers`: tower -> (family, module path), as
     fmctl's segmentation model holds its encoder) is read tower by tower."""
     from fmctl.backbones._locate import unwrap
-    from fmctl.backbones.towers import towers as compose  # the package's `towers` is shadowed once that module loads
+    from fmctl.backbones.composed import towers as compose
 
     composed = getattr(unwrap(model)[0], "fmctl_towers", None)
     if composed:
@@ -105,7 +106,7 @@ def structure_of(model: Any, name: str) -> Structure | Towers:
 
 def towers(model: Any, parts: dict[str, tuple[str, str]], family: str = "towers",
            head_attrs: tuple[str, ...] = ()) -> Towers:
-    """The structure of a model composed of named towers; see fmctl.backbones.towers."""
-    from fmctl.backbones.towers import towers as compose
+    """The structure of a model composed of named towers; see fmctl.backbones.composed."""
+    from fmctl.backbones.composed import towers as compose
 
     return compose(model, parts, family=family, head_attrs=head_attrs)

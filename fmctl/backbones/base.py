@@ -22,7 +22,7 @@ from fmctl.backbones.structure import FfnLayout, HeadLayout
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 
 class BackboneFamily(Protocol):
@@ -60,6 +60,14 @@ class BackboneFamily(Protocol):
     ffn_layout: ClassVar[FfnLayout | None] = None
     # transformers config keys holding the number of blocks (drop_layers rewrites them).
     depth_keys: ClassVar[tuple[str, ...]] = ()
+    # How a text family's token states become one vector when a composed model (CLIP) reads
+    # it as a tower: "mean" over the real tokens (encoders), "last" real token (decoders);
+    # None: the family cannot serve as a text tower.
+    sequence_pooling: ClassVar[str | None] = None
+    # Whether an image family can be a composed model's image tower: built with the head
+    # "pretraining" it returns one pooled vector per image, `num_features` wide (timm's
+    # contract). A family whose encoder gives only feature maps (CvT here) cannot.
+    image_tower: ClassVar[bool] = False
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
         """A model of this family with the task head `head`, random or pretrained."""
@@ -85,6 +93,10 @@ class BackboneFamily(Protocol):
         from fmctl.errors import ModelError
 
         raise ModelError(f"backbone '{self.name}' does not build a transformers text config")
+
+    def describe(self, cfg: Any) -> str:
+        """Where the weights come from, for the line that announces the model."""
+        return cfg.pretrained or f"random init, size {cfg.size}"
 
     def encoder(self, folder: Path, modality: str, random_init: bool = False, seed: int = 0) -> Any:
         """The backbone saved in `folder` as a frozen feature extractor for `modality`

@@ -43,6 +43,7 @@ class Bert(_text.TextFamily):
                              projections=(("attention.self.query", 0, (0,)), ("attention.self.key", 0, (0,)),
                                           ("attention.self.value", 0, (0,)), ("attention.output.dense", 1, (0,))))
     ffn_layout = FfnLayout(expand="intermediate.dense", reduce="output.dense", width_key="intermediate_size")
+    sequence_pooling = "mean"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers",)
 
     def structure(self, model: Any) -> Structure:

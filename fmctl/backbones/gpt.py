@@ -37,6 +37,7 @@ class Gpt(_text.TextFamily):
                                                                   ("attn.c_proj", 0, (0,))))
     # GPT2Config.n_inner: the MLP width (null means 4 x n_embd).
     ffn_layout = FfnLayout(expand="mlp.c_fc", reduce="mlp.c_proj", width_key="n_inner")
+    sequence_pooling = "last"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers", "n_layer", "num_layers")
 
     def structure(self, model: Any) -> Structure:

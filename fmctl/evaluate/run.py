@@ -2,10 +2,11 @@
 and write RUN_DIR/eval/ in one piece.
 
 Besides the task's metrics: a progress bar (or log lines) over the pass, a bootstrap
-confidence interval of the main metric (eval.bootstrap), and for classifiers the
-expected calibration error with a reliability diagram, before and after one temperature
-fitted on the validation split (eval.temperature_scaling), which model/ then keeps for
-predict and exports.
+confidence interval of the main metric (eval.bootstrap), for classifiers the expected
+calibration error with a reliability diagram, before and after one temperature fitted on
+the validation split (eval.temperature_scaling), which model/ then keeps for predict and
+exports; and the task's further evaluations (a two-tower model's zero-shot
+classification), each in eval/<name>/.
 """
 from __future__ import annotations
 
@@ -50,11 +51,18 @@ def evaluate_run(run_dir: Path, run: RunConfig, console: Any = None) -> dict[str
         name = interval["metric"]
         result.update({f"{name}_ci_low": interval["low"], f"{name}_ci_high": interval["high"]})
         result["bootstrap"] = interval
-    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task)
+    extras = {name: (scored.report(), scored, rows) for name, (scored, rows)
+              in task.more_evaluations(scorer.model, run, model_dir, scorer.device, scorer.precision).items()}
+    write_eval_folder(run_dir / "eval", result, metrics, data.rows[split], task, extras)
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     out.print(report.metrics_table(flat, f"eval on {split} ({result['num_examples']} examples)"))
     for table in metrics.tables(result):
         out.print(table)
+    for name, (extra, scored, _) in extras.items():
+        result[name] = {k: v for k, v in extra.items() if isinstance(v, (int, float))}
+        out.print(report.metrics_table(result[name], f"{name.replace('_', '-')} ({extra['num_examples']} examples)"))
+        for table in scored.tables(extra):
+            out.print(table)
     out.print(f"written: {run_dir / 'eval'}")
     return result
 

@@ -10,7 +10,10 @@ Nothing here is written per task. What is the same for every text model or every
 model (token ids and their tokenizer, pixels and their transform) is an input kind
 below; what belongs to the task (its outputs, parity measure, post-processing, the
 extras of its preprocessing) is asked of the task (fmctl.tasks.base.Task's serving
-hooks), and which kind applies is its declaration's `serving.modality`.
+hooks), and which kind applies is the graph's modality. A task served as several forward
+passes (serving.graphs: a two-tower model's image and text encoders) gets one ExportIO per
+graph (`for_graph`), sharing the data and the loaded model; a single-graph task has one
+graph, `model`, as before.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ class TextInputs:
     def names(self) -> list[str]:
         if self._names is None:
             sample = self.io.data.collate([self.io.data.validation[0]])
-            self._names = [name for name in self.io.serving.inputs if name in sample]
+            self._names = [name for name in self.io.graph.inputs if name in sample]
         return self._names
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -75,7 +78,12 @@ class TextInputs:
 
     def max_sequence(self) -> int | None:
         config = json.loads((self.io.model_dir / "config.json").read_text(encoding="utf-8"))
-        return int(config.get("max_position_embeddings") or config.get("n_positions") or 4096)
+        found = config.get("max_position_embeddings") or config.get("n_positions")
+        if found is None and self.io.serving.graphs:  # a composed model: its text tower's table
+            from fmctl import backbones
+
+            found = backbones.family(self.io.run.backbone.name).position_table(self.io.load_model())
+        return int(found or 4096)
 
     def write(self, folder: Path) -> dict[str, Any]:
         """Copies the tokenizer next to the model: what `fmctl predict` (and anyone with the
@@ -133,17 +141,28 @@ class ExportIO:
     """Reads the run's validation split through the task's own encoding, so the parity
     inputs are exactly what training and `fmctl eval` feed the model."""
 
-    def __init__(self, run: RunConfig, run_dir: Path):
+    def __init__(self, run: RunConfig, run_dir: Path, graph: Any = None, shared: "ExportIO | None" = None):
         from fmctl import tasks
 
         self.run = run
         self.run_dir = Path(run_dir)
         self.model_dir = self.run_dir / "model"
-        self.task = tasks.create(run.task)
+        self.task = shared.task if shared is not None else tasks.create(run.task)
         self.serving = self.task.declaration.serving
-        self.inputs = ImageInputs(self) if self.serving.modality == "image" else TextInputs(self)
-        self.parity_split = "validation"  # "train" for a run that had no validation examples
-        self._data: Any = None
+        self.graph = graph or self.serving.exported_graphs()[0]
+        self.inputs = ImageInputs(self) if self.graph.modality == "image" else TextInputs(self)
+        self._data: Any = shared.data if shared is not None else None
+        self.parity_split = shared.parity_split if shared is not None else "validation"  # "train" without validation
+        self._model: Any = shared._model if shared is not None else None
+
+    def for_graph(self, graph: Any) -> "ExportIO":
+        """The same run's export IO for one of the task's graphs (data and model shared)."""
+        return ExportIO(self.run, self.run_dir, graph, shared=self)
+
+    @property
+    def file_stem(self) -> str:
+        """The graph's file name without suffix: model.onnx, image_encoder.onnx, ..."""
+        return self.graph.name
 
     @property
     def task_name(self) -> str:
@@ -151,7 +170,7 @@ class ExportIO:
 
     @property
     def output_names(self) -> list[str]:
-        return list(self.serving.outputs)
+        return list(self.graph.outputs)
 
     @property
     def auto_class(self) -> str:
@@ -174,7 +193,10 @@ class ExportIO:
         return self.task.served_label_names(self.model_dir, self.data)
 
     def load_model(self) -> Any:
-        return self.task.export_model(self.model_dir).eval()
+        """The model as the task serves it (loaded once; a graph's IO shares it)."""
+        if self._model is None:
+            self._model = self.task.export_model(self.model_dir).eval()
+        return self._model
 
     def save_model(self, model: Any, folder: Path) -> None:
         """The hf export's model/ folder (the task's own save_pretrained layout)."""
@@ -185,7 +207,10 @@ class ExportIO:
         return self.task.export_model(folder).eval()
 
     def module(self, model: Any) -> Any:
-        return positional(model, self.input_names(), tuple(self.output_names), self.serving.modality == "text")
+        own = self.task.export_module(model, self.graph.name, self.input_names()) if self.serving.graphs else None
+        if own is not None:
+            return own
+        return positional(model, self.input_names(), tuple(self.output_names), self.graph.modality == "text")
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
         """Real validation batches: first a single example (batch 1 is what a service
@@ -227,14 +252,18 @@ class ExportIO:
         return self.task.export_preprocessing(self.run, self.data, self.inputs.write(folder))
 
     def output_specs(self) -> list[dict[str, Any]]:
-        return self.task.output_specs(self.label_names)
+        specs = self.task.output_specs(self.label_names)
+        return [spec for spec in specs if spec["name"] in self.graph.outputs] if self.serving.graphs else specs
 
     def output_axes(self) -> dict[str, dict[int, str]]:
         return {spec["name"]: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)}
                 for spec in self.output_specs()}
 
     def measure(self) -> Any:
-        return self.task.parity_measure()
+        if not self.serving.graphs:
+            return self.task.parity_measure()
+        names = {graph.name: self.for_graph(graph).input_names() for graph in self.serving.graphs}
+        return self.task.graph_measure(self.graph.name, self.load_model(), self.data, names)
 
     def postprocessing(self) -> dict[str, Any]:
         return self.task.postprocessing(self.run, self.label_names, self.model_dir)

@@ -13,6 +13,9 @@ model is judged on what a user sees:
   logit(threshold)), agreement is the whole set being equal;
 - `PixelLabels`: the class of every pixel (argmax over the class axis), agreement counted
   over pixels, correctness over the pixels that are not the ignore index (segmentation);
+- `NearestOfOther`: a two-tower encoder's embeddings, each the query of a search among
+  PyTorch's embeddings of the other modality; agreement is the same nearest item, and the
+  worst cosine with PyTorch's own embedding is reported;
 - regression has no measure: its outputs are compared by their difference only.
 
 `correct` scores a prediction against the validation labels (the manifest's evaluation).
@@ -35,8 +38,17 @@ class Measure(Protocol):
 
     def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None: ...
 
+    def figures(self) -> dict[str, float]: ...
 
-class ArgmaxLabel:
+
+class NoFigures:
+    """A measure with nothing to report beyond agreement."""
+
+    def figures(self) -> dict[str, float]:
+        return {}
+
+
+class ArgmaxLabel(NoFigures):
     name = "label"
     metric = "accuracy"
 
@@ -50,7 +62,7 @@ class ArgmaxLabel:
         return (int((pred == labels).sum()), int(labels.size)) if labels.shape == pred.shape else None
 
 
-class TokenArgmax:
+class TokenArgmax(NoFigures):
     """Argmax per token, over the real tokens (attention mask 1; every position when the
     outputs are not over the masked sequence, as T5's decoder logits are not)."""
 
@@ -79,7 +91,7 @@ class TokenArgmax:
         return int(((pred == labels) & scored).sum()), int(scored.sum())
 
 
-class SpanMatch:
+class SpanMatch(NoFigures):
     name = "exact span"
     metric = "exact span match"
 
@@ -117,7 +129,7 @@ class SpanMatch:
         return int(((pred == labels).all(-1) & has_span).sum()), int(has_span.sum())
 
 
-class ThresholdSet:
+class ThresholdSet(NoFigures):
     name = "label set"
     metric = "subset accuracy"
 
@@ -137,7 +149,7 @@ class ThresholdSet:
         return int((pred == (labels >= 0.5)).all(-1).sum()), int(pred.shape[0])
 
 
-class PixelLabels:
+class PixelLabels(NoFigures):
     name = "pixel label"
     metric = "pixel accuracy"
 
@@ -157,7 +169,7 @@ class PixelLabels:
         return int(((pred == labels) & scored).sum()), int(scored.sum())
 
 
-class DifferenceOnly:
+class DifferenceOnly(NoFigures):
     """Regression: a number per example; nothing to agree on but the difference itself."""
 
     name = None
@@ -171,3 +183,45 @@ class DifferenceOnly:
 
     def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
         return None
+
+
+class NearestOfOther:
+    """A two-tower encoder's embeddings as search queries: each row's nearest neighbour among
+    `candidates` (PyTorch's normalised embeddings of the other modality for the same
+    validation pairs) must be the same for the export as for PyTorch; `correct` is
+    recall@1 against the pairs' caption ids. `figures` gives the lowest cosine between an
+    export's embedding and PyTorch's, and how much of each top-5 list is kept."""
+
+    metric = "recall@1"
+
+    def __init__(self, candidates: Any, candidate_ids: Any, other: str):
+        import numpy as np
+
+        self.candidates = np.asarray(candidates, dtype=np.float64)
+        self.ids = np.asarray(candidate_ids)
+        self.name = f"nearest {other} among {len(self.candidates)}"
+        self.min_cosine = 1.0
+        self.overlap = [0, 0]
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        import numpy as np
+
+        rows = np.asarray(outputs[0], dtype=np.float64)
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+        order = np.argsort(-(rows @ self.candidates.T), axis=1, kind="stable")[:, :5]
+        return {"rows": rows, "top": order}
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        cosine = (ref["rows"] * cand["rows"]).sum(-1)
+        self.min_cosine = min(self.min_cosine, float(cosine.min()))
+        for a, b in zip(ref["top"], cand["top"]):
+            self.overlap[0] += len(set(a.tolist()) & set(b.tolist()))
+            self.overlap[1] += len(a)
+        return int((ref["top"][:, 0] == cand["top"][:, 0]).sum()), int(len(cosine))
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        return int((self.ids[pred["top"][:, 0]] == labels).sum()), int(len(labels))
+
+    def figures(self) -> dict[str, float]:
+        return {"min_cosine": round(self.min_cosine, 8),
+                "top5_overlap": round(self.overlap[0] / self.overlap[1], 6) if self.overlap[1] else 1.0}

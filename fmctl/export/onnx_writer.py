@@ -21,7 +21,8 @@ PROBE_EXAMPLES = 96
 
 
 def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
-    """model.onnx in `folder` (int8 with --quantize), and the figures that vouch for it."""
+    """model.onnx in `folder` (a several-graph task: <graph>.onnx, one call per graph; int8
+    with --quantize), and the figures that vouch for it."""
     import torch
 
     from fmctl.export import onnx as onnx_mod
@@ -33,8 +34,8 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
 
         return translation.write(ctx, folder)
     names = io.input_names()
-    path = folder / "model.onnx"
-    fp32_path = ctx.scratch / "model.onnx" if opts.quantize else path
+    path = folder / f"{io.file_stem}.onnx"
+    fp32_path = ctx.scratch / path.name if opts.quantize else path
     info = onnx_mod.export_onnx(ctx.module, ctx.example(), names, io.output_names, io.dynamic_axes(), fp32_path,
                                 opset=opts.opset, exporter=opts.exporter, max_sequence=io.max_sequence(),
                                 output_axes=io.output_axes())
@@ -45,7 +46,7 @@ def write_onnx(ctx: Context, folder: Path) -> dict[str, Any]:
     sessions = {"onnx_fp32": onnx_mod.session(fp32_path, threads)}
     fp32_parity, fp32_cmp = check(ctx, ort_candidate(sessions["onnx_fp32"], names), "onnxruntime fp32",
                                   opts.atol, None if opts.quantize else opts.min_agreement)
-    out: dict[str, Any] = {"files": {"model": "model.onnx"}, "onnx": info, "parity": parity_record(ctx, fp32_parity)}
+    out: dict[str, Any] = {"files": {"model": path.name}, "onnx": info, "parity": parity_record(ctx, fp32_parity)}
     comparisons = {"onnx_fp32": fp32_cmp}
     if opts.quantize:
         record, int8_parity, comparisons["onnx_int8"], sessions["onnx_int8"] = _quantized(ctx, fp32_path, path,

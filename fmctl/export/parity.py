@@ -35,9 +35,14 @@ class Parity:
     atol: float | None = None
     min_agreement: float | None = None
     passed: bool = False
+    # What the measure adds beyond agreement (an embedding's worst cosine with PyTorch's).
+    figures: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 10) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out = {k: (round(v, 10) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        if not self.figures:
+            out.pop("figures")
+        return out
 
     def summary(self) -> str:
         agreement = "" if self.label_agreement is None else \
@@ -107,6 +112,7 @@ class Comparison:
     def finish(self, atol: float | None, min_agreement: float | None) -> Parity:
         r = self.result
         r.atol, r.min_agreement = atol, min_agreement
+        r.figures = self.measure.figures()
         agreement_ok = min_agreement is None or (r.label_agreement is not None and r.label_agreement >= min_agreement)
         r.passed = r.examples > 0 and (atol is None or r.max_abs_diff <= atol) and agreement_ok
         return r

@@ -47,7 +47,8 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
     started = time.perf_counter()
     io = ExportIO(run, run_dir)
     model = io.load_model()
-    batches = list(io.batches(options.batch_size, options.max_examples))
+    batches = list(io.batches(options.batch_size, options.max_examples)) if len(io.serving.exported_graphs()) == 1 \
+        else []
     log(f"export: {options.fmt}{' ' + options.quantize if options.quantize else ''} of {run_dir} "
         f"({run.task.name}, {io.num_examples()} validation examples, checking {min(io.num_examples(), options.max_examples)})")
 
@@ -55,11 +56,15 @@ def export_run(run_dir: Path, options: ExportOptions, out: Path | None = None, o
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     scratch = Path(tempfile.mkdtemp(prefix="fmctl-export-"))
     try:
-        ctx = Context(io=io, model=model, module=io.module(model), batches=batches, options=options, log=log,
-                      scratch=scratch)
         record = manifest_mod.base(options.fmt, options.quantize, run_dir, run.task.name, io.label_names)
-        record["preprocessing"] = io.write_preprocessing(tmp)
-        record.update(WRITERS[options.fmt](ctx, tmp))
+        graphs = io.serving.exported_graphs()
+        if len(graphs) == 1:
+            ctx = Context(io=io, model=model, module=io.module(model), batches=batches, options=options, log=log,
+                          scratch=scratch)
+            record["preprocessing"] = io.write_preprocessing(tmp)
+            record.update(WRITERS[options.fmt](ctx, tmp))
+        else:
+            record.update(_several_graphs(io, model, graphs, options, log, tmp, scratch))
         record["postprocessing"] = io.postprocessing()
         record["seconds"] = round(time.perf_counter() - started, 2)
         manifest_mod.write(tmp, record)
@@ -78,6 +83,26 @@ def _check_int8_target(name: str) -> None:
 
     if name not in TARGETS:
         raise ExportError(f"--int8-target: unknown '{name}'; choose one of {', '.join(TARGETS)}")
+
+
+def _several_graphs(io: ExportIO, model: Any, graphs: tuple[Any, ...], options: ExportOptions,
+                    log: Callable[[str], None], tmp: Path, scratch: Path) -> dict[str, Any]:
+    """Each graph (a two-tower model's image and text encoder) written and checked on its
+    own by the format's writer: `graphs` in the manifest holds each one's entries (files,
+    inputs, outputs, parity, evaluation, latency), `files` names every graph's file and
+    `preprocessing` each graph's inputs (image transform, tokenizer)."""
+    out: dict[str, Any] = {"files": {}, "preprocessing": {}, "graphs": {}}
+    for graph in graphs:
+        part = io.for_graph(graph)
+        log(f"graph {graph.name}: {', '.join(part.input_names())} -> {', '.join(part.output_names)}")
+        ctx = Context(io=part, model=model, module=part.module(model),
+                      batches=list(part.batches(options.batch_size, options.max_examples)), options=options, log=log,
+                      scratch=scratch)
+        out["preprocessing"][graph.name] = part.write_preprocessing(tmp)
+        entries = WRITERS[options.fmt](ctx, tmp)
+        out["graphs"][graph.name] = entries
+        out["files"][graph.name] = entries["files"]["model"]
+    return out
 
 
 def _check_target(target: Path) -> None:

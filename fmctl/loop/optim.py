@@ -16,7 +16,7 @@ from fmctl.config.schema import OptimConfig
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
-    from fmctl.backbones.towers import Towers
+    from fmctl.backbones.composed import Towers
 
 
 def lr_scales(model: Any, structure: Structure | Towers, layer_decay: float | None,

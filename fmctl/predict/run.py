@@ -39,13 +39,18 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
             batch_size: int = 32, text_column: str | None = None, text_pair_column: str | None = None,
             progress: bool | None = None, question_column: str | None = None, context_column: str | None = None,
             question: str | None = None, context: str | None = None, generation: Any = None,
-            threads: int | None = None, masks: Path | None = None,
-            log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+            threads: int | None = None, masks: Path | None = None, labels: str | None = None, embed: bool = False,
+            top_k: int = 0, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
             ) -> PredictSummary:
     """Predict every item of exactly one source (--input, --text, --question with --context,
     or --images) with the target. --out, the input and its columns (and for a segmentation
     model the --masks folder) are checked against what the target reads and writes before
-    its model is loaded."""
+    its model is loaded. A two-tower model is served by fmctl.predict.two_tower (--labels
+    zero-shot, --text with --images retrieval, --embed)."""
+    served = _two_tower(target_path, images=images, text=text, input_file=input_file, labels=labels, top_k=top_k,
+                        embed=embed, out=out, batch_size=batch_size, text_column=text_column, log=log)
+    if served is not None:
+        return served
     if (question is None) != (context is None):
         raise DataError(f"predict: {'--question' if question is not None else '--context'} needs "
                         f"{'--context' if question is not None else '--question'} too (one question about one context)")
@@ -117,6 +122,26 @@ def predict(target_path: Path, *, input_file: Path | None = None, text: str | No
     log(f"predicted {summary.predicted} of {summary.rows} rows ({len(summary.errors)} errors)"
         + (f"; written: {out}" if out else "") + (f"; masks: {files.folder}" if files is not None else ""))
     return summary
+
+
+def _two_tower(target_path: Path, *, labels: str | None, embed: bool, log: Callable[[str], None],
+               **flags: Any) -> PredictSummary | None:
+    """A two-tower model's predictions (fmctl.predict.two_tower), or None for any other
+    model, which --labels and --embed do not apply to."""
+    from fmctl.predict import towers
+
+    if towers.serves(target_path):
+        from fmctl.predict import two_tower
+
+        done = two_tower.predict(target_path, labels=labels, embed=embed, log=log, **flags)
+        return PredictSummary(str(target_path), rows=done["rows"], predicted=done["rows"] - len(done["errors"]),
+                              errors=done["errors"])
+    task = towers.task_of(target_path)  # None: not a run or export folder, which predict reports itself
+    for flag, given in (("--labels", labels is not None), ("--embed", embed)):
+        if given and task is not None:
+            raise DataError(f"{flag}: {target_path} is a {task} model; {flag} needs a two-tower (contrastive) "
+                            f"model's run or export folder")
+    return None
 
 
 def _sigterm_as_interrupt() -> Any:

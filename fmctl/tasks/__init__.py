@@ -27,6 +27,7 @@ _SHIPPED_MODULES = (
     "fmctl.tasks.language_modeling",
     "fmctl.tasks.masked_image",
     "fmctl.tasks.segmentation",
+    "fmctl.tasks.contrastive",
 )
 _registered: dict[str, "TaskDeclaration"] = {}   # every name (aliases too) -> its declaration
 _loaded = False

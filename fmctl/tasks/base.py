@@ -180,6 +180,13 @@ class Task(Protocol):
         and `fmctl probe` count and sample them); None: the task does not read single-label rows."""
         return None
 
+    def more_evaluations(self, model: Any, run: RunConfig, model_dir: Path, device: str,
+                         precision: Any) -> dict[str, tuple[EvalMetrics, list[Any]]]:
+        """Evaluations `fmctl eval` runs besides the split's own (a two-tower model's zero-shot
+        classification of an image folder): name -> (scored metrics, their rows), each
+        written to eval/<name>/ like the main one."""
+        return {}
+
     # ---- serving: how export and predict meet the trained model ------------------------
     # The defaults describe a classifier (one logit per label, softmax); a task whose
     # model is served otherwise overrides the ones that differ.
@@ -230,6 +237,17 @@ class Task(Protocol):
     def export_data(self, run: RunConfig, model_dir: Path, split: str) -> PreparedData:
         """One split, encoded as model/ expects, for an export's checks and calibration."""
         return self.prepare(run, model_dir=model_dir, splits=(split,))
+
+    def export_module(self, model: Any, graph: str, input_names: list[str]) -> Any:
+        """The module an export writes as `graph` (positional inputs in `input_names` order,
+        the graph's outputs), for a task declaring several graphs (serving.graphs); None: the
+        model itself, called by keyword (text) or position (images)."""
+        return None
+
+    def graph_measure(self, graph: str, model: Any, data: PreparedData, input_names: dict[str, list[str]]) -> Any:
+        """What agreement means for one graph of a several-graph export; `input_names` holds
+        each graph's inputs. Default: the task's parity_measure()."""
+        return self.parity_measure()
 
     def export_model(self, folder: Path) -> Any:
         """The model an export serves, from a model/ folder (a pretraining run serves its encoder)."""

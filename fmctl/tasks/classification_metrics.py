@@ -17,6 +17,9 @@ DENSE_MATRIX_CLASSES = 100
 # Probabilities kept per example (predictions.jsonl shows them): every class up to this
 # many classes, else the likeliest ones.
 TOP_PROBABILITIES = 10
+# eval's top-k accuracy (the gold label among the k likeliest), reported above k classes
+# (zero-shot classification among many prompts reads it).
+TOP_K = 5
 
 
 class ClassificationMetrics:
@@ -97,6 +100,11 @@ class ClassificationMetrics:
         ids = list(range(len(self.label_names)))
         precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
         out["weighted_f1"] = float(sum(f * s for f, s in zip(f1, support)) / max(1, sum(support)))
+        if len(self.label_names) > TOP_K:  # with fewer classes the gold label is always among the top k
+            import torch
+
+            top = torch.cat(self.top_ids).numpy()[:, :TOP_K]
+            out[f"top{TOP_K}_accuracy"] = float((top == labels[:, None]).any(1).mean())
         out["num_examples"] = int(len(labels))
         out.update(self._calibration_report())
         out["per_class"] = {

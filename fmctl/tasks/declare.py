@@ -1,7 +1,7 @@
 """What a task says about itself, in one value per task.
 
 A task module ends with a `TaskDeclaration` (or several): its names, its config
-dataclass, the backbones it sits on, whether `fmctl pretrain` runs it, the data it
+dataclass, the backbones it sits on, which training verbs run it, the data it
 reads, which customizations apply, its config checks, its metrics, and how predict and
 export serve it. The registry (fmctl/tasks/__init__.py) holds the declarations, and
 every question the rest of fmctl asks about a task by name (which schema validates
@@ -25,18 +25,36 @@ IMAGE_INPUTS = ("pixel_values",)
 
 
 @dataclass(frozen=True)
+class Graph:
+    """One exported forward pass: its file stem (`image_encoder` -> image_encoder.onnx),
+    the model inputs it feeds and the outputs it names."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.inputs == IMAGE_INPUTS else "text"
+
+
+@dataclass(frozen=True)
 class Serving:
     """How `fmctl predict` and `fmctl export` meet a task's trained model.
 
     `reads` is predict's input kind: text (and its pair), words (a tag per word), qa
-    (question + context), image, source (text to translate) or prompt (text a causal LM
-    continues); None when predict does not serve the task, and `elsewhere` then says what
+    (question + context), image, source (text to translate), prompt (text a causal LM
+    continues) or image_text (a two-tower model: zero-shot labels, retrieval, embeddings);
+    None when predict does not serve the task, and `elsewhere` then says what
     to do with such a run instead. `decoder` names how outputs become predictions
     (fmctl.predict.decode.DECODERS, the export manifest's postprocessing kind), or is the
     decoder class itself for a task that brings its own. `measure` is the same for what
-    agreement with PyTorch means in an export's parity check (fmctl.export.measures)."""
+    agreement with PyTorch means in an export's parity check (fmctl.export.measures).
+    `graphs`, for a model served as several forward passes (a two-tower model's image and
+    text encoders), lists them; each is exported and parity-checked on its own. Empty: one
+    graph, `model`, with `inputs` and `outputs`."""
 
-    reads: Literal["text", "words", "qa", "image", "source", "prompt"] | None = None
+    reads: Literal["text", "words", "qa", "image", "source", "prompt", "image_text"] | None = None
     elsewhere: str = ""
     inputs: tuple[str, ...] = TEXT_INPUTS
     outputs: tuple[str, ...] = ("logits",)
@@ -47,10 +65,15 @@ class Serving:
     not_quantizable: str = ""
     # How a user rebuilds model/ with transformers (the hf and safetensors manifests say it).
     auto_class: str = "AutoModelForSequenceClassification"
+    graphs: tuple[Graph, ...] = ()
 
     @property
     def modality(self) -> str:
         return "image" if self.inputs == IMAGE_INPUTS else "text"
+
+    def exported_graphs(self) -> tuple[Graph, ...]:
+        """The forward passes an export writes: the declared graphs, else one named `model`."""
+        return self.graphs or (Graph("model", self.inputs, self.outputs),)
 
 
 @dataclass(frozen=True)
@@ -77,7 +100,10 @@ class TaskDeclaration:
     main_mode: Literal["max", "min"] = "min"
     # Metrics besides *loss where lower is better, so trainer.monitor=val/<name> runs the right way.
     minimized: tuple[str, ...] = ()
-    pretraining: bool = False         # run by `fmctl pretrain`, not `fmctl finetune`
+    # The training verbs that run it: fine-tuning tasks run under `fmctl finetune` (and `fmctl
+    # customize`, where `customize` allows it), pretraining objectives under `fmctl pretrain`;
+    # a task that is both (contrastive image-text training) lists both.
+    verbs: tuple[str, ...] = ("finetune", "customize")
     # Where its examples come from: labelled files (data.train=...) or a corpus written by
     # `fmctl data prepare` (data.prepared=...).
     reads: Literal["files", "prepared"] = "files"
@@ -94,6 +120,11 @@ class TaskDeclaration:
     # backbone.max_positions and a pretrained model's own position table); None: data.max_length.
     lengths: Callable[[Any], list[Length]] | None = None
     serving: Serving = field(default_factory=Serving)
+
+    @property
+    def pretraining(self) -> bool:
+        """Run by `fmctl pretrain` (an objective whose run feeds backbone.pretrained=)."""
+        return "pretrain" in self.verbs
 
     @property
     def names(self) -> tuple[str, ...]:

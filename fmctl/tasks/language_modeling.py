@@ -268,7 +268,7 @@ def _needs_prepared(run: RunConfig) -> list[str]:
 
 
 _LM_METRICS = dict(metrics=("loss", "perplexity", "accuracy"), main_metric="loss", main_mode="min",
-                   pretraining=True, reads="prepared", checks=_needs_prepared)
+                   verbs=("pretrain",), reads="prepared", checks=_needs_prepared)
 TASKS = (
     TaskDeclaration(
         name="mlm", config=MLMTaskConfig, implementation=MaskedLM, backbones=("bert",), **_LM_METRICS,

@@ -179,7 +179,7 @@ class MaskedImageModeling(Task):
 
 TASKS = (TaskDeclaration(
     name="mim", config=MIMTaskConfig, implementation=MaskedImageModeling, backbones=("vit",), metrics=("loss",),
-    main_metric="loss", main_mode="min", pretraining=True, builtin_data=("digits",),
+    main_metric="loss", main_mode="min", verbs=("pretrain",), builtin_data=("digits",),
     serving=Serving(elsewhere="a masked-image run is a starting point: fine-tune it (fmctl finetune "
                               "backbone.pretrained=RUN)", inputs=IMAGE_INPUTS, outputs=("features",),
                     formats=WEIGHT_FORMATS)),)
