@@ -206,3 +206,24 @@ def test_labels_on_a_model_that_is_not_two_tower_is_refused(tiny_bert_run, tmp_p
         predict(tiny_bert_run, images=tmp_path, labels="a,b", log=quiet)
     assert str(caught.value) == (f"--labels: {tiny_bert_run} is a text_classification model; --labels needs a "
                                  f"two-tower (contrastive) model's run or export folder")
+
+
+def test_probe_reads_one_tower_of_a_clip_run(trained, icons, tmp_path):
+    """`fmctl probe CLIP_RUN tower=image` embeds labelled images with the image tower alone
+    (its features before the projection); without tower= the source asks for one."""
+    import io as text_io
+
+    from rich.console import Console
+
+    from fmctl.errors import ConfigError
+    from fmctl.probe.run import probe
+
+    out, _ = icons
+    quiet_console = Console(file=text_io.StringIO())
+    words = [f"data.train={out}/zero_shot", "progress=off", f"out={tmp_path / 'probe'}"]
+    result = probe(str(trained.run_dir), [*words, "tower=image"], console=quiet_console)
+    assert result["modality"] == "image" and result["feature_width"] == 32    # backbone.image.hidden_size
+    assert sum(result["examples"].values()) == sum(1 for p in (out / "zero_shot").rglob("*.png"))
+    assert 0.0 <= result["linear"]["validation_accuracy"] <= 1.0
+    with pytest.raises(ConfigError, match="choose tower=image or tower=text"):
+        probe(str(trained.run_dir), words, console=quiet_console)
