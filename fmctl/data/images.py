@@ -104,6 +104,17 @@ def decode_problem(path: Path) -> str | None:
     return None
 
 
+def attach_transforms(data: Any, prep: dict[str, Any], augment: bool) -> None:
+    """Give each split's image dataset the model's transform (training: with augmentation
+    when asked) and colour mode. Transforms follow the model's input size and
+    normalisation, so a task attaches them once the model exists."""
+    for split in ("train", "validation", "test"):
+        dataset = getattr(data, split)
+        if dataset is not None:
+            dataset.transform = build_transform(prep, train=split == "train", augment=augment)
+            dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
+
+
 def build_transform(prep: dict[str, Any], train: bool, augment: bool) -> Any:
     """timm's own transforms, so that `timm.data.create_transform(**resolve_data_config(model=m))`
     on the saved model reproduces fmctl's evaluation preprocessing exactly."""

@@ -85,14 +85,10 @@ class Contrastive(Task):
     def _attach_images(self, data: PreparedData, prep: dict[str, Any]) -> None:
         """Images follow the model's input size and normalisation, so their transforms are
         attached once the image tower exists."""
-        from fmctl.data.images import build_transform
+        from fmctl.data.images import attach_transforms
 
         data.preprocessors = {**data.preprocessors, "image": prep}
-        for split in ("train", "validation", "test"):
-            dataset = getattr(data, split)
-            if dataset is not None:
-                dataset.transform = build_transform(prep, train=split == "train", augment=self.augment)
-                dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
+        attach_transforms(data, prep, self.augment)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         family = self.backbone = backbones.family(run.backbone.name)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fmctl import backbones
 from fmctl.config.schema import RunConfig
-from fmctl.data.images import ImageDataset, build_transform, collate_images, scan_image_folder, verify_images
+from fmctl.data.images import ImageDataset, attach_transforms, collate_images, scan_image_folder, verify_images
 from fmctl.data.sources import split_paths
 from fmctl.models.saved import saved_label_names
 from fmctl.tasks.base import PreparedData
@@ -63,14 +63,8 @@ class ImageClassification(SoftmaxClassifier):
         return read_splits(run.data, split_paths(run.data), scan_image_folder, splits, warnings)
 
     def set_preprocessing(self, data: PreparedData, prep: dict[str, Any]) -> None:
-        """Transforms follow the model (its input size and normalisation), so they are
-        attached once the model exists."""
         data.preprocessor = prep
-        for split in ("train", "validation", "test"):
-            dataset = getattr(data, split)
-            if dataset is not None:
-                dataset.transform = build_transform(prep, train=split == "train", augment=self.augment)
-                dataset.mode = "L" if prep["in_chans"] == 1 else "RGB"
+        attach_transforms(data, prep, self.augment)
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         self.backbone = backbones.family(run.backbone.name)

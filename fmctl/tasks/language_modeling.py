@@ -14,6 +14,7 @@ from fmctl.data.packed import CausalBlocks, DocumentCollate, MaskedBlocks, Packe
 from fmctl.errors import DataError
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.declare import WEIGHT_FORMATS, Serving, TaskDeclaration
+from fmctl.tasks.vocabulary_serving import VocabularyLogitsServing
 
 
 @dataclass
@@ -101,7 +102,7 @@ class LMMetrics:
         return []
 
 
-class _LanguageModeling(Task):
+class _LanguageModeling(VocabularyLogitsServing, Task):
     label_names: list[str] = []
 
     def __init__(self, cfg: Any):
@@ -152,18 +153,6 @@ class _LanguageModeling(Task):
         if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
             body -= head_params
         return 6 * body + 12 * layers * width * seq_len + 6 * head_params * self.head_fraction
-
-    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
-        return []
-
-    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
-        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", "vocab"]}]
-
-    def parity_measure(self) -> Any:
-        """Vocabulary logits on real blocks: the argmax token over the real tokens."""
-        from fmctl.export.measures import TokenArgmax
-
-        return TokenArgmax(score=False)
 
 
 class MaskedLM(_LanguageModeling):

@@ -30,6 +30,7 @@ from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
 from fmctl.tasks.declare import WEIGHT_FORMATS, Length, Serving, TaskDeclaration
 from fmctl.tasks.text_inputs import fingerprints, mean_loss, tokenizer_for
+from fmctl.tasks.vocabulary_serving import VocabularyLogitsServing
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Generated:
     sequences: Any
 
 
-class Seq2Seq(Task):
+class Seq2Seq(VocabularyLogitsServing, Task):
     def __init__(self, cfg: Seq2SeqTaskConfig):
         self.cfg = cfg
         self.decoder_only = True
@@ -246,18 +247,6 @@ class Seq2Seq(Task):
 
     def example_fields(self, row: PairRow) -> dict[str, Any]:
         return {"source": row.source}
-
-    def served_label_names(self, model_dir: Path, data: PreparedData) -> list[str]:
-        return []
-
-    def output_specs(self, label_names: list[str]) -> list[dict[str, Any]]:
-        return [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", "vocab"]}]
-
-    def parity_measure(self) -> Any:
-        """Teacher-forced vocabulary logits: the argmax token over the real tokens."""
-        from fmctl.export.measures import TokenArgmax
-
-        return TokenArgmax(score=False)
 
     def auto_class(self, model_dir: Path) -> str:
         return "AutoModelForSeq2SeqLM" if _encoder_decoder(model_dir) else "AutoModelForCausalLM"
