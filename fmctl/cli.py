@@ -165,7 +165,7 @@ def data_icons(ctx: typer.Context) -> None:
     [size=32] [test_fraction=0.25] [validation_fraction=0.1] [seed=0] [overwrite=true].
 
     Writes DIR/{train,validation,test}.csv (image, caption, ...), DIR/images/ and
-    DIR/zero_shot/<context>/, split by concept so test captions are unseen (recipe=clip_icons).
+    DIR/zero_shot/<name family>/, split by concept so test captions are unseen (recipe=clip_icons).
     """
     from fmctl.pipeline import icon_pairs
 

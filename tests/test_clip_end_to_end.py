@@ -66,6 +66,9 @@ def test_icon_pairs_are_split_by_concept_with_captions_from_names(icons):
     assert {"16x16", "24x24", "32x32", "48x48"} <= sizes["train"]       # every size the theme draws, as views
     assert "16x16" in sizes["test"] and len({r["image"].split("/", 2)[2] for r in rows["test"]}) == len(rows["test"])
     assert sum(1 for _ in (out / "zero_shot").rglob("*.png")) == sum(report["zero_shot_classes"].values())
+    families = {r["concept"].split("-")[0] for r in rows["test"]}     # zero-shot classes: name families
+    assert set(report["zero_shot_classes"]) <= families and min(report["zero_shot_classes"].values()) >= 3
+    assert len(report["zero_shot_classes"]) >= 5
     assert len(every) > len({r["caption"] for r in every})   # mirrored variants repeat their caption
 
 
@@ -148,8 +151,8 @@ def test_onnx_export_writes_two_checked_encoders(exported):
 def test_run_folder_and_export_predict_alike(trained, exported, icons, tmp_path):
     from fmctl.predict.run import predict
 
-    out, _ = icons
-    images = out / "zero_shot" / "status"
+    out, report = icons
+    images = out / "zero_shot" / max(report["zero_shot_classes"], key=report["zero_shot_classes"].get)
     got = {}
     for name, target in (("run", trained.run_dir), ("onnx", exported.folder)):
         predict(target, images=images, labels="status,action,device", out=tmp_path / f"{name}_zs.jsonl", log=quiet)
@@ -172,15 +175,16 @@ def test_run_folder_and_export_predict_alike(trained, exported, icons, tmp_path)
 
 
 def test_onnx_two_tower_predict_never_imports_torch(exported, icons, tmp_path):
-    out, _ = icons
+    out, report = icons
+    folder = out / "zero_shot" / max(report["zero_shot_classes"], key=report["zero_shot_classes"].get)
     code = ("import sys\nfrom pathlib import Path\nfrom fmctl.predict.run import predict\n"
-            f"predict(Path({str(exported.folder)!r}), images=Path({str(out / 'zero_shot' / 'device')!r}), "
+            f"predict(Path({str(exported.folder)!r}), images=Path({str(folder)!r}), "
             f"labels='device,status', out=Path({str(tmp_path / 'zs.jsonl')!r}), log=lambda _l: None)\n"
             "print([m for m in ('torch', 'transformers', 'timm') if m in sys.modules])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
-    assert len(read_jsonl(tmp_path / "zs.jsonl")) == len(list((out / "zero_shot" / "device").iterdir()))
+    assert len(read_jsonl(tmp_path / "zs.jsonl")) == len(list(folder.iterdir()))
 
 
 def test_bad_predict_input_is_one_line(trained, icons, tmp_path):
