@@ -193,7 +193,7 @@ def prepare_data(args: list[str], console: Any = None) -> int:
     """`fmctl data prepare`: validate the settings, prepare (or reuse) the corpus, report."""
     from fmctl import report
     from fmctl.config.compose import schema_from_overrides
-    from fmctl.config.schema import PrepareConfig
+    from fmctl.config.prepare_schema import PrepareConfig
     from fmctl.data.prepare import prepare_corpus, summary_lines
 
     out = console or report.console()

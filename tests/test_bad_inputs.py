@@ -134,7 +134,7 @@ def prepared_corpora(root: Path) -> dict[str, Path]:
     from transformers import BertConfig, BertForMaskedLM
 
     from fmctl.config.compose import schema_from_overrides
-    from fmctl.config.schema import PrepareConfig
+    from fmctl.config.prepare_schema import PrepareConfig
     from fmctl.data.prepare import prepare_corpus
 
     corpus = root / "corpus.txt"

@@ -347,7 +347,7 @@ def pretrain_runs(root):
 
     from fmctl import pipeline
     from fmctl.config.compose import schema_from_overrides
-    from fmctl.config.schema import PrepareConfig
+    from fmctl.config.prepare_schema import PrepareConfig
     from fmctl.data.prepare import prepare_corpus
     from tests.helpers import TINY_VIT, compose, write_shapes_folder
 

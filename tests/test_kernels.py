@@ -112,7 +112,7 @@ def corpora(tmp_path_factory):
     from rich.console import Console
 
     from fmctl.config.compose import schema_from_overrides
-    from fmctl.config.schema import PrepareConfig
+    from fmctl.config.prepare_schema import PrepareConfig
     from fmctl.data.prepare import prepare_corpus
     from tests.test_pretrain import structured_corpus
 

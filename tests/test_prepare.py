@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fmctl.config.compose import schema_from_overrides
-from fmctl.config.schema import PrepareConfig
+from fmctl.config.prepare_schema import PrepareConfig
 from fmctl.data.prepare import load_prepared, prepare_corpus
 from fmctl.errors import DataError, RunFolderError
 

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from fmctl import pipeline
 from fmctl.config.compose import schema_from_overrides
-from fmctl.config.schema import PrepareConfig
+from fmctl.config.prepare_schema import PrepareConfig
 from fmctl.data.prepare import prepare_corpus
 from tests.helpers import compose
 

@@ -5,7 +5,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from fmctl.config.schema import CleanConfig
+from fmctl.config.prepare_schema import CleanConfig
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fmctl.config.schema import DedupConfig
+from fmctl.config.prepare_schema import DedupConfig
 
 
 def exact_key(text: str) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fmctl import __version__
-from fmctl.config.schema import PrepareConfig
+from fmctl.config.prepare_schema import PrepareConfig
 from fmctl.data.cleaning import Cleaner
 from fmctl.data.corpus import expand_inputs, is_txt, iter_documents, txt_documents_mode
 from fmctl.data.dedup import Deduplicator
