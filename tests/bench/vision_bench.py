@@ -107,8 +107,9 @@ def main(root: Path) -> None:
     rows = classification_rows(root) + segmentation_rows(root)
     for name, value in rows:
         print(f"{name}: {value}")
-    write_section("vision", rows, f"{sys.executable} {' '.join(sys.argv)}",
-                  f"fp32 training and evaluation, trainer.num_threads={THREADS or 'default'}")
+    write_section("vision", rows, "python tests/bench/vision_bench.py",
+                  f"fp32 training and evaluation, trainer.num_threads={THREADS or 'default'}, load average "
+                  f"{os.getloadavg()[0]:.1f} at the end (a shared machine: the seconds vary with it, the metrics do not)")
 
 
 if __name__ == "__main__":
