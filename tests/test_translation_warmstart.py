@@ -4,6 +4,7 @@ decoder reaches a lower validation loss than the same architecture from random i
 same budget; model/ reloads alone with transformers and generates the same text; a tied
 model shares its weights; fmctl predict translates from the run folder; bad input is one
 line naming the key."""
+import dataclasses
 import json
 import os
 
@@ -89,7 +90,7 @@ def test_onnx_export_is_refused_in_one_line(warm, tmp_path):
 def test_tied_model_shares_weights_and_reloads(pairs, tmp_path):
     """BERT2BERT-share: the decoder's embeddings and blocks are the encoder's, so 26.4M
     parameters instead of 49.0M; model/ holds both copies, so a plain reload generates the
-    same text, and fmctl's reload shares them again."""
+    same text, and training continued from it (backbone.pretrained=) shares them again."""
     import torch
     from transformers import EncoderDecoderModel
 
@@ -101,7 +102,8 @@ def test_tied_model_shares_weights_and_reloads(pairs, tmp_path):
     built = ed.build(run.backbone, "seq2seq_lm", tokenizer)
     assert sum(p.numel() for p in built.parameters()) == 26_445_114  # 49,010,490 untied
     ed.save(built, tmp_path / "model", tokenizer)
-    model, _ = ed.load(tmp_path / "model")
+    model = ed.build(dataclasses.replace(run.backbone, pretrained=str(tmp_path / "model")), "seq2seq_lm", tokenizer)
+    assert sum(p.numel() for p in model.parameters()) == 26_445_114
     assert model.decoder.bert.encoder.layer[3].attention.self.query.weight is \
         model.encoder.encoder.layer[3].attention.self.query.weight
     assert model.decoder.cls.predictions.decoder.weight is model.encoder.embeddings.word_embeddings.weight
@@ -195,10 +197,11 @@ def test_warm_start_from_fmctl_mlm_and_clm_pretraining_runs(pairs, tmp_path):
                                           *[f"backbone.encoder.{k}={v}" for k, v in (("hidden_size", 32),
                                                                                      ("num_layers", 1), ("num_heads", 2))]],
                    tmp_path / "random2clm")
+    block = "encoder.layer.0.output.dense.weight"
+    head = "cls.predictions.transform.dense.weight"
     for result, run_dir, pairs_of_names in (
-            (mlm, runs["bert_mlm"], [("encoder.encoder.layer.0.output.dense.weight", "bert.encoder.layer.0.output.dense.weight"),
-                                     ("decoder.bert.encoder.layer.0.output.dense.weight", "bert.encoder.layer.0.output.dense.weight"),
-                                     ("decoder.cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.weight")]),
+            (mlm, runs["bert_mlm"], [(f"encoder.{block}", f"bert.{block}"), (f"decoder.bert.{block}", f"bert.{block}"),
+                                     (f"decoder.{head}", head)]),
             (clm, runs["gpt_clm"], [("decoder.transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_fc.weight")])):
         assert "val/loss" in result.metrics
         trained = load_file(str(result.run_dir / "model" / "model.safetensors"))

@@ -65,8 +65,8 @@ def _require_same(tokenizer: Any, spec: str, key: str, origin: tuple[str, str, s
               if origin[0] == "backbone.tokenizer" else "give both halves models trained with one tokenizer")
     if own.get_vocab() != tokenizer.get_vocab():
         raise ModelError(f"{key}: '{spec}' was trained with another tokenizer ({len(own)} tokens) than the one the "
-                         f"data is encoded with, {origin[0]}='{origin[1]}' ({origin[2]}{len(tokenizer)} tokens); its embeddings "
-                         f"index its own tokenizer: {advice}")
+                         f"data is encoded with, {origin[0]}='{origin[1]}' ({origin[2]}{len(tokenizer)} tokens); "
+                         f"its embeddings index its own tokenizer: {advice}")
 
 
 def _unused() -> Iterable[str]:

@@ -103,8 +103,8 @@ class EncoderDecoder(BackboneFamily):
 
         if head != "seq2seq_lm":
             raise ValueError(f"backbone 'encoder_decoder' builds a seq2seq_lm, not '{head}'")
-        if cfg.pretrained:
-            model, _ = self.load(_run_folder(cfg.pretrained))
+        if cfg.pretrained:  # continued training: a tied run is tied again
+            model, _ = ed.load(_run_folder(cfg.pretrained), tie=True)
             return model
         encoder_cfg, decoder_cfg = halves(cfg)
         _check_decoder_folder(decoder_cfg)

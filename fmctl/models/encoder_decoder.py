@@ -15,7 +15,8 @@ model/ is EncoderDecoderModel.save_pretrained's layout, so
 the generation ids (decoder start, bos, eos, pad) are in config.json and
 generation_config.json. transformers 5 no longer ties encoder and decoder weights itself,
 so a tied model is saved with both copies (equal values: a plain reload generates the same
-text) and `fmctl_tie` in config.json tells fmctl to share them again when it continues.
+text) and `fmctl_tie` in config.json tells fmctl to share them again when training
+continues from it (`backbone.pretrained=RUN`); eval, predict and export read the copies.
 """
 from __future__ import annotations
 
@@ -87,14 +88,16 @@ def save(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def load(folder: Path) -> tuple[Any, Any]:
-    """(EncoderDecoderModel, tokenizer) from model/, re-tied when it was trained tied."""
+def load(folder: Path, tie: bool = False) -> tuple[Any, Any]:
+    """(EncoderDecoderModel, tokenizer) from model/ as transformers loads it; with `tie`
+    (to continue training) a model trained tied shares its weights again. Untied, its
+    equal copies serve eval, predict and export as a plain reload would."""
     from fmctl.models import text
 
     model, tokenizer = text.load_for_inference(Path(folder), "seq2seq_lm")
     if type(model).__name__ != "EncoderDecoderModel":
         raise ModelError(f"{folder}: holds a {type(model).__name__}, not an EncoderDecoderModel")
-    if is_tied(model):
+    if tie and is_tied(model):
         tie_weights(model)
     return model, tokenizer
 

@@ -10,8 +10,9 @@ length_penalty. Without a tokenizer from the backbone, one tokenizer is trained 
 sides of the training pairs. An encoder_decoder backbone (transformers' EncoderDecoderModel,
 warm-started from a BERT/MiniLM or an fmctl pretraining run) reads `[CLS] source [SEP]`, as
 its encoder was pretrained, and decodes `target [SEP]` from [CLS] (Rothe et al. 2020).
-Sources longer than data.max_length tokens are cut, and the count is reported. Hypotheses are scored against the references with sacrebleu
-(corpus BLEU and chrF, their default settings, signatures saved in metrics.json).
+Sources longer than data.max_length tokens are cut, and the count is reported. Hypotheses
+are scored against the references with sacrebleu (corpus BLEU and chrF, their default
+settings, signatures saved in metrics.json).
 model/ is AutoModelForCausalLM (GPT) or AutoModelForSeq2SeqLM (T5, EncoderDecoderModel)
 with its generation_config.json.
 """
@@ -419,7 +420,8 @@ def _lengths(run: RunConfig) -> list[Length]:
 
 TASKS = (TaskDeclaration(
     name="translation", aliases=("seq2seq",), config=Seq2SeqTaskConfig, implementation=Seq2Seq,
-    backbones=("gpt", "t5", "encoder_decoder"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max", lengths=_lengths,
+    backbones=("gpt", "t5", "encoder_decoder"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max",
+    lengths=_lengths,
     # ONNX: the generator's graphs with a key/value cache, checked by greedy translation
     # (fmctl.export.translation); TorchScript would hold one forward pass, not a decoder.
     serving=Serving(reads="source", inputs=("input_ids", "attention_mask", "decoder_input_ids"),
