@@ -24,7 +24,7 @@ HEAVY = ("torch", "transformers", "timm", "peft")
 def test_the_registry_and_every_family_declaration_import_no_heavy_library():
     code = ("import sys; from fmctl import backbones; "
             "fams = [backbones.family(n) for n in backbones.names()]; "
-            "assert [f.name for f in fams] == ['bert', 'gpt', 't5', 'vit', 'clip', 'cvt'], fams; "
+            "assert [f.name for f in fams] == ['bert', 'gpt', 't5', 'vit', 'clip', 'cvt', 'encoder_decoder'], fams; "
             "assert fams[0].model_types and fams[0].lora_targets and fams[2].tokenizer_kind == 't5'; "
             f"heavy = [m for m in {HEAVY!r} if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -35,7 +35,7 @@ def test_an_unknown_family_names_the_closest_and_the_choices():
     with pytest.raises(ConfigError) as caught:
         backbones.family("bret")
     assert str(caught.value) == ("backbone.name: unknown backbone 'bret' (did you mean 'bert'?); "
-                                 "available: bert, gpt, t5, vit, clip, cvt")
+                                 "available: bert, gpt, t5, vit, clip, cvt, encoder_decoder")
 
 
 def test_text_families_own_their_model_types_and_tokenizers():

@@ -31,6 +31,7 @@ FAMILIES = {
     "vit": "fmctl.backbones.vit",
     "clip": "fmctl.backbones.clip",
     "cvt": "fmctl.backbones.cvt",
+    "encoder_decoder": "fmctl.backbones.encoder_decoder",
 }
 _registered: dict[str, BackboneFamily] = {}
 _loaded: dict[str, BackboneFamily] = {}

@@ -68,6 +68,11 @@ class BackboneFamily(Protocol):
     # "pretraining" it returns one pooled vector per image, `num_features` wide (timm's
     # contract). A family whose encoder gives only feature maps (CvT here) cannot.
     image_tower: ClassVar[bool] = False
+    # Whether a text family can be the encoder of an encoder_decoder (its bare model reads a
+    # source), and the transformers model types whose causal LM takes cross-attention, so it
+    # can be the decoder (empty: it cannot; Llama-likes and T5 do not).
+    seq2seq_encoder: ClassVar[bool] = False
+    cross_attention_types: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, cfg: Any, head: str, preprocessor: Any = None, **options: Any) -> Any:
         """A model of this family with the task head `head`, random or pretrained."""

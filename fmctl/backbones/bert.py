@@ -45,6 +45,10 @@ class Bert(_text.TextFamily):
     ffn_layout = FfnLayout(expand="intermediate.dense", reduce="output.dense", width_key="intermediate_size")
     sequence_pooling = "mean"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers",)
+    # An encoder_decoder's encoder, and its decoder where transformers' causal LM of the type
+    # takes cross-attention (BertLMHeadModel, RobertaForCausalLM, ...).
+    seq2seq_encoder = True
+    cross_attention_types = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
 
     def structure(self, model: Any) -> Structure:
         """One stack of encoder blocks. An encoder this family does not list (ALBERT's

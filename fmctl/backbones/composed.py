@@ -136,3 +136,17 @@ def _union(groups: Iterable[Iterable[str]]) -> tuple[str, ...]:
     for items in groups:
         out += [i for i in items if i not in out]
     return tuple(out)
+
+
+def keyed(part: str, make: Any) -> Any:
+    """Run a tower family's builder; its messages name backbone.<key>, which for a tower
+    (or an encoder-decoder's half) is backbone.<part>.<key>."""
+    from fmctl.errors import ConfigError, ModelError
+
+    try:
+        return make()
+    except (ModelError, ConfigError) as exc:
+        text = str(exc)
+        if text.startswith("backbone.") and not text.startswith(f"backbone.{part}."):
+            raise type(exc)(f"backbone.{part}." + text[len("backbone."):]) from None
+        raise

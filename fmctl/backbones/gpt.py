@@ -39,6 +39,9 @@ class Gpt(_text.TextFamily):
     ffn_layout = FfnLayout(expand="mlp.c_fc", reduce="mlp.c_proj", width_key="n_inner")
     sequence_pooling = "last"   # as a CLIP text tower
     depth_keys = ("num_hidden_layers", "n_layer", "num_layers")
+    # An encoder_decoder's decoder: GPT-2 takes cross-attention (add_cross_attention); the other
+    # decoder-only types this family loads do not.
+    cross_attention_types = frozenset({"gpt2"})
 
     def structure(self, model: Any) -> Structure:
         """One stack of decoder blocks. A decoder laid out otherwise falls back to its

@@ -36,6 +36,10 @@ def write(ctx: Context, folder: Path) -> dict[str, Any]:
     from fmctl.export.measure import latency_record
 
     opts, io, task = ctx.options, ctx.io, ctx.io.task
+    if getattr(ctx.model.config, "model_type", None) == "encoder-decoder":
+        raise ExportError("export: --format onnx does not cover backbone=encoder_decoder yet (its decoder's cache "
+                          "layout is not written here); --format hf serves it (EncoderDecoderModel.from_pretrained), "
+                          "and fmctl predict RUN translates with it")
     if opts.quantize == "int8-static":
         raise ExportError("export: --quantize int8-static is not offered for translation (its decoder reads a "
                           "cache that grows every step, which calibration batches do not cover); use --quantize int8")

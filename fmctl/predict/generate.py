@@ -249,6 +249,7 @@ class Translator:
 
         self.task = get_task(task_cfg)
         self.task.decoder_only = not saved_config(model_dir).get("is_encoder_decoder", False)
+        self.task.composed = saved_config(model_dir).get("model_type") == "encoder-decoder"
         self.task.tokenizer = load_tokenizer_only(model_dir)
         self.model = self.task.load_model(model_dir).eval()
         self.max_source = max_source
@@ -273,4 +274,10 @@ class Translator:
         if kept:
             for i, text in zip(kept, self.task.translate(self.model, [sources[i] for i in kept], self.max_source)):
                 results[i] = {"translation": text}
+            if self.task.last_cut:  # the model reads at most max_length tokens of a source: say so, with the count
+                import sys
+
+                print(f"predict: {self.task.last_cut} of {len(kept)} sources in this batch are longer than the "
+                      f"run's data.max_length={self.max_source} tokens and were cut before translating",
+                      file=sys.stderr)
         return results

@@ -7,10 +7,14 @@ continues `source <sep>` (prompts padded on the left so new tokens follow the la
 one). T5 encodes `source </s>` and decodes `target </s>` from its pad token. Generation is
 transformers' generate(): greedy, or beam search with task.generation.num_beams and
 length_penalty. Without a tokenizer from the backbone, one tokenizer is trained on both
-sides of the training pairs. Hypotheses are scored against the references with sacrebleu
-(corpus BLEU and chrF, their default settings, signatures saved in metrics.json).
-model/ is AutoModelForCausalLM (GPT) or AutoModelForSeq2SeqLM (T5) with its
-generation_config.json.
+sides of the training pairs. An encoder_decoder backbone (transformers' EncoderDecoderModel,
+warm-started from a BERT/MiniLM or an fmctl pretraining run) reads `[CLS] source [SEP]`, as
+its encoder was pretrained, and decodes `target [SEP]` from [CLS] (Rothe et al. 2020).
+Sources longer than data.max_length tokens are cut, and the count is reported. Hypotheses
+are scored against the references with sacrebleu (corpus BLEU and chrF, their default
+settings, signatures saved in metrics.json).
+model/ is AutoModelForCausalLM (GPT) or AutoModelForSeq2SeqLM (T5, EncoderDecoderModel)
+with its generation_config.json.
 """
 from __future__ import annotations
 
@@ -68,12 +72,16 @@ class Seq2Seq(VocabularyLogitsServing, Task):
         self.decoder_only = True
         self.tokenizer: Any = None
         self.pairs: list[PairRow] = []       # every split's pairs; batches carry indices into it
+        self.composed = False                # an EncoderDecoderModel: [CLS] source [SEP], decoding from [CLS]
+        self.cut: dict[str, int] = {}        # sources cut to data.max_length, per split
+        self.last_cut = 0                    # sources cut by the last source_ids call (predict reports it)
 
     def prepare(self, run: RunConfig, *, model_dir: Path | None = None,
                 splits: tuple[str, ...] = ("train", "validation", "test")) -> PreparedData:
         paths = split_paths(run.data)
         rows = read_splits(run.data, paths, lambda p: read_pairs(p, run.data), splits)
         self.decoder_only = not _encoder_decoder(model_dir) if model_dir else run.backbone.name == "gpt"
+        self.composed = _composed(model_dir) if model_dir else getattr(run.backbone, "decoder", None) is not None
 
         def training_texts():
             for r in rows["train"]:
@@ -90,7 +98,7 @@ class Seq2Seq(VocabularyLogitsServing, Task):
         if tokenizer.eos_token_id is None:
             raise ModelError("backbone.tokenizer: the tokenizer has no end-of-sequence token to end targets with")
         self.tokenizer = tokenizer
-        datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length, run.data.max_target_length)
+        datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length, run.data.max_target_length, split)
                     for split, split_rows in rows.items()}
         pad = tokenizer.pad_token_id
         collate = PadCollator({"input_ids": pad, "labels": IGNORE_INDEX, "prompt_ids": pad, "decoder_input_ids": pad},
@@ -99,7 +107,8 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                               max_width=run.backbone.max_positions if self.decoder_only else None)
         return PreparedData(
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
-            collate=collate, label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows)
+            collate=collate, label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows,
+            warnings=_cut_warnings(self.cut, rows, run.data.max_length))
 
     def _add_separator(self, tokenizer: Any) -> None:
         from tokenizers import AddedToken
@@ -108,10 +117,14 @@ class Seq2Seq(VocabularyLogitsServing, Task):
             tokenizer.add_tokens([AddedToken(self.cfg.separator, special=True, normalized=False)],
                                  special_tokens=True)
 
-    def _encode(self, rows: list[PairRow], tokenizer: Any, max_source: int, max_target: int) -> EncodedDataset:
+    def _encode(self, rows: list[PairRow], tokenizer: Any, max_source: int, max_target: int,
+                split: str = "train") -> EncodedDataset:
         sources = tokenizer([self.cfg.source_prefix + r.source for r in rows], add_special_tokens=False)["input_ids"]
         targets = tokenizer([r.target for r in rows], add_special_tokens=False)["input_ids"]
         eos = tokenizer.eos_token_id
+        # T5 starts decoding from its pad token, an EncoderDecoderModel from its bos ([CLS])
+        start = tokenizer.bos_token_id if self.composed else tokenizer.pad_token_id
+        self.cut[split] = self.cut.get(split, 0) + sum(len(s) > max_source - self._source_room() for s in sources)
         features = []
         for source, target in zip(sources, targets):
             target = target[:max_target - 1] + [eos]
@@ -120,11 +133,25 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                 features.append({"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target,
                                  "prompt_ids": prompt, "pair": len(self.pairs) + len(features)})
             else:
-                start = tokenizer.pad_token_id  # T5 starts decoding from its pad token
-                features.append({"input_ids": source[:max_source - 1] + [eos], "labels": target,
+                features.append({"input_ids": self._source(source, max_source), "labels": target,
                                  "decoder_input_ids": [start] + target[:-1], "pair": len(self.pairs) + len(features)})
         self.pairs += rows
         return EncodedDataset(features, None)
+
+    def _source_room(self) -> int:
+        """Special tokens around an encoder's source: </s> (T5), [CLS] and [SEP] (composed)."""
+        if self.decoder_only:
+            return 0
+        return 2 if self.composed and self.tokenizer.cls_token_id is not None else 1
+
+    def _source(self, ids: list[int], max_source: int) -> list[int]:
+        """What an encoder reads: `source </s>` (T5), `[CLS] source [SEP]` (an EncoderDecoderModel
+        over a BERT-style encoder, as it was pretrained), cut to max_source in all."""
+        tokenizer = self.tokenizer
+        if self.composed and tokenizer.cls_token_id is not None:
+            end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+            return [tokenizer.cls_token_id] + ids[:max_source - 2] + [end]
+        return ids[:max_source - 1] + [tokenizer.eos_token_id]
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         tokenizer = data.preprocessor
@@ -177,13 +204,16 @@ class Seq2Seq(VocabularyLogitsServing, Task):
 
     def source_ids(self, sources: list[str], max_source: int) -> list[list[int]]:
         """What the model reads for each source: the prefix, no special tokens, cut to
-        max_source, then the separator (GPT) or cut to max_source - 1, then </s> (T5)."""
+        max_source, then the separator (GPT) or cut to max_source - 1, then </s> (T5), or
+        [CLS] source [SEP] in max_source (an EncoderDecoderModel)."""
         tokenizer = self.tokenizer
         ids = tokenizer([self.cfg.source_prefix + s for s in sources], add_special_tokens=False)["input_ids"]
         if self.decoder_only:
             separator = tokenizer.convert_tokens_to_ids(self.cfg.separator)
+            self.last_cut = sum(len(x) > max_source for x in ids)
             return [x[:max_source] + [separator] for x in ids]
-        return [x[:max_source - 1] + [tokenizer.eos_token_id] for x in ids]
+        self.last_cut = sum(len(x) > max_source - self._source_room() for x in ids)
+        return [self._source(x, max_source) for x in ids]
 
     def generate_ids(self, model: Any, prompts: list[list[int]], num_beams: int | None = None) -> list[list[int]]:
         """The generated ids for each prompt (`source_ids`), cut after the end token;
@@ -232,11 +262,12 @@ class Seq2Seq(VocabularyLogitsServing, Task):
         return TranslationMetrics(self.pairs, self.tokenizer)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
+        kept = getattr(model.config, "task_specific_params", None) or {}  # a tied encoder-decoder's flag
         if self.decoder_only:  # what a user needs to build prompts without fmctl
-            model.config.task_specific_params = {self.name: {"separator": self.cfg.separator,
-                                                             "prefix": self.cfg.source_prefix}}
+            model.config.task_specific_params = {**kept, self.name: {"separator": self.cfg.separator,
+                                                                     "prefix": self.cfg.source_prefix}}
         elif self.cfg.source_prefix:
-            model.config.task_specific_params = {self.name: {"prefix": self.cfg.source_prefix}}
+            model.config.task_specific_params = {**kept, self.name: {"prefix": self.cfg.source_prefix}}
         self.backbone.save(model, folder, data.preprocessor)
 
     def load_model(self, folder: Path) -> Any:
@@ -335,6 +366,18 @@ def _room_after(width: int, prompt_mask: Any, model: Any, settings: dict[str, An
     return max(1, min(settings["max_new_tokens"], limit - max(longest, 1)))
 
 
+def _composed(model_dir: Path) -> bool:
+    """Whether model/ is transformers' EncoderDecoderModel (two text models composed)."""
+    return saved_config(model_dir).get("model_type") == "encoder-decoder"
+
+
+def _cut_warnings(cut: dict[str, int], rows: dict[str, list[PairRow]], max_length: int) -> list[str]:
+    """One line per split whose sources were cut: how many, and the setting that cut them."""
+    return [f"{n} of {len(rows[split])} {split} sources are longer than data.max_length={max_length} tokens "
+            f"(with the special tokens) and were cut; raise data.max_length to keep them whole"
+            for split, n in cut.items() if n and split in rows]
+
+
 def _encoder_decoder(model_dir: Path) -> bool:
     """T5-style (encoder-decoder) or GPT-style (decoder-only), as model/config.json says."""
     return bool(saved_config(model_dir).get("is_encoder_decoder", False))
@@ -349,6 +392,10 @@ def _lengths(run: RunConfig) -> list[Length]:
     """A GPT reads the source, the separator and the target as one sequence, and
     generates after the source and separator: the sums must fit its positions."""
     lengths = [Length("data.max_length", run.data.max_length)]
+    if getattr(run.backbone, "decoder", None) is not None:  # an EncoderDecoderModel's learned decoder positions
+        gen = run.task.generation
+        lengths += [Length("data.max_target_length", run.data.max_target_length),
+                    Length("task.generation.max_new_tokens", gen.max_new_tokens)]
     if run.backbone.name == "gpt":
         data, gen = run.data, run.task.generation
         lengths += [Length("data.max_target_length", _gpt_row(data),
@@ -362,7 +409,8 @@ def _lengths(run: RunConfig) -> list[Length]:
 
 TASKS = (TaskDeclaration(
     name="translation", aliases=("seq2seq",), config=Seq2SeqTaskConfig, implementation=Seq2Seq,
-    backbones=("gpt", "t5"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max", lengths=_lengths,
+    backbones=("gpt", "t5", "encoder_decoder"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max",
+    lengths=_lengths,
     # ONNX: the generator's graphs with a key/value cache, checked by greedy translation
     # (fmctl.export.translation); TorchScript would hold one forward pass, not a decoder.
     serving=Serving(reads="source", inputs=("input_ids", "attention_mask", "decoder_input_ids"),

@@ -1,0 +1,73 @@
+"""The one tokenizer both halves of an encoder_decoder read, and the check that every
+pretrained half was trained with it.
+
+Why one: the encoder's input embeddings and the decoder's input and output embeddings are
+indexed by token ids; a pretrained half whose own tokenizer numbers words differently
+would read and write nonsense. So the tokenizer is chosen once (backbone.tokenizer, else
+the encoder's folder's, else the decoder's, else trained on the training pairs) and a
+pretrained half with another vocabulary is refused with the key that names it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from fmctl.errors import ModelError
+
+
+def shared_tokenizer(cfg: Any, training_texts: Callable[[], Iterable[str]] | None) -> Any:
+    from fmctl.backbones.composed import keyed
+    from fmctl.models.text import load_tokenizer
+
+    if cfg.tokenizer:
+        folder, note = tokenizer_folder(cfg.tokenizer)
+        source = dataclasses.replace(cfg.encoder, pretrained=None, tokenizer=str(folder))
+        tokenizer = load_tokenizer(source, _unused)
+        origin = ("backbone.tokenizer", cfg.tokenizer, note)
+    else:
+        half = next((h for h in ("encoder", "decoder") if getattr(cfg, h).pretrained), None)
+        if half is None:  # nothing pretrained: trained on both sides of the pairs, as T5 and GPT are
+            source = dataclasses.replace(cfg.encoder, vocab_size=cfg.vocab_size)
+            return load_tokenizer(source, training_texts or _unused)
+        sub = getattr(cfg, half)
+        tokenizer = keyed(half, lambda: load_tokenizer(dataclasses.replace(sub, tokenizer=None), _unused))
+        origin = (f"backbone.{half}.pretrained", sub.pretrained, "")
+    for half in ("encoder", "decoder"):
+        sub = getattr(cfg, half)
+        if sub.pretrained and f"backbone.{half}.pretrained" != origin[0]:
+            _require_same(tokenizer, sub.pretrained, f"backbone.{half}.pretrained", origin)
+    return tokenizer
+
+
+def tokenizer_folder(spec: str) -> tuple[Path, str]:
+    """(the folder holding the tokenizer, a note for messages): a `fmctl data prepare`
+    corpus keeps it in tokenizer/, a run folder in model/."""
+    from fmctl.models import pretrained
+
+    path = Path(spec).expanduser()
+    if (path / "prepared.json").is_file() and (path / "tokenizer").is_dir():
+        return path / "tokenizer", "prepared by fmctl data prepare, "
+    return Path(pretrained.resolve(spec, "backbone.tokenizer", weights=())), ""
+
+
+def _require_same(tokenizer: Any, spec: str, key: str, origin: tuple[str, str, str]) -> None:
+    """Refuse a pretrained half trained with another vocabulary than the shared tokenizer."""
+    from fmctl.models import pretrained
+    from fmctl.models.text import has_tokenizer_files, load_tokenizer_only
+
+    where = pretrained.resolve(spec, key)
+    if not isinstance(where, Path) or not has_tokenizer_files(where):
+        return  # a folder without its tokenizer: its embedding size is checked when it is built
+    own = load_tokenizer_only(where)
+    advice = (f"drop backbone.tokenizer, or prepare the data with tokenizer.path={where}"
+              if origin[0] == "backbone.tokenizer" else "give both halves models trained with one tokenizer")
+    if own.get_vocab() != tokenizer.get_vocab():
+        raise ModelError(f"{key}: '{spec}' was trained with another tokenizer ({len(own)} tokens) than the one the "
+                         f"data is encoded with, {origin[0]}='{origin[1]}' ({origin[2]}{len(tokenizer)} tokens); "
+                         f"its embeddings index its own tokenizer: {advice}")
+
+
+def _unused() -> Iterable[str]:
+    raise ModelError("backbone.tokenizer: no tokenizer to train here")
