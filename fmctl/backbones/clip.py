@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from fmctl.backbones.base import BackboneFamily
+from fmctl.backbones.composed import keyed
 from fmctl.config.schema import ClipBackboneConfig
-from fmctl.errors import ConfigError, ModelError
+from fmctl.errors import ModelError
 
 MARKER = "fmctl_two_tower"
 PROJECTIONS = "projections.safetensors"
@@ -79,8 +80,8 @@ class Clip(BackboneFamily):
         tokenizer = (preprocessor or {}).get("text")
         if tokenizer is None:
             raise ValueError("the clip family builds its text tower with the tokenizer: pass {'text': tokenizer}")
-        image_tower = _keyed("image", lambda: family(image_cfg.name).build(image_cfg, "pretraining"))
-        text_tower = _keyed("text", lambda: family(text_cfg.name).build(text_cfg, "features", tokenizer))
+        image_tower = keyed("image", lambda: family(image_cfg.name).build(image_cfg, "pretraining"))
+        text_tower = keyed("text", lambda: family(text_cfg.name).build(text_cfg, "features", tokenizer))
         return TwoTowerModel(image_tower, text_tower, image_family=image_cfg.name, text_family=text_cfg.name,
                              embed_dim=cfg.embed_dim, text_pooling=pooling(cfg.text_pooling, text_cfg.name),
                              logit_scale_init=cfg.logit_scale_init, logit_scale_max=cfg.logit_scale_max,
@@ -156,7 +157,7 @@ class Clip(BackboneFamily):
         if model is not None:
             return {"image": family(model.image_family).preprocessor(None, model=model.image_tower)}
         _, text_cfg = tower_configs(cfg)
-        return {"text": _keyed("text", lambda: family(text_cfg.name).preprocessor(text_cfg,
+        return {"text": keyed("text", lambda: family(text_cfg.name).preprocessor(text_cfg,
                                                                                  training_texts=training_texts))}
 
     # ---- structure ---------------------------------------------------------------------
@@ -263,18 +264,6 @@ def _with_bias(model: Any, bias: float | None) -> Any:
     elif model.logit_bias is None:
         model.logit_bias = torch.nn.Parameter(torch.tensor(float(bias)))
     return model
-
-
-def _keyed(tower: str, make: Callable[[], Any]) -> Any:
-    """Run a tower family's builder; its messages name backbone.<key>, which for a tower
-    is backbone.<tower>.<key>."""
-    try:
-        return make()
-    except (ModelError, ConfigError) as exc:
-        text = str(exc)
-        if text.startswith("backbone.") and not text.startswith(f"backbone.{tower}."):
-            raise type(exc)(f"backbone.{tower}." + text[len("backbone."):]) from None
-        raise
 
 
 FAMILY = Clip()
