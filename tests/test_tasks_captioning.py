@@ -38,10 +38,12 @@ def test_cider_d_matches_a_hand_computed_case():
     # product over the norms is log2^2 / (2 log2^2) = 0.5, no bigram in common; same length
     # (no penalty): (0.5 + 0 + 0 + 0) / 4 * 10 = 1.25. Mean with the perfect 5: 3.125.
     assert cider_d(["a c", "c d"], [["a b"], ["c d"]]) == pytest.approx(3.125)
-    # A caption one word longer than its reference pays the Gaussian length penalty on the
-    # bigram count (sigma 6): exp(-1 / 72).
-    longer = cider_d(["a b", "c d e"], [["a b"], ["c d"]])
-    assert longer < 5.0 and longer > 0
+    # 'c d e' against 'c d' (an n-gram no reference has weighs log(2) too): unigram cosine
+    # 2 / sqrt(6), bigram 1 / sqrt(2), and one more bigram than the reference, so the
+    # Gaussian length penalty (sigma 6) is exp(-1 / 72).
+    longer = (2 / math.sqrt(6) + 1 / math.sqrt(2)) * math.exp(-1 / 72) / 4 * 10
+    assert cider_d(["a b", "c d e"], [["a b"], ["c d"]]) == pytest.approx((5.0 + longer) / 2)
+    assert cider_d(["a b"], [["..."]]) == 0.0   # no word in any reference: 0, not a crash
 
 
 def test_cider_tokens_lower_case_and_drop_punctuation():

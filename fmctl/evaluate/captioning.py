@@ -25,15 +25,17 @@ def cider_tokens(text: str) -> str:
 
 
 def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Corpus CIDEr-D (0-10 scale as coco-caption reports it, x100 in most papers' tables is
-    not applied): the mean over images of each hypothesis's score against its references."""
+    """Corpus CIDEr-D on coco-caption's 0-10 scale (papers often print it times 100): the
+    mean over images of each hypothesis's score against its references. References with
+    no word at all (punctuation only) give 0 rather than the scorer's empty max()."""
     from pycocoevalcap.cider.cider_scorer import CiderScorer
 
-    if not hypotheses:
+    tokenized = [[cider_tokens(r) for r in refs] for refs in references]
+    if not hypotheses or not any(r for refs in tokenized for r in refs):
         return 0.0
     scorer = CiderScorer(n=4, sigma=6.0)
-    for hypothesis, refs in zip(hypotheses, references, strict=True):
-        scorer += (cider_tokens(hypothesis), [cider_tokens(r) for r in refs])
+    for hypothesis, refs in zip(hypotheses, tokenized, strict=True):
+        scorer += (cider_tokens(hypothesis), refs)
     score, _ = scorer.compute_score()
     return float(score)
 
