@@ -233,3 +233,9 @@ def test_onnx_export_is_refused_naming_the_formats(vit_run):
     with pytest.raises(ExportError, match="format 'onnx' is not supported for task 'captioning'; captioning "
                                           "exports to: hf"):
         export_run(vit_run.run_dir, ExportOptions("onnx"), log=lambda _s: None)
+
+
+def test_gradient_checkpointing_trains_the_same_model(pairs, tmp_path):
+    plain = _train(pairs, tmp_path / "plain", VIT, steps=2)
+    checkpointed = _train(pairs, tmp_path / "ckpt", [*VIT, "trainer.gradient_checkpointing=true"], steps=2)
+    assert checkpointed.metrics["val/loss"] == pytest.approx(plain.metrics["val/loss"], rel=1e-5)

@@ -51,6 +51,10 @@ class Captioner(nn.Module):
     def generation_config(self) -> Any:
         return self.model.generation_config
 
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """trainer.gradient_checkpointing: the transformers model's own, encoder and decoder."""
+        self.model.activation_checkpointing_enable(**kwargs)
+
     def encode(self, pixel_values: torch.Tensor) -> Any:
         from transformers.modeling_outputs import BaseModelOutput
 
