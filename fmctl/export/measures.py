@@ -16,6 +16,7 @@ model is judged on what a user sees:
 - `NearestOfOther`: a two-tower encoder's embeddings, each the query of a search among
   PyTorch's embeddings of the other modality; agreement is the same nearest item, and the
   worst cosine with PyTorch's own embedding is reported;
+- `SameSequence`: generated token ids (a captioner's), agreement is a whole row equal;
 - regression has no measure: its outputs are compared by their difference only.
 
 `correct` scores a prediction against the validation labels (the manifest's evaluation).
@@ -180,6 +181,23 @@ class DifferenceOnly(NoFigures):
 
     def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
         return 0, 0
+
+    def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+        return None
+
+
+class SameSequence(NoFigures):
+    """Generated token ids, one row per example: agreement is the whole row being equal
+    (the same caption), as a user reads it; no gold labels to score against."""
+
+    name = "identical generated tokens"
+    metric = None
+
+    def predict(self, outputs: list[Any], inputs: dict[str, Any]) -> Any:
+        return outputs[0]
+
+    def agree(self, ref: Any, cand: Any, inputs: dict[str, Any]) -> tuple[int, int]:
+        return int((ref == cand).all(axis=-1).sum()), int(ref.shape[0])
 
     def correct(self, pred: Any, labels: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
         return None

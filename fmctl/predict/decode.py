@@ -155,6 +155,32 @@ def resized_argmax(logits: Any, size: tuple[int, int]) -> Any:
     return np.stack(maps).argmax(0).astype(np.int64)
 
 
+class Caption:
+    """Captioning: the generated token ids of each image (start token dropped) cut at the
+    end token and decoded with the tokenizer saved beside the model (`tokenizers` only);
+    post["tokenizer"] is its folder, relative to the run or export folder predict opened
+    (post["target_folder"])."""
+
+    columns = ["caption"]
+
+    def __init__(self, label_names: list[str], post: dict[str, Any]):
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        folder = Path(post.get("target_folder", ".")) / post["tokenizer"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.eos = int(post["eos_token_id"])
+
+    def __call__(self, values: list[Any], outputs: list[Any], meta: Any) -> list[dict[str, Any]]:
+        records = []
+        for row in outputs[0]:
+            ids = [int(i) for i in row]
+            ids = ids[: ids.index(self.eos)] if self.eos in ids else ids
+            records.append({"caption": self.tokenizer.decode(ids, skip_special_tokens=True).strip()})
+        return records
+
+
 # postprocessing kind (export manifest) -> decoder
 DECODERS = {"softmax_label": SoftmaxLabel, "regression": RegressionValue, "sigmoid_threshold": ThresholdLabels,
-            "word_tags": WordTags, "answer_span": AnswerSpan, "mask": PixelMask}
+            "word_tags": WordTags, "answer_span": AnswerSpan, "mask": PixelMask, "caption": Caption}

@@ -194,7 +194,7 @@ def _export_folder(folder: Path, manifest: dict[str, Any], before_load: BeforeLo
         encoder = encode.LightImageEncoder(prep)
     else:
         encoder = encode.ReferenceImageEncoder(prep)
-    decoder = decode.DECODERS[post["kind"]](labels, post)
+    decoder = decode.DECODERS[post["kind"]](labels, {**post, "target_folder": str(folder)})
     runner, what = _RUNNERS[fmt](folder, manifest, names, threads) if fmt == "onnx" else \
         _RUNNERS[fmt](folder, manifest, names)
     return Target(folder, f"{description} ({what})", task, labels, kind, _columns(kind, prep),
@@ -301,7 +301,7 @@ def _run_folder(folder: Path, before_load: BeforeLoad = lambda _inputs: None, ge
     labels = saved_label_names(model_dir)
     post = tasks.create(run.task).postprocessing(run, labels, model_dir)
     before_load(TargetInputs(folder, task, kind, _columns(kind, prep), _decoded_columns(post)))
-    decoder = decode.DECODERS[post["kind"]](labels, post)
+    decoder = decode.DECODERS[post["kind"]](labels, {**post, "target_folder": str(folder)})
     return Target(folder, "run folder (PyTorch)", task, labels, kind, _columns(kind, prep),
                   Predictor(_reference_encoder(run, kind, model_dir), _torch_runner(task, model_dir), decoder),
                   decoder.columns)

@@ -28,6 +28,7 @@ _SHIPPED_MODULES = (
     "fmctl.tasks.masked_image",
     "fmctl.tasks.segmentation",
     "fmctl.tasks.contrastive",
+    "fmctl.tasks.captioning",
 )
 _registered: dict[str, "TaskDeclaration"] = {}   # every name (aliases too) -> its declaration
 _loaded = False
