@@ -100,13 +100,18 @@ class PairDataset:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        try:
-            pixels = self.transform(open_image(row.path, self.mode))
-        except Exception as exc:  # Pillow raises many types for broken files
-            raise DataError(f"{row.source}:{row.line}: cannot decode image {row.path} ({type(exc).__name__}: "
-                            f"{exc})") from None
+        pixels = pixels_of(self.rows[index], self.transform, self.mode)
         return {"pixel_values": pixels, **self.encoded[index], "labels": self.labels[index]}
+
+
+def pixels_of(row: PairRow, transform: Any, mode: str) -> Any:
+    """A pair's image through the model's transform; a file that went bad after the
+    up-front check is a one-line error naming the table's row and the file."""
+    try:
+        return transform(open_image(row.path, mode))
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise DataError(f"{row.source}:{row.line}: cannot decode image {row.path} ({type(exc).__name__}: "
+                        f"{exc})") from None
 
 
 class PairCollator:

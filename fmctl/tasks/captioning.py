@@ -228,16 +228,9 @@ class CaptionDataset:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from fmctl.data.images import open_image
-        from fmctl.errors import DataError
+        from fmctl.data.image_text import pixels_of
 
-        row = self.rows[index]
-        try:
-            pixels = self.transform(open_image(row.path, self.mode))
-        except Exception as exc:  # Pillow raises many types for broken files
-            raise DataError(f"{row.source}:{row.line}: cannot decode image {row.path} ({type(exc).__name__}: "
-                            f"{exc})") from None
-        return {"pixel_values": pixels, **self.encoded[index]}
+        return {"pixel_values": pixels_of(self.rows[index], self.transform, self.mode), **self.encoded[index]}
 
 
 class CaptionCollator:
