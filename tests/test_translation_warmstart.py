@@ -174,7 +174,7 @@ def test_warm_start_from_fmctl_mlm_and_clm_pretraining_runs(pairs, tmp_path):
 
     from fmctl import pipeline
     from fmctl.config.compose import schema_from_overrides
-    from fmctl.config.schema import PrepareConfig
+    from fmctl.config.prepare_schema import PrepareConfig
     from fmctl.data.prepare import prepare_corpus
 
     corpus = tmp_path / "corpus.txt"
