@@ -23,6 +23,8 @@ Usage: python tests/bench/trainer_bench.py [STEPS] [ROUNDS] [WORK_DIR] [ACCURACY
        python tests/bench/trainer_bench.py --dropout [REPEATS] [ROUNDS]   (one dropout: torch's masks vs packed)
        python tests/bench/trainer_bench.py --ablate [STEPS] [ROUNDS] [WORK_DIR]
          (fmctl's default against itself with one choice undone: what each choice is worth)
+       python tests/bench/trainer_bench.py --against REF [STEPS] [ROUNDS] [WORK_DIR]
+         (fmctl's fine-tuning at git commit REF against this checkout: a regression check)
 """
 from __future__ import annotations
 
@@ -305,6 +307,49 @@ def ablate(steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
             for name in ABLATIONS]
 
 
+def against(ref: str, steps: int, rounds: int, work: Path) -> list[tuple[str, str]]:
+    """fmctl's fine-tuning at commit `ref` (checked out into a throw-away worktree, driven
+    by that commit's own DRIVER) against this checkout, alternated per round: a change
+    that slows the loop shows as a ratio below 1, measured side by side rather than
+    against figures from another day, which on a shared machine differ by 10-20%."""
+    import importlib.util
+    import shutil
+
+    here = Path(__file__).resolve().parents[2]
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "tokenizer").exists():
+        make_data(work)
+    tree = work / f"tree-{ref}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(tree), ref], check=True,
+                       capture_output=True)
+    try:
+        spec = importlib.util.spec_from_file_location("trainer_bench_at_ref", tree / "tests/bench/trainer_bench.py")
+        theirs = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(theirs)
+        drivers = {ref: (theirs.DRIVER, tree), "this checkout": (DRIVER, here)}
+        rates: dict[str, list[float]] = {name: [] for name in drivers}
+        for _ in range(rounds):
+            for name, (driver, root) in drivers.items():
+                done = subprocess.run([sys.executable, "-c", driver, "fmctl", str(work), str(steps), json.dumps(SHAPE),
+                                       str(BATCH), str(MAX_LENGTH)], capture_output=True, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(root)})
+                if done.returncode:
+                    raise SystemExit(f"fmctl at {name} failed:\n{done.stderr[-3000:]}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                rates[name].append(result["real_tokens"] / result["cpu_seconds"])
+    finally:
+        subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        shutil.rmtree(tree, ignore_errors=True)
+    pairs = [new / old for new, old in zip(rates["this checkout"], rates[ref])]
+    rows = [(f"fine-tune fmctl at {name}", f"{statistics.median(r):,.0f} real tokens per CPU-second "
+                                           f"(median of {rounds}; range {min(r):,.0f}-{max(r):,.0f})")
+            for name, r in rates.items()]
+    rows.append((f"this checkout / {ref}", f"{statistics.median(rates['this checkout']) / statistics.median(rates[ref]):.3f}x"
+                                           f" (per-round ratios {min(pairs):.2f}-{max(pairs):.2f})"))
+    return rows
+
+
 def accuracy(steps: int, seeds: int, work: Path) -> list[tuple[str, str]]:
     """fmctl's default and hf_best trained for `steps` on data with 10% flipped labels (the
     ceiling is about 0.90), over several seeds: the speed must not cost accuracy."""
@@ -424,7 +469,17 @@ def run_mode(flag: str) -> None:
     write_section(marker, rows, f"python tests/bench/trainer_bench.py {flag} " + " ".join(args), how)
 
 
-if __name__ == "__main__" and set(MODES) & set(sys.argv):
+if __name__ == "__main__" and "--against" in sys.argv:
+    args = [a for a in sys.argv[1:] if a != "--against"]
+    if not args:
+        raise SystemExit("usage: python tests/bench/trainer_bench.py --against REF [STEPS] [ROUNDS] [WORK_DIR]")
+    rows = against(args[0], int(args[1]) if len(args) > 1 else 30, int(args[2]) if len(args) > 2 else 8,
+                   Path(args[3]) if len(args) > 3 else Path("runs/bench/trainer"))
+    for name, value in rows:
+        print(f"{name:40s} {value}")
+    write_section("trainer_against", rows, "python tests/bench/trainer_bench.py --against " + " ".join(args),
+                  "one thread per process, process CPU time, the two alternated per round")
+elif __name__ == "__main__" and set(MODES) & set(sys.argv):
     run_mode(next(flag for flag in MODES if flag in sys.argv))
 elif __name__ == "__main__":
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
