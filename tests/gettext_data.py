@@ -49,10 +49,25 @@ def messages(lang: str, domains: tuple[str, ...] = DOMAINS, max_words: int = 6) 
     return sorted(pairs.items())
 
 
+def all_domains(lang: str = "de") -> tuple[str, ...]:
+    """Every catalog the machine has for `lang` (about 86 for German on these machines:
+    desktop programs, system tools and libraries besides the interface strings of DOMAINS)."""
+    folder = LOCALE / lang / "LC_MESSAGES"
+    return tuple(sorted(p.stem for p in folder.glob("*.mo"))) if folder.is_dir() else ()
+
+
+def monolingual(lang: str, domains: tuple[str, ...], exclude: set[str] = frozenset(), max_words: int = 40) -> list[str]:
+    """Every plain translated message of `lang` (its msgstr side only, up to `max_words`
+    words), sorted and without duplicates, minus `exclude` (held-out targets must not leak
+    into pretraining): monolingual target-language text for pretraining a decoder."""
+    texts = {target for _, target in messages(lang, domains, max_words)}
+    return sorted(texts - set(exclude))
+
+
 def write_translation_tsv(folder: Path, lang: str = "de", train: int = 1200, validation: int = 80,
-                          seed: int = 0) -> dict[str, Path]:
+                          seed: int = 0, domains: tuple[str, ...] = DOMAINS) -> dict[str, Path]:
     """English -> `lang` train/validation TSV files (source, target) from the catalogs."""
-    pairs = messages(lang)
+    pairs = messages(lang, domains)
     random.Random(seed).shuffle(pairs)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}

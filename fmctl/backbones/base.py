@@ -92,6 +92,12 @@ class BackboneFamily(Protocol):
         or from the backbone config (training a tokenizer when none is given)."""
         ...
 
+    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None) -> Any:
+        """A generator's own output tokenizer when it differs from the one its inputs are
+        read with (an encoder_decoder whose decoder writes another vocabulary); None: the
+        same one."""
+        return None
+
     def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:
         """A transformers text family's config for a model built from scratch at cfg's size;
         a family that builds otherwise (timm) is not asked, and says so if it is."""

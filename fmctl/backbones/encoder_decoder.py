@@ -10,6 +10,9 @@ read one tokenizer: `backbone.tokenizer` (a tokenizer folder, or a corpus folder
 `fmctl data prepare`, whose tokenizer/ it takes), else the encoder's pretrained folder's,
 else the decoder's, else one trained on both sides of the training pairs; a pretrained
 half whose own tokenizer differs is refused, since its embeddings index that tokenizer.
+`backbone.target_tokenizer` gives the decoder a vocabulary of its own (a cased one for the
+target language beside MiniLM's uncased English); model/ then keeps it in
+`target_tokenizer/` (TARGET_TOKENIZER) beside the source tokenizer at its top.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from fmctl.errors import ConfigError, ModelError
 
 HALVES = ("encoder", "decoder")
 MODEL_TYPE = "encoder-decoder"   # transformers' EncoderDecoderConfig.model_type
+TARGET_TOKENIZER = "target_tokenizer"   # model/'s subfolder holding the decoder's own tokenizer
 
 
 @dataclass
@@ -36,6 +40,10 @@ class EncoderDecoderBackboneConfig:
     # The tokenizer both halves share: a tokenizer folder or a `fmctl data prepare` corpus folder;
     # null: the encoder's pretrained folder's, else the decoder's, else one trained on the pairs.
     tokenizer: Optional[str] = None
+    # The decoder's own tokenizer, for targets (a tokenizer folder, a `fmctl data prepare` corpus
+    # folder, or a run folder): e.g. a cased target-language vocabulary beside an uncased
+    # English encoder. null: the decoder shares the encoder's tokenizer.
+    target_tokenizer: Optional[str] = None
     # Vocabulary of the tokenizer fmctl trains when no half is pretrained and no tokenizer is given.
     vocab_size: int = bounded(8000, ge=100)
     # The encoder (a bert-family config: random at its size, or pretrained) and the decoder (bert
@@ -72,12 +80,19 @@ class EncoderDecoder(BackboneFamily):
         for half in HALVES:
             sub = getattr(cfg, half)
             if sub.tokenizer:
-                problems.append(f"backbone.{half}.tokenizer: encoder and decoder share one tokenizer; "
-                                f"set backbone.tokenizer instead")
+                instead = "backbone.tokenizer" if half == "encoder" else "backbone.target_tokenizer (the decoder's own)"
+                problems.append(f"backbone.{half}.tokenizer: the halves' tokenizers are set on the backbone; "
+                                f"set {instead} instead")
             if cfg.pretrained and sub.pretrained:
                 problems.append(f"backbone.{half}.pretrained: not used with backbone.pretrained (the run "
                                 f"'{cfg.pretrained}' brings both halves); set one of them")
+        if cfg.pretrained and cfg.target_tokenizer:
+            problems.append(f"backbone.target_tokenizer: not used with backbone.pretrained (the run "
+                            f"'{cfg.pretrained}' brings its tokenizers); set one of them")
         if cfg.tie:
+            if cfg.target_tokenizer:
+                problems.append("backbone.target_tokenizer: with backbone.tie=true the decoder shares the encoder's "
+                                "embeddings, so it must read the encoder's tokenizer; drop one of them")
             if cfg.decoder.name != cfg.encoder.name:
                 problems.append(f"backbone.tie: shares the encoder's weights with the decoder, so both must be one "
                                 f"family (encoder {cfg.encoder.name}, decoder {cfg.decoder.name})")
@@ -94,9 +109,11 @@ class EncoderDecoder(BackboneFamily):
         return problems
 
     # ---- life cycle ----------------------------------------------------------------------
-    def build(self, cfg: Any, head: str = "seq2seq_lm", preprocessor: Any = None, **options: Any) -> Any:
+    def build(self, cfg: Any, head: str = "seq2seq_lm", preprocessor: Any = None,
+              target_preprocessor: Any = None, **options: Any) -> Any:
         """The EncoderDecoderModel, from an earlier run or from the halves' configs;
-        `preprocessor` is the shared tokenizer."""
+        `preprocessor` is the source tokenizer, `target_preprocessor` the decoder's own
+        (None: it shares the source one)."""
         from fmctl.backbones import family
         from fmctl.backbones.composed import keyed
         from fmctl.models import encoder_decoder as ed
@@ -108,20 +125,27 @@ class EncoderDecoder(BackboneFamily):
             return model
         encoder_cfg, decoder_cfg = halves(cfg)
         _check_decoder_folder(decoder_cfg)
+        target = target_preprocessor if target_preprocessor is not None else preprocessor
         encoder = keyed("encoder", lambda: family(encoder_cfg.name).build(encoder_cfg, "features", preprocessor))
         decoder = keyed("decoder", lambda: family(decoder_cfg.name).build(
-            decoder_cfg, "causal_lm", preprocessor, is_decoder=True, add_cross_attention=True))
-        return ed.compose(encoder, decoder, ed.generation_ids(preprocessor), cfg.tie)
+            decoder_cfg, "causal_lm", target, is_decoder=True, add_cross_attention=True))
+        return ed.compose(encoder, decoder, ed.generation_ids(target), cfg.tie)
 
     def load(self, folder: Path, head: str = "seq2seq_lm") -> tuple[Any, Any]:
         from fmctl.models import encoder_decoder as ed
 
         return ed.load(Path(folder))
 
-    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = ()) -> None:
+    def save(self, model: Any, folder: Path, preprocessor: Any = None, label_names: Sequence[str] = (),
+             target_preprocessor: Any = None) -> None:
+        """model/ as EncoderDecoderModel.save_pretrained writes it, the source tokenizer at
+        its top (AutoTokenizer.from_pretrained(model/) encodes sources) and a decoder's own
+        tokenizer, when it has one, in model/target_tokenizer/ (decodes what it writes)."""
         from fmctl.models import encoder_decoder as ed
 
         ed.save(model, preprocessor, Path(folder))
+        if target_preprocessor is not None and target_preprocessor is not preprocessor:
+            target_preprocessor.save_pretrained(Path(folder) / TARGET_TOKENIZER)
 
     def preprocessor(self, cfg: Any, *, model: Any = None, folder: Path | None = None,
                      training_texts: Callable[[], Iterable[str]] | None = None, split_words: bool = False) -> Any:
@@ -136,6 +160,21 @@ class EncoderDecoder(BackboneFamily):
             return ed.mark_ends(load_tokenizer_only(Path(folder)), "backbone.pretrained")
         _check_decoder_folder(halves(cfg)[1])  # before its tokenizer is compared: the more basic problem
         return ed.mark_ends(shared_tokenizer(cfg, training_texts), "backbone.tokenizer")
+
+    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None) -> Any:
+        """The tokenizer the decoder writes with: model/'s target_tokenizer/, an earlier
+        run's, backbone.target_tokenizer, else None (it shares the source tokenizer)."""
+        from fmctl.backbones._shared_tokenizer import target_tokenizer
+        from fmctl.models import encoder_decoder as ed
+        from fmctl.models.text import load_tokenizer_only
+
+        if folder is None and cfg is not None and cfg.pretrained:
+            folder = _run_folder(cfg.pretrained)
+        if folder is not None:
+            own = Path(folder) / TARGET_TOKENIZER
+            return ed.mark_ends(load_tokenizer_only(own), "backbone.pretrained") if own.is_dir() else None
+        tokenizer = target_tokenizer(cfg)
+        return None if tokenizer is None else ed.mark_ends(tokenizer, "backbone.target_tokenizer")
 
     # ---- structure ---------------------------------------------------------------------
     def structure(self, model: Any) -> Any:

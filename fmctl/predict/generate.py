@@ -243,14 +243,10 @@ class Translator:
     manifest records. Values are {'source': text}; one {'translation': ...} each."""
 
     def __init__(self, model_dir: Path, task_cfg: Any, max_source: int):
-        from fmctl.models.text import load_tokenizer_only
         from fmctl.tasks import get_task
-        from fmctl.models.saved import saved_config
 
         self.task = get_task(task_cfg)
-        self.task.decoder_only = not saved_config(model_dir).get("is_encoder_decoder", False)
-        self.task.composed = saved_config(model_dir).get("model_type") == "encoder-decoder"
-        self.task.tokenizer = load_tokenizer_only(model_dir)
+        self.task.attach(model_dir)
         self.model = self.task.load_model(model_dir).eval()
         self.max_source = max_source
 

@@ -9,7 +9,9 @@ transformers' generate(): greedy, or beam search with task.generation.num_beams 
 length_penalty. Without a tokenizer from the backbone, one tokenizer is trained on both
 sides of the training pairs. An encoder_decoder backbone (transformers' EncoderDecoderModel,
 warm-started from a BERT/MiniLM or an fmctl pretraining run) reads `[CLS] source [SEP]`, as
-its encoder was pretrained, and decodes `target [SEP]` from [CLS] (Rothe et al. 2020).
+its encoder was pretrained, and decodes `target [SEP]` from [CLS] (Rothe et al. 2020);
+its decoder may write with a tokenizer of its own (`backbone.target_tokenizer`), which
+then encodes the targets and decodes what is generated.
 Sources longer than data.max_length tokens are cut, and the count is reported. Hypotheses
 are scored against the references with sacrebleu (corpus BLEU and chrF, their default
 settings, signatures saved in metrics.json).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from fmctl import backbones
 from fmctl.config.schema import RunConfig, bounded
@@ -33,8 +35,11 @@ from fmctl.models.saved import saved_config
 from fmctl.tasks.base import PreparedData, Task
 from fmctl.tasks.classification import read_splits
 from fmctl.tasks.declare import WEIGHT_FORMATS, Length, Serving, TaskDeclaration
-from fmctl.tasks.text_inputs import fingerprints, mean_loss, tokenizer_for
+from fmctl.tasks.text_inputs import fingerprints, tokenizer_for
+from fmctl.tasks.translation_metrics import Generated, TranslationMetrics, translation_scores
 from fmctl.tasks.vocabulary_serving import VocabularyLogitsServing
+
+__all__ = ["Seq2Seq", "Seq2SeqTaskConfig", "GenerationConfig", "Generated", "translation_scores", "TASKS"]
 
 
 @dataclass
@@ -58,19 +63,12 @@ class Seq2SeqTaskConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
-@dataclass
-class Generated:
-    """An evaluation batch's outputs: logits for the loss, generated token ids for BLEU."""
-
-    logits: Any
-    sequences: Any
-
-
 class Seq2Seq(VocabularyLogitsServing, Task):
     def __init__(self, cfg: Seq2SeqTaskConfig):
         self.cfg = cfg
         self.decoder_only = True
-        self.tokenizer: Any = None
+        self.tokenizer: Any = None           # reads the sources
+        self.target_tokenizer: Any = None    # writes the targets: the same one unless the decoder has its own
         self.pairs: list[PairRow] = []       # every split's pairs; batches carry indices into it
         self.composed = False                # an EncoderDecoderModel: [CLS] source [SEP], decoding from [CLS]
         self.cut: dict[str, int] = {}        # sources cut to data.max_length, per split
@@ -89,19 +87,21 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                 yield r.target
 
         tokenizer = tokenizer_for(run, model_dir, training_texts)
+        self.target_tokenizer = self._own_target_tokenizer(run, model_dir) or tokenizer
         if self.decoder_only:
             self._add_separator(tokenizer)
             tokenizer.model_max_length = _gpt_row(run.data)
             # Batched generation needs prompts padded on the left; init_kwargs is what
             # save_pretrained writes, so model/ hands the setting on.
             tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
-        if tokenizer.eos_token_id is None:
+        if self.target_tokenizer.eos_token_id is None:
             raise ModelError("backbone.tokenizer: the tokenizer has no end-of-sequence token to end targets with")
         self.tokenizer = tokenizer
         datasets = {split: self._encode(split_rows, tokenizer, run.data.max_length, run.data.max_target_length, split)
                     for split, split_rows in rows.items()}
         pad = tokenizer.pad_token_id
-        collate = PadCollator({"input_ids": pad, "labels": IGNORE_INDEX, "prompt_ids": pad, "decoder_input_ids": pad},
+        collate = PadCollator({"input_ids": pad, "labels": IGNORE_INDEX, "prompt_ids": pad,
+                               "decoder_input_ids": self.target_tokenizer.pad_token_id},
                               masks={"input_ids": "attention_mask", "prompt_ids": "prompt_mask"},
                               left=frozenset({"prompt_ids"}),
                               max_width=run.backbone.max_positions if self.decoder_only else None)
@@ -109,6 +109,28 @@ class Seq2Seq(VocabularyLogitsServing, Task):
             train=datasets.get("train"), validation=datasets.get("validation"), test=datasets.get("test"),
             collate=collate, label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows,
             warnings=_cut_warnings(self.cut, rows, run.data.max_length))
+
+    def _own_target_tokenizer(self, run: RunConfig, model_dir: Path | None) -> Any:
+        """An encoder_decoder decoder's own tokenizer (model/'s or backbone.target_tokenizer),
+        else None: targets are written with the source tokenizer."""
+        if not self.composed:
+            return None
+        family = backbones.of_folder(model_dir) if model_dir else backbones.family(run.backbone.name)
+        own = family.target_preprocessor(None if model_dir else run.backbone, folder=model_dir)
+        if own is not None:
+            own.model_max_length = run.data.max_target_length
+        return own
+
+    def attach(self, model_dir: Path) -> None:
+        """Read model/ as this task's run wrote it (its kind of model and its tokenizers),
+        to translate with it outside a run (fmctl predict on a run or an hf export)."""
+        from fmctl.models.text import load_tokenizer_only
+
+        self.decoder_only = not _encoder_decoder(model_dir)
+        self.composed = _composed(model_dir)
+        self.tokenizer = load_tokenizer_only(model_dir)
+        self.target_tokenizer = (backbones.of_folder(model_dir).target_preprocessor(None, folder=model_dir)
+                                 if self.composed else None) or self.tokenizer
 
     def _add_separator(self, tokenizer: Any) -> None:
         from tokenizers import AddedToken
@@ -120,10 +142,11 @@ class Seq2Seq(VocabularyLogitsServing, Task):
     def _encode(self, rows: list[PairRow], tokenizer: Any, max_source: int, max_target: int,
                 split: str = "train") -> EncodedDataset:
         sources = tokenizer([self.cfg.source_prefix + r.source for r in rows], add_special_tokens=False)["input_ids"]
-        targets = tokenizer([r.target for r in rows], add_special_tokens=False)["input_ids"]
-        eos = tokenizer.eos_token_id
+        writer = self.target_tokenizer
+        targets = writer([r.target for r in rows], add_special_tokens=False)["input_ids"]
+        eos = writer.eos_token_id
         # T5 starts decoding from its pad token, an EncoderDecoderModel from its bos ([CLS])
-        start = tokenizer.bos_token_id if self.composed else tokenizer.pad_token_id
+        start = writer.bos_token_id if self.composed else writer.pad_token_id
         self.cut[split] = self.cut.get(split, 0) + sum(len(s) > max_source - self._source_room() for s in sources)
         features = []
         for source, target in zip(sources, targets):
@@ -144,14 +167,20 @@ class Seq2Seq(VocabularyLogitsServing, Task):
             return 0
         return 2 if self.composed and self.tokenizer.cls_token_id is not None else 1
 
-    def _source(self, ids: list[int], max_source: int) -> list[int]:
-        """What an encoder reads: `source </s>` (T5), `[CLS] source [SEP]` (an EncoderDecoderModel
-        over a BERT-style encoder, as it was pretrained), cut to max_source in all."""
+    def source_frame(self) -> tuple[list[int], list[int]]:
+        """The special tokens an encoder reads around a source: `source </s>` (T5),
+        `[CLS] source [SEP]` (an EncoderDecoderModel over a BERT-style encoder, as it was
+        pretrained); an ONNX export records them for its torch-free loop."""
         tokenizer = self.tokenizer
         if self.composed and tokenizer.cls_token_id is not None:
             end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-            return [tokenizer.cls_token_id] + ids[:max_source - 2] + [end]
-        return ids[:max_source - 1] + [tokenizer.eos_token_id]
+            return [tokenizer.cls_token_id], [end]
+        return [], [tokenizer.eos_token_id]
+
+    def _source(self, ids: list[int], max_source: int) -> list[int]:
+        """What an encoder reads: the source in its frame, cut to max_source in all."""
+        start, end = self.source_frame()
+        return start + ids[:max_source - len(start) - len(end)] + end
 
     def build_model(self, run: RunConfig, data: PreparedData) -> Any:
         tokenizer = data.preprocessor
@@ -162,16 +191,18 @@ class Seq2Seq(VocabularyLogitsServing, Task):
             if positions and isinstance(data.collate, PadCollator):  # a pretrained GPT's own table
                 data.collate.max_width = min(data.collate.max_width or positions, positions)
         else:
-            model = self.backbone.build(run.backbone, "seq2seq_lm", tokenizer)
+            own = {"target_preprocessor": self.target_tokenizer} if self.target_tokenizer is not tokenizer else {}
+            model = self.backbone.build(run.backbone, "seq2seq_lm", tokenizer, **own)
             if model.config.decoder_start_token_id is None:
-                model.config.decoder_start_token_id = tokenizer.pad_token_id
+                model.config.decoder_start_token_id = self.target_tokenizer.pad_token_id
         model.generation_config.update(**self._generation_settings(model))
         return model
 
     def _generation_settings(self, model: Any) -> dict[str, Any]:
         gen = self.cfg.generation
         settings = {"max_new_tokens": gen.max_new_tokens, "num_beams": gen.num_beams, "do_sample": False,
-                    "eos_token_id": self.tokenizer.eos_token_id, "pad_token_id": self.tokenizer.pad_token_id}
+                    "eos_token_id": self.target_tokenizer.eos_token_id,
+                    "pad_token_id": self.target_tokenizer.pad_token_id}
         if gen.num_beams > 1:  # transformers warns when it is set for greedy decoding
             settings["length_penalty"] = gen.length_penalty
         if not self.decoder_only:
@@ -240,12 +271,13 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                 sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                            **settings)
                 sequences = sequences[:, 1:]  # the decoder's start token
-        eos = self.tokenizer.eos_token_id
+        eos = self.target_tokenizer.eos_token_id
         rows = [row.tolist() for row in sequences]
         return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
 
     def texts(self, generated: list[list[int]]) -> list[str]:
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        texts = self.target_tokenizer.batch_decode(generated, skip_special_tokens=True,
+                                                   clean_up_tokenization_spaces=False)
         return [t.strip() for t in texts]
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> Any:
@@ -259,7 +291,7 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                                label_smoothing=self.cfg.label_smoothing)
 
     def new_metrics(self) -> "TranslationMetrics":
-        return TranslationMetrics(self.pairs, self.tokenizer)
+        return TranslationMetrics(self.pairs, self.target_tokenizer)
 
     def save_model(self, model: Any, data: PreparedData, folder: Path) -> None:
         kept = getattr(model.config, "task_specific_params", None) or {}  # a tied encoder-decoder's flag
@@ -268,7 +300,8 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                                                                      "prefix": self.cfg.source_prefix}}
         elif self.cfg.source_prefix:
             model.config.task_specific_params = {**kept, self.name: {"prefix": self.cfg.source_prefix}}
-        self.backbone.save(model, folder, data.preprocessor)
+        own = {"target_preprocessor": self.target_tokenizer} if self.target_tokenizer is not self.tokenizer else {}
+        self.backbone.save(model, folder, data.preprocessor, **own)
 
     def load_model(self, folder: Path) -> Any:
         head = "seq2seq_lm" if _encoder_decoder(folder) else "causal_lm"
@@ -294,65 +327,6 @@ class Seq2Seq(VocabularyLogitsServing, Task):
         return {"kind": "generate", "output": "logits", "separator": self.cfg.separator,
                 "source_prefix": self.cfg.source_prefix, "decoder_only": not _encoder_decoder(model_dir),
                 "generation": asdict(self.cfg.generation)}
-
-
-class TranslationMetrics:
-    def __init__(self, pairs: list[PairRow], tokenizer: Any):
-        self.pairs = pairs
-        self.tokenizer = tokenizer
-        self.hypotheses: dict[int, str] = {}
-        self.loss_sum = 0.0
-        self.count = 0
-
-    def update(self, outputs: Any, batch: dict[str, Any], loss: Any) -> None:
-        if isinstance(outputs, Generated):
-            texts = self.tokenizer.batch_decode(outputs.sequences, skip_special_tokens=True,
-                                                clean_up_tokenization_spaces=False)
-            for i, text in zip(batch["pair"].cpu().tolist(), texts):
-                self.hypotheses[i] = text.strip()
-        if loss is not None:  # the loss is a mean over target tokens: weighted by them, not by rows,
-            n = int((batch["labels"] != IGNORE_INDEX).sum())  # so it does not depend on the batch size
-            self.loss_sum += float(loss) * n
-            self.count += n
-
-    def texts(self) -> tuple[list[str], list[str]]:
-        order = sorted(self.hypotheses)
-        return [self.hypotheses[i] for i in order], [self.pairs[i].target for i in order]
-
-    def compute(self) -> dict[str, float]:
-        scores = translation_scores(*self.texts()) if self.hypotheses else {}
-        return scores | mean_loss(self.loss_sum, self.count)
-
-    def report(self) -> dict[str, Any]:
-        return {**translation_scores(*self.texts(), signatures=True), **mean_loss(self.loss_sum, self.count),
-                "num_examples": len(self.hypotheses)}
-
-    def records(self, rows: list[PairRow], example_fields: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        hypotheses, _ = self.texts()
-        if len(hypotheses) != len(rows):
-            raise RuntimeError(f"{len(hypotheses)} translations for {len(rows)} rows")
-        for row, hypothesis in zip(rows, hypotheses):
-            yield {**example_fields(row), "target": row.target, "prediction": hypothesis}
-
-    def write_files(self, folder: Path, report: dict[str, Any]) -> None:
-        return None
-
-    def tables(self, report: dict[str, Any]) -> list[Any]:
-        return []
-
-
-def translation_scores(hypotheses: list[str], references: list[str], signatures: bool = False) -> dict[str, Any]:
-    """Corpus BLEU and chrF (0-100) with sacrebleu's defaults (13a tokenisation), one
-    reference per hypothesis; with signatures, sacrebleu's strings that say how they were
-    computed (to quote next to the numbers)."""
-    from sacrebleu.metrics import BLEU, CHRF
-
-    bleu, chrf = BLEU(), CHRF()
-    out: dict[str, Any] = {"bleu": float(bleu.corpus_score(hypotheses, [references]).score),
-                           "chrf": float(chrf.corpus_score(hypotheses, [references]).score)}
-    if signatures:
-        out |= {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
-    return out
 
 
 def _room_after(width: int, prompt_mask: Any, model: Any, settings: dict[str, Any]) -> int:
