@@ -1,4 +1,6 @@
-"""Translation runs export to ONNX: T5 as encoder.onnx + decoder_with_past.onnx, GPT as
+"""Translation runs export to ONNX: T5 and encoder_decoder (EncoderDecoderModel: a BERT
+encoder with a BERT decoder sharing its tokenizer, or with a GPT decoder writing a
+tokenizer of its own) as encoder.onnx + decoder_with_past.onnx, GPT as
 decoder_with_past.onnx, each key/value-cached; kept only when greedy translations
 through them are PyTorch's on every validation source; int8 offered with BLEU before and
 after; `fmctl predict EXPORT --input sources.txt` translates with onnxruntime, without
@@ -31,12 +33,28 @@ def pairs(tmp_path_factory):
     return write_translation_tsv(tmp_path_factory.mktemp("gettext"), "de", train=1200, validation=60)
 
 
+def halves(decoder: str = "bert") -> list[str]:
+    """A random tiny encoder_decoder: the two halves' shapes, nothing pretrained."""
+    return ["backbone.encoder.pretrained=null", "backbone.decoder.pretrained=null", f"backbone.decoder.name={decoder}",
+            "backbone.vocab_size=600", "task.generation.num_beams=1", "trainer.progress=off",
+            "trainer.precision=fp32", "trainer.num_threads=1",
+            *[f"backbone.{half}.{key}={value}" for half in ("encoder", "decoder")
+              for key, value in (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("dropout", 0))]]
+
+
 @pytest.fixture(scope="module")
 def runs(pairs, tmp_path_factory):
+    from fmctl.data.tokenizer_training import train_tokenizer
+
     root = tmp_path_factory.mktemp("translation")
     data = [f"data.train={pairs['train']}", f"data.validation={pairs['validation']}"]
+    targets = [line.split("\t")[1] for line in pairs["train"].read_text(encoding="utf-8").splitlines()[1:]]
+    train_tokenizer(targets, "bpe", 800, 32).save_pretrained(root / "german_bpe")  # the GPT decoder's own, cased
     return {"gpt": finetune("translation_gpt", [*data, *TINY, *COMMON], root / "gpt").run_dir,
-            "t5": finetune("translation_t5", [*data, *TINY, "backbone.num_heads=4", *COMMON], root / "t5").run_dir}
+            "t5": finetune("translation_t5", [*data, *TINY, "backbone.num_heads=4", *COMMON], root / "t5").run_dir,
+            "ed_bert": finetune("translation_minilm", [*data, *halves("bert"), *COMMON], root / "ed_bert").run_dir,
+            "ed_gpt": finetune("translation_minilm", [*data, *halves("gpt"), f"backbone.target_tokenizer={root / 'german_bpe'}",
+                                                      *COMMON], root / "ed_gpt").run_dir}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +72,9 @@ def sources(pairs, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, files", [("gpt", ["decoder_with_past.onnx"]),
-                                         ("t5", ["encoder.onnx", "decoder_with_past.onnx"])])
+                                         ("t5", ["encoder.onnx", "decoder_with_past.onnx"]),
+                                         ("ed_bert", ["encoder.onnx", "decoder_with_past.onnx"]),
+                                         ("ed_gpt", ["encoder.onnx", "decoder_with_past.onnx"])])
 def test_onnx_translations_are_pytorchs(name, files, exports):
     manifest = exports[name].manifest
     assert sorted(manifest["files"].values()) == sorted(files)
@@ -73,7 +93,7 @@ def test_onnx_translations_are_pytorchs(name, files, exports):
     assert past["shape"][0] == "batch" and isinstance(past["shape"][2], str)     # dynamic cache length
 
 
-@pytest.mark.parametrize("name", ["gpt", "t5"])
+@pytest.mark.parametrize("name", ["gpt", "t5", "ed_bert", "ed_gpt"])
 def test_predict_on_the_export_gives_the_run_folders_translations(name, runs, exports, sources, tmp_path):
     from_run = predict(runs[name], input_file=sources, out=tmp_path / "run.jsonl", log=quiet)
     from_onnx = predict(exports[name].folder, input_file=sources, out=tmp_path / "onnx.jsonl", log=quiet)
@@ -83,7 +103,7 @@ def test_predict_on_the_export_gives_the_run_folders_translations(name, runs, ex
     assert len({r["translation"] for r in onnx_rows}) > 10      # varied output: agreeing means something
 
 
-@pytest.mark.parametrize("name", ["gpt", "t5"])
+@pytest.mark.parametrize("name", ["gpt", "t5", "ed_bert", "ed_gpt"])
 def test_light_source_encoding_is_the_tasks(name, runs, exports, sources):
     """The torch-free encoder (tokenizers) reads sources and writes text as the task does."""
     from fmctl.config.saved_runs import load_run_config
@@ -94,13 +114,16 @@ def test_light_source_encoding_is_the_tasks(name, runs, exports, sources):
     task = get_task(run.task)
     task.prepare(run, model_dir=runs[name] / "model", splits=("validation",))
     manifest = exports[name].manifest
-    light = SourceEncoder(exports[name].folder / manifest["preprocessing"]["tokenizer_file"], manifest["decoding"],
+    light = SourceEncoder(exports[name].folder, manifest["preprocessing"]["tokenizer_file"], manifest["decoding"],
                           manifest["postprocessing"], manifest["preprocessing"]["max_length"])
     texts = sources.read_text(encoding="utf-8").splitlines() + ["x " * 80]        # and one cut to max_length
     prompts = task.source_ids(texts, run.data.max_length)
     assert light.prompts(texts) == prompts
-    targets = task.tokenizer([r for r in texts], add_special_tokens=False)["input_ids"]
+    targets = task.target_tokenizer([r for r in texts], add_special_tokens=False)["input_ids"]
     assert light.texts(targets) == task.texts(targets)
+    if name == "ed_gpt":  # the decoder's own tokenizer travels with the export and decodes its output
+        assert manifest["decoding"]["target_tokenizer_file"] == "target_tokenizer/tokenizer.json"
+        assert task.target_tokenizer is not task.tokenizer and len(task.target_tokenizer) != len(task.tokenizer)
 
 
 def test_translating_with_the_onnx_export_never_imports_torch(exports, sources, tmp_path):

@@ -80,13 +80,6 @@ def test_predict_translates_and_model_reloads_alone_with_the_same_text(warm, tmp
         [r["translation"] for r in rows]
 
 
-def test_onnx_export_is_refused_in_one_line(warm, tmp_path):
-    done = run_cli(["export", str(warm.run_dir), "--format", "onnx", "--out", str(tmp_path / "onnx")], tmp_path)
-    assert done.returncode != 0
-    assert "--format onnx does not cover backbone=encoder_decoder" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "onnx").exists()
-
-
 def test_tied_model_shares_weights_and_reloads(pairs, tmp_path):
     """BERT2BERT-share: the decoder's embeddings and blocks are the encoder's, so 26.4M
     parameters instead of 49.0M; model/ holds both copies, so a plain reload generates the

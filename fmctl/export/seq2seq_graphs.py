@@ -1,5 +1,6 @@
 """The graphs a translation model is served with: encoder.onnx and decoder_with_past.onnx
-for an encoder-decoder (T5, BART-likes), decoder_with_past.onnx alone for a decoder-only
+for an encoder-decoder (T5, BART-likes, an EncoderDecoderModel of a BERT encoder and a
+BERT or GPT-2 decoder), decoder_with_past.onnx alone for a decoder-only
 GPT (fmctl.export.kv_cache, as clm exports write it).
 
 encoder.onnx reads the source (input_ids, attention_mask [batch, source]) and returns,
@@ -33,7 +34,14 @@ DECODER_FILE = "decoder_with_past.onnx"
 
 
 def shape(config: Any) -> tuple[int, int, int]:
-    """Decoder layers, attention heads and the width of one head."""
+    """Decoder layers, attention heads and the width of one head: T5's and BART's own
+    keys, or an EncoderDecoderModel's decoder config (BERT's or GPT-2's keys)."""
+    decoder = getattr(config, "decoder", None)
+    if decoder is not None and not isinstance(decoder, (int, bool)):  # EncoderDecoderConfig
+        layers = int(getattr(decoder, "num_hidden_layers", None) or decoder.n_layer)
+        heads = int(getattr(decoder, "num_attention_heads", None) or decoder.n_head)
+        width = int(getattr(decoder, "hidden_size", None) or decoder.n_embd)
+        return layers, heads, width // heads
     layers = int(getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
                  or config.num_layers)
     heads = int(getattr(config, "num_heads", None) or config.decoder_attention_heads)

@@ -1,7 +1,7 @@
 """Translation's ONNX export: the graphs a generator is served with, checked by translating.
 
-A T5 is written as encoder.onnx + decoder_with_past.onnx (fmctl.export.seq2seq_graphs),
-a GPT as decoder_with_past.onnx (fmctl.export.kv_cache, as a clm export writes it). The
+A T5 or an encoder_decoder (EncoderDecoderModel) is written as encoder.onnx +
+decoder_with_past.onnx (fmctl.export.seq2seq_graphs), a GPT as decoder_with_past.onnx (fmctl.export.kv_cache, as a clm export writes it). The
 export is kept only when, on the run's validation data,
 
 - the teacher-forced logits of the graphs are within --atol of PyTorch's forward (the
@@ -27,6 +27,7 @@ from fmctl.errors import ExportError
 from fmctl.export.context import DEFAULT_INT8_AGREEMENT, Context, check, parity_record
 
 CHUNK = 32   # sources per decoding call, on both sides (a GPT's room depends on the batch)
+TARGET_TOKENIZER = "target_tokenizer"   # the decoder's own tokenizer, when it has one
 
 
 def write(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -36,10 +37,6 @@ def write(ctx: Context, folder: Path) -> dict[str, Any]:
     from fmctl.export.measure import latency_record
 
     opts, io, task = ctx.options, ctx.io, ctx.io.task
-    if getattr(ctx.model.config, "model_type", None) == "encoder-decoder":
-        raise ExportError("export: --format onnx does not cover backbone=encoder_decoder yet (its decoder's cache "
-                          "layout is not written here); --format hf serves it (EncoderDecoderModel.from_pretrained), "
-                          "and fmctl predict RUN translates with it")
     if opts.quantize == "int8-static":
         raise ExportError("export: --quantize int8-static is not offered for translation (its decoder reads a "
                           "cache that grows every step, which calibration batches do not cover); use --quantize int8")
@@ -64,7 +61,7 @@ def write(ctx: Context, folder: Path) -> dict[str, Any]:
     same = _require_identical(reference_ids, onnx_ids, sources, task.texts)
     ctx.log(f"parity: greedy translations through the graphs are PyTorch's for all {same} validation sources")
     texts = {"pytorch_fp32": task.texts(reference_ids), "onnx_fp32": task.texts(onnx_ids)}
-    out.update(parity=parity_record(ctx, tf_parity), decoding=asdict(layout) | _decoding_notes(ctx, task),
+    out.update(parity=parity_record(ctx, tf_parity), decoding=asdict(layout) | _decoding_notes(ctx, task, folder),
                translation_parity=_identity_record(same, len(prompts), ctx))
     if opts.quantize:
         record, int8_parity, int8_ids, sessions["onnx_int8"] = _quantized(ctx, layout, fp32, folder, prompts,
@@ -120,7 +117,7 @@ def _layout(ctx: Context, shape: dict[str, int]) -> Any:
     from fmctl.predict.translate import Layout
 
     task, model, run = ctx.io.task, ctx.model, ctx.io.run
-    tokenizer = task.tokenizer
+    tokenizer = task.target_tokenizer  # what the decoder writes: its end and pad tokens
     positions = getattr(model.config, "max_position_embeddings", None) if task.decoder_only else None
     return Layout(decoder_only=task.decoder_only, layers=shape["layers"], heads=shape["heads"],
                   head_dim=shape["head_dim"], eos_id=int(tokenizer.eos_token_id), pad_id=int(tokenizer.pad_token_id),
@@ -129,12 +126,19 @@ def _layout(ctx: Context, shape: dict[str, int]) -> Any:
                   max_positions=int(positions) if positions else None)
 
 
-def _decoding_notes(ctx: Context, task: Any) -> dict[str, Any]:
-    """What the manifest adds to the layout: the separator, and that decoding is greedy."""
+def _decoding_notes(ctx: Context, task: Any, folder: Path) -> dict[str, Any]:
+    """What the manifest adds to the layout: the separator, how a source is framed (T5:
+    `source </s>`, an EncoderDecoderModel: `[CLS] source [SEP]`), the decoder's own
+    tokenizer (copied into `folder` when it has one), and that decoding is greedy."""
     beams = int(ctx.io.run.task.generation.num_beams)
-    notes: dict[str, Any] = {"strategy": "greedy", "separator_id": None}
+    start, end = ([], []) if task.decoder_only else task.source_frame()
+    notes: dict[str, Any] = {"strategy": "greedy", "separator_id": None, "source_start_ids": [int(i) for i in start],
+                             "source_end_ids": [int(i) for i in end], "target_tokenizer_file": None}
     if task.decoder_only:
         notes["separator_id"] = int(task.tokenizer.convert_tokens_to_ids(task.cfg.separator))
+    if task.target_tokenizer is not task.tokenizer:
+        task.target_tokenizer.save_pretrained(str(folder / TARGET_TOKENIZER))
+        notes["target_tokenizer_file"] = f"{TARGET_TOKENIZER}/tokenizer.json"
     if beams > 1:
         notes["note"] = f"the run evaluates with num_beams={beams}; this export decodes greedily"
         ctx.log(f"note: the run evaluates with task.generation.num_beams={beams}; the ONNX export decodes greedily")

@@ -153,28 +153,43 @@ def _until_end(ids: list[int], eos: int) -> list[int]:
 
 
 class SourceEncoder:
-    """Sources to prompt ids and generated ids to text with the export's tokenizer.json,
-    as the task's translate() does with transformers: the prefix, no special tokens, the
-    source cut to max_length (GPT: then <sep>; T5: max_length - 1, then </s>)."""
+    """Sources to prompt ids and generated ids to text with the export's tokenizer.json
+    (and the decoder's own, target_tokenizer/, when it has one), as the task's translate()
+    does with transformers: the prefix, no special tokens, the source cut so that it fits
+    max_length with the tokens around it (GPT: then <sep>; T5: then </s>; an
+    EncoderDecoderModel: [CLS] before it and [SEP] after it)."""
 
-    def __init__(self, tokenizer_file: Path, decoding: dict[str, Any], post: dict[str, Any], max_source: int):
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
+    def __init__(self, folder: Path, tokenizer_file: str, decoding: dict[str, Any], post: dict[str, Any],
+                 max_source: int):
+        self.tokenizer = _tokenizer(folder / tokenizer_file)
+        target = decoding.get("target_tokenizer_file")
+        self.writer = _tokenizer(folder / target) if target else self.tokenizer
         self.prefix = post.get("source_prefix") or ""
         self.decoder_only = bool(decoding["decoder_only"])
-        self.end = int(decoding["separator_id"] if self.decoder_only else decoding["eos_id"])
+        if "source_end_ids" in decoding:
+            self.start, self.end = list(decoding["source_start_ids"]), list(decoding["source_end_ids"])
+        else:  # exports written before the frame was recorded
+            self.start, self.end = [], [int(decoding["eos_id"])]
+        if self.decoder_only:
+            self.end = [int(decoding["separator_id"])]
         self.max_source = max_source
 
     def prompts(self, sources: list[str]) -> list[list[int]]:
         encoded = self.tokenizer.encode_batch([self.prefix + s for s in sources], add_special_tokens=False)
-        keep = self.max_source if self.decoder_only else self.max_source - 1
-        return [e.ids[:keep] + [self.end] for e in encoded]
+        keep = self.max_source if self.decoder_only else self.max_source - len(self.start) - len(self.end)
+        return [self.start + e.ids[:keep] + self.end for e in encoded]
 
     def texts(self, generated: list[list[int]]) -> list[str]:
-        return [t.strip() for t in self.tokenizer.decode_batch(generated, skip_special_tokens=True)]
+        return [t.strip() for t in self.writer.decode_batch(generated, skip_special_tokens=True)]
+
+
+def _tokenizer(path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 class OnnxTranslator:
@@ -190,7 +205,7 @@ class OnnxTranslator:
         sessions = {role: session(folder / name, threads) for role, name in manifest["files"].items()}
         self.decode = GreedyDecoder(self.layout, sessions)
         prep = manifest["preprocessing"]
-        self.encoder = SourceEncoder(folder / prep["tokenizer_file"], decoding, manifest.get("postprocessing", {}),
+        self.encoder = SourceEncoder(folder, prep["tokenizer_file"], decoding, manifest.get("postprocessing", {}),
                                      int(prep["max_length"]))
 
     def __call__(self, values: list[dict[str, Any]]) -> list[Any]:
