@@ -101,6 +101,12 @@ def minilm_cased(work: Path, args: argparse.Namespace) -> list[str]:
             *[f"backbone.decoder.{k}={v}" for k, v in (("hidden_size", 384), ("num_layers", 4), ("num_heads", 12))]]
 
 
+def random_cased(work: Path, args: argparse.Namespace) -> list[str]:
+    """minilm_cased with the encoder random too: what the warm start is worth."""
+    encoder = [f"backbone.encoder.{k}={v}" for k, v in (("hidden_size", 384), ("num_layers", 6), ("num_heads", 12))]
+    return [*minilm_cased(work, args), "backbone.encoder.pretrained=null", f"backbone.tokenizer={MINILM}", *encoder]
+
+
 def minilm_gpt_de(work: Path, args: argparse.Namespace) -> list[str]:
     german = prepared_text(work, "german_bpe", (1,), "bpe", 8000)
     run = pretrained_run(work, "gpt_clm", german, args, ["backbone.hidden_size=384", "backbone.num_layers=4",
@@ -120,6 +126,7 @@ VARIANTS = {
     "minilm": ("warm-started from MiniLM (BERT2BERT, MiniLM's uncased tokenizer)", lambda work, args: []),
     "minilm_tied": ("warm-started from MiniLM, tied (BERT2BERT-share)", lambda work, args: ["backbone.tie=true"]),
     "minilm_cased": ("MiniLM encoder, random 4-layer decoder writing a cased German BPE (8,000)", minilm_cased),
+    "random_cased": ("random init of minilm_cased's shape and tokenizers", random_cased),
     "minilm_gpt_de": ("MiniLM encoder, GPT decoder pretrained by fmctl on German catalog text", minilm_gpt_de),
     "fmctl_mlm": ("both halves from fmctl's own MLM run on the catalogs' English and German text", fmctl_mlm),
 }
