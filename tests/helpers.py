@@ -107,6 +107,20 @@ def finetune(recipe: str, overrides: list[str], run_dir: Path):
     return pipeline.finetune(run, raw, console=Console(file=open(os.devnull, "w")))
 
 
+def customize(base: Path, overrides: list[str], run_dir: Path):
+    """`fmctl customize base=... overrides` in-process, as the CLI composes it."""
+    from rich.console import Console
+
+    from fmctl import pipeline
+    from fmctl.config.compose import parse_invocation, preflight
+    from fmctl.config.saved_runs import customize_invocation
+    from fmctl.config.validate import validate
+
+    args = customize_invocation([f"base={base}", *overrides, f"run_dir={run_dir}"])
+    checked = preflight(parse_invocation(args, "customize_bert_lora"))
+    return pipeline.customize(validate(checked.config), checked.config, console=Console(file=open(os.devnull, "w")))
+
+
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "fmctl", *args], cwd=cwd, env=full_env, capture_output=True,

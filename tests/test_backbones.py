@@ -120,16 +120,29 @@ def test_t5_groups_cover_encoder_then_decoder_and_drop_layers_refuses_two_stacks
     from fmctl.config.schema import LoraOp, PruneOp
     from fmctl.customize import lora, prune
 
-    with pytest.raises(ConfigError) as caught:
-        prune.apply(_t5(), PruneOp(sparsity=0.0, heads=0.5), ctx)
-    assert str(caught.value) == "customize.prune.heads: head pruning supports bert, gpt and vit backbones, not 't5'"
+    assert prune.apply(_t5(), PruneOp(sparsity=0.0, heads=0.5), ctx)[1] == {"heads": "2 -> 1", "heads_removed": 6}
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    bart = BartForConditionalGeneration(BartConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1,
+                                                   encoder_attention_heads=2, decoder_attention_heads=2,
+                                                   encoder_ffn_dim=32, decoder_ffn_dim=32))
+    with pytest.raises(ConfigError) as caught:  # BART derives head width from d_model / heads
+        prune.apply(bart, PruneOp(sparsity=0.0, heads=0.5), ctx)
+    assert str(caught.value) == ("customize.prune.heads: found no attention at layer.0.SelfAttention, "
+                                 "layer.1.EncDecAttention in the t5 model's blocks; heads can be removed from "
+                                 "T5-style attention only (T5, mT5)")
+    from fmctl.backbones.structure import Structure
+
+    with pytest.raises(ConfigError) as caught:  # a family that declares neither
+        prune.head_masks(_vit(), 0.5, Structure(family="cvt", stacks=("blocks",)))
+    assert str(caught.value) == ("customize.prune.heads: prune zeroes the heads of bert, gpt and vit backbones and "
+                                 "removes those of t5, not 'cvt'")
     with pytest.raises(ConfigError) as caught:
         prune.apply(_t5(), PruneOp(sparsity=0.0, ffn=0.5), ctx)
     assert str(caught.value) == ("customize.prune.ffn: feed-forward channel removal supports bert, gpt and vit "
                                  "backbones, not 't5'")
-    with pytest.raises(ConfigError) as caught:
-        lora.apply(_t5(), LoraOp(r=2), ctx)
-    assert str(caught.value) == "customize.lora.target_modules: no default for backbone 't5'; list the modules"
+    adapted, _ = lora.apply(_t5(), LoraOp(r=2), ctx)  # peft's defaults for T5: q and v
+    assert {n.split(".")[-4] for n, _ in adapted.named_parameters() if "lora_A" in n} == {"q", "v"}
 
 
 def test_position_tables_come_from_the_family_and_keep_their_messages():

@@ -11,25 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import TINY_TEXT, TINY_VIT, finetune
+from tests.helpers import TINY_TEXT, TINY_VIT, customize, finetune
 
 TEXT = ["recipe=text_csv", "data.text_column=Review Text", "data.label_column=sentiment", *TINY_TEXT,
         "data.max_train_examples=160", "data.max_eval_examples=48", "trainer.batch_size=16", "optim.lr=3e-3"]
 QUICK = ["trainer.max_steps=6", "report.repeats=1"]
-
-
-def customize(base: Path, overrides: list[str], run_dir: Path):
-    """`fmctl customize base=... overrides` in-process, as the CLI composes it."""
-    from rich.console import Console
-
-    from fmctl import pipeline
-    from fmctl.config.compose import parse_invocation, preflight
-    from fmctl.config.saved_runs import customize_invocation
-    from fmctl.config.validate import validate
-
-    args = customize_invocation([f"base={base}", *overrides, f"run_dir={run_dir}"])
-    checked = preflight(parse_invocation(args, "customize_bert_lora"))
-    return pipeline.customize(validate(checked.config), checked.config, console=Console(file=open(os.devnull, "w")))
 
 
 @pytest.fixture(scope="module")
@@ -384,6 +370,82 @@ def test_ffn_pruning_removes_channels_and_the_library_reloads_the_smaller_model(
     assert torch.equal(_logits(reloaded, family), _logits(model, family))
 
 
+def _tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                               num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
+                                               decoder_start_token_id=0))
+
+
+def _t5_logits(model):
+    torch.manual_seed(1)
+    source, target = torch.randint(2, 50, (3, 11)), torch.randint(2, 50, (3, 7))
+    with torch.no_grad():
+        return model.eval()(input_ids=source, attention_mask=torch.ones_like(source), decoder_input_ids=target).logits
+
+
+def test_t5_head_pruning_removes_heads_and_transformers_reloads_the_smaller_model(tmp_path):
+    """T5's config records heads (num_heads) apart from their width (d_kv): heads go, and
+    the model computes what the full one computes with those heads' outputs zeroed."""
+    import copy
+
+    from transformers import T5ForConditionalGeneration
+
+    from fmctl.backbones import structure_of
+    from fmctl.customize.flops import forward_flops
+    from fmctl.customize.heads import remove_heads
+
+    model = _tiny_t5()
+    with torch.no_grad():  # heads of unequal importance, so the choice matters
+        for name, param in model.named_parameters():
+            if name.endswith(("SelfAttention.o.weight", "EncDecAttention.o.weight")):
+                param.mul_(torch.linspace(0.2, 3.0, param.shape[1]))
+    reference = copy.deepcopy(model)
+    removed = remove_heads(model, structure_of(model, "t5"), 0.5)
+    assert removed["counts"] == {"": (4, 2)} and model.config.num_heads == 2
+    assert removed["removed"] == 2 * (2 + 2 + 2)  # encoder self, decoder self, decoder cross: 6 modules
+    kept = removed["kept"]
+    # self-attention keeps the same heads through a stack: block 0's relative bias serves all
+    assert kept["encoder.block.0.layer.0.SelfAttention"] == kept["encoder.block.1.layer.0.SelfAttention"]
+    assert kept["decoder.block.0.layer.0.SelfAttention"] == kept["decoder.block.1.layer.0.SelfAttention"]
+    assert kept["decoder.block.1.layer.1.EncDecAttention"] == [2, 3]  # the scaled-up heads win
+    assert model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight.shape == (32, 2)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in reference.parameters())
+    flops = [forward_flops(lambda m=m: _t5_logits(m)) for m in (model, reference)]
+    assert flops[0] < flops[1]
+    for name, heads in kept.items():  # zero the removed heads' output columns in the full model
+        attention = reference.get_submodule(name)
+        gone = torch.ones(4, dtype=torch.bool)
+        gone[heads] = False
+        with torch.no_grad():
+            attention.o.weight.view(32, 4, 8)[:, gone] = 0
+    assert torch.allclose(_t5_logits(model), _t5_logits(reference), atol=1e-5)
+    model.save_pretrained(tmp_path / "model")
+    reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "model")
+    assert reloaded.config.num_heads == 2 and reloaded.config.d_kv == 8
+    assert torch.equal(_t5_logits(reloaded), _t5_logits(model))
+
+
+def test_t5_head_pruning_then_lora_merges_to_the_same_function():
+    from fmctl.config.schema import LoraOp, PruneOp
+    from fmctl.customize import lora, prune
+
+    ctx = _lora_ctx("t5")
+    model, details = prune.apply(_tiny_t5(), PruneOp(sparsity=0.0, heads=0.25), ctx)
+    assert details == {"heads": "4 -> 3", "heads_removed": 6}  # nothing zeroed, so no masks
+    model, _ = lora.apply(model, LoraOp(r=4, target_modules=["q", "v"]), ctx)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    unmerged = _t5_logits(model)
+    merged = ctx.finalizers[0](model, None)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert torch.allclose(_t5_logits(merged), unmerged, atol=1e-5)
+
+
 def test_ffn_pruning_refuses_a_model_its_config_would_not_rebuild():
     import timm
 
@@ -532,9 +594,10 @@ def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
     from fmctl.config.validate import validate
     from fmctl.errors import ConfigError
 
-    def problems(*ops: str) -> list[str]:
+    def problems(*ops: str, recipe: str = "text_csv") -> list[str]:
         try:
-            validate(preflight(parse_invocation(["recipe=text_csv", "data.train=x.csv", "base=somewhere", *ops])).config)
+            validate(preflight(parse_invocation([f"recipe={recipe}", "data.train=x.csv", "base=somewhere",
+                                                 *ops])).config)
         except ConfigError as error:
             return error.problems
         return []
@@ -550,6 +613,9 @@ def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
         "adapter's own matrices)"]
     assert problems("customize=[prune]", "customize.prune.sparsity=0") == [
         "customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
+    # T5's heads are removed, not zeroed: they go with lora
+    assert problems("customize=[prune,lora]", "customize.prune.heads=0.5", "customize.prune.sparsity=0",
+                    recipe="translation_t5") == []
 
 
 def test_a_student_distilled_from_a_better_teacher_beats_the_same_student_alone():

@@ -91,6 +91,18 @@ def test_onnx_translations_are_pytorchs(name, files, exports):
     assert graph["inputs"][0]["shape"] == ["batch", "sequence"]
     past = next(i for i in graph["inputs"] if i["name"] == "past_key_0")
     assert past["shape"][0] == "batch" and isinstance(past["shape"][2], str)     # dynamic cache length
+    # what `fmctl export` prints: the export's checks, though `graphs` lists graph inputs here
+    import io
+
+    from rich.console import Console
+
+    from fmctl.report import export_table
+
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(export_table(manifest))
+    printed = [" ".join(line.strip("│ ").split()) for line in screen.file.getvalue().splitlines()]
+    assert "onnxruntime fp32: greedy translations = PyTorch's │ 60 of 60" in printed
+    assert f"val bleu onnx_fp32 │ {scores['onnx_fp32']:.4f}" in printed
 
 
 @pytest.mark.parametrize("name", ["gpt", "t5", "ed_bert", "ed_gpt"])
@@ -164,3 +176,39 @@ def test_int8_translation_reports_bleu_before_and_after(runs, exports, pairs, so
     fp32 = [r["translation"] for r in read_jsonl(tmp_path / "fp32.jsonl")]
     unchanged = sum(a == b for a, b in zip(hypotheses, fp32))
     assert manifest["translation_parity_int8"]["identical"] >= unchanged > 0
+
+
+def test_a_t5_with_heads_removed_and_lora_trains_exports_and_reloads(runs, pairs, sources, tmp_path):
+    """`fmctl customize` on a translation run: prune removes half of T5's heads (its config
+    records heads apart from their width), LoRA adapts the smaller model, and model/ is a
+    T5 with 2 heads that transformers loads alone, exported with the same greedy parity."""
+    import json
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from tests.helpers import customize
+
+    result = customize(runs["t5"], ["customize=[prune,lora]", "customize.prune.heads=0.5", "customize.prune.sparsity=0",
+                                    "trainer.max_steps=40", "report.repeats=1"], tmp_path / "pruned")
+    report = result.report
+    (prune_op, _) = report["customizations"]
+    assert prune_op["heads"] == "4 -> 2" and prune_op["heads_removed"] == 2 * (2 + 2 + 2)
+    base, custom = report["base"], report["customized"]
+    assert custom["params_total"] < base["params_total"] and custom["flops_batch_32"] < base["flops_batch_32"]
+    assert custom["size_bytes"] < base["size_bytes"]
+    assert custom["val/loss"] < 2 * base["val/loss"]  # 40 steps of LoRA recover from losing half the heads
+    folder = result.run_dir / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_heads"] == 2 and config["d_kv"] == 16
+    model, info = AutoModelForSeq2SeqLM.from_pretrained(folder, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert sum(p.numel() for p in model.parameters()) == custom["params_total"]
+    exported = export_run(result.run_dir, ExportOptions(fmt="onnx"), out=tmp_path / "onnx", log=quiet)
+    assert exported.manifest["translation_parity"]["identical"] == 60
+    predicted = predict(exported.folder, input_file=sources, out=tmp_path / "onnx.jsonl", log=quiet)
+    assert predicted.predicted == 60
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # transformers alone translates as the export does
+    rows = read_jsonl(tmp_path / "onnx.jsonl")[:8]
+    batch = tokenizer([r["source"] for r in rows], return_tensors="pt", padding=True)
+    generated = model.generate(**batch, num_beams=1, do_sample=False, max_new_tokens=16)
+    assert tokenizer.batch_decode(generated, skip_special_tokens=True) == [r["translation"] for r in rows]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from fmctl.backbones.structure import FfnLayout, HeadLayout
+from fmctl.backbones.structure import FfnLayout, HeadLayout, HeadRemoval
 
 if TYPE_CHECKING:
     from fmctl.backbones.structure import Structure
@@ -55,6 +55,9 @@ class BackboneFamily(Protocol):
     dropout_keys: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # Where a block keeps its attention heads (None: head pruning is not supported).
     head_layout: ClassVar[HeadLayout | None] = None
+    # Where the config records the head count apart from the head width, so heads can be
+    # removed, not only zeroed (None: heads are zeroed through head_layout, if declared).
+    head_removal: ClassVar[HeadRemoval | None] = None
     # Where a block keeps its feed-forward channels and which saved-config key records
     # their count (None: feed-forward channel removal is not supported).
     ffn_layout: ClassVar[FfnLayout | None] = None

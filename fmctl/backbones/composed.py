@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmctl.backbones.structure import FfnLayout, HeadLayout, Structure
+from fmctl.backbones.structure import FfnLayout, HeadLayout, HeadRemoval, Structure
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ class Towers:
     def ffn_stacks(self) -> list[tuple[str, FfnLayout | None, str]]:
         """Every tower's stacks, each with the config of its own tower."""
         return [entry for t in self.towers.values() for entry in t.ffn_stacks()]
+
+    def removal_stacks(self) -> list[tuple[str, HeadRemoval | None, str]]:
+        """Every tower's stacks, each with the config of its own tower."""
+        return [entry for t in self.towers.values() for entry in t.removal_stacks()]
 
     def config_sites(self) -> list[tuple[str, Mapping[str, tuple[str, ...]]]]:
         return [site for t in self.towers.values() for site in t.config_sites()]

@@ -41,6 +41,30 @@ class HeadLayout:
 
 
 @dataclass(frozen=True)
+class HeadRemoval:
+    """Where a family's saved config records the head count apart from the head width, so
+    attention heads can be removed rather than zeroed (T5's num_heads and d_kv; BERT, GPT-2
+    and timm's ViT derive the width from hidden size / heads and have no such key).
+
+    `sites` are (attribute path from a block, shared): the attention modules of a block
+    (a path a block lacks is skipped: T5's encoder blocks have no cross-attention).
+    `shared` sites keep the same heads in every block of a stack, because a table the
+    stack's first block computes is reused by the others (T5's relative position bias).
+    Inside an attention module, `inputs` are the projections whose outputs are grouped by
+    head, `output` the one that reads them back, `tables` per-head embeddings (one column
+    per head), `count_attr` / `inner_attr` the attributes holding the head count and the
+    total width; `count_key` is the config key of the head count."""
+
+    count_key: str
+    sites: tuple[tuple[str, bool], ...]
+    inputs: tuple[str, ...]
+    output: str
+    count_attr: str
+    inner_attr: str
+    tables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FfnLayout:
     """Where a block keeps its feed-forward channels, for removing them by importance.
 
@@ -71,6 +95,7 @@ class Structure:
     attention_dropout: tuple[str, ...] = ()
     dropout_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     head_layout: HeadLayout | None = None
+    head_removal: HeadRemoval | None = None
     ffn_layout: FfnLayout | None = None
     depth_keys: tuple[str, ...] = ()
     no_decay: frozenset[str] = frozenset()
@@ -154,6 +179,11 @@ class Structure:
         the width) for every stack, for feed-forward channel removal."""
         return [(stack, self.ffn_layout, self.config_at) for stack in self.stacks]
 
+    def removal_stacks(self) -> list[tuple[str, HeadRemoval | None, str]]:
+        """(stack path, the family's head-removal declaration, module path whose config
+        records the head count) for every stack, for structural head removal."""
+        return [(stack, self.head_removal, self.config_at) for stack in self.stacks]
+
     def config_sites(self) -> list[tuple[str, Mapping[str, tuple[str, ...]]]]:
         """(module path whose config to edit, its dropout keys)."""
         return [(self.config_at, self.dropout_keys)]
@@ -184,6 +214,7 @@ def declared(family: BackboneFamily, model: Any, stacks: Iterable[str], root: st
                      head_attrs=tuple(family.head_attrs), lora_targets=tuple(family.lora_targets),
                      fan_in_fan_out=family.fan_in_fan_out, attention_dropout=tuple(family.attention_dropout),
                      dropout_keys=dict(family.dropout_keys), head_layout=family.head_layout,
+                     head_removal=family.head_removal,
                      ffn_layout=family.ffn_layout, depth_keys=tuple(family.depth_keys), no_decay=frozenset(family.no_weight_decay(model)))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
-from fmctl.backbones.structure import Structure, declared
+from fmctl.backbones.structure import HeadRemoval, Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
 # Encoder then decoder blocks: T5-likes (`block`), BART-likes (`layers`).
@@ -23,8 +23,20 @@ class T5(_text.TextFamily):
     # A classifier or QA head where an encoder-decoder has one (T5/BART *ForQuestionAnswering,
     # *ForTokenClassification); translation's LM head is not a task head here.
     head_attrs = ("classifier", "qa_outputs")
+    # LoRA's default targets: the attention's query and value projections, as peft's own
+    # defaults for these model types (T5-likes name them q / v, BART-likes q_proj / v_proj).
+    lora_targets = ("q", "v", "q_proj", "v_proj")
     # BART-likes' config keys (T5's own dropout_rate is not rewritten).
     dropout_keys = {"hidden": ("dropout",), "attention": ("attention_dropout",)}
+    # T5's config records heads (num_heads) and head width (d_kv) apart, so prune removes
+    # heads. Self-attention keeps the same heads throughout a stack: the relative position
+    # bias the first block computes (one column per head) is reused by every later block.
+    # BART-likes derive the width from d_model / heads; they have no T5Attention and the
+    # removal refuses them when it finds no `n_heads`.
+    head_removal = HeadRemoval(count_key="num_heads",
+                               sites=(("layer.0.SelfAttention", True), ("layer.1.EncDecAttention", False)),
+                               inputs=("q", "k", "v"), output="o", count_attr="n_heads", inner_attr="inner_dim",
+                               tables=("relative_attention_bias",))
 
     def structure(self, model: Any) -> Structure:
         """The encoder's blocks then the decoder's. An encoder-decoder laid out otherwise

@@ -309,7 +309,7 @@ def _check_customize(run: RunConfig) -> list[str]:
             problems.append(f"{key}.teacher: required; the run folder of a model trained on the same labels")
         if step.op == "freeze" and not (cfg.params or cfg.embeddings or cfg.bottom):
             problems.append(f"{key}: nothing to freeze; set params=[glob,...], embeddings=true or bottom=K")
-    problems.extend(_check_prune(run.customize, names))
+    problems.extend(_check_prune(run.customize, names, run.backbone.name))
     from fmctl import tasks
 
     declared = tasks.declaration(run.task.name)
@@ -322,10 +322,13 @@ def _check_customize(run: RunConfig) -> list[str]:
     return problems
 
 
-def _check_prune(steps: list[Any], names: list[str]) -> list[str]:
+def _check_prune(steps: list[Any], names: list[str], backbone: str) -> list[str]:
     """prune with something to do; with lora, before it and structural only. Why: LoRA
     then adapts the smaller model and its merge is exact, while a merge would fill
-    weights that sparsity or heads set to zero back in with the adapter's update."""
+    weights that sparsity or zeroed heads set to zero back in with the adapter's update.
+    Heads are structural where the backbone family declares head removal (T5)."""
+    from fmctl import backbones
+
     if "prune" not in names:
         return []
     cfg = steps[names.index("prune")].cfg
@@ -333,9 +336,10 @@ def _check_prune(steps: list[Any], names: list[str]) -> list[str]:
         return ["customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
     if "lora" not in names:
         return []
+    zeroing = ("sparsity",) if backbones.family(backbone).head_removal is not None else ("sparsity", "heads")
     problems = [f"customize.prune.{key}: {getattr(cfg, key)} sets weights to zero that merging the lora adapter "
                 f"would fill back in; with lora prune structurally (customize.prune.ffn) and set "
-                f"customize.prune.{key}=0" for key in ("sparsity", "heads") if getattr(cfg, key)]
+                f"customize.prune.{key}=0" for key in zeroing if getattr(cfg, key)]
     if names.index("prune") > names.index("lora"):
         problems.append("customize: list prune before lora (LoRA then adapts the pruned model; after it, pruning "
                         "would cut the adapter's own matrices)")

@@ -31,7 +31,7 @@ def _is_conv1d(module: Any) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def _axis(module: Any, side: str) -> int:
+def feature_axis(module: Any, side: str) -> int:
     """The weight axis holding the module's output ('out') or input ('in') features."""
     return (1 if side == "out" else 0) if _is_conv1d(module) else (0 if side == "out" else 1)
 
@@ -44,7 +44,7 @@ def keep_features(module: Any, index: Any, side: str) -> None:
     import torch.nn as nn
 
     weight = module.weight
-    module.weight = nn.Parameter(weight.detach().index_select(_axis(module, side), index).clone(),
+    module.weight = nn.Parameter(weight.detach().index_select(feature_axis(module, side), index).clone(),
                                  requires_grad=weight.requires_grad)
     if side == "out" and module.bias is not None:
         module.bias = nn.Parameter(module.bias.detach().index_select(0, index).clone(),
@@ -99,7 +99,8 @@ def remove_ffn_channels(model: Any, structure: Structure | Towers, fraction: flo
             kept[name] = index
             removed += before - after
         _record_width(model, config_at, stacks[0][1], after, _hidden(blocks[0][1][0]))
-        _check_rebuilds(model.get_submodule(config_at) if config_at else model, structure.family)
+        check_rebuilds(model.get_submodule(config_at) if config_at else model, structure.family,
+                       "customize.prune.ffn", "its feed-forward width sizes more than the block's two layers")
         widths[config_at] = (before, after)
     return {"kept": kept, "widths": widths, "removed": removed}
 
@@ -110,19 +111,19 @@ def _layers(block: Any, layout: FfnLayout, family: str) -> tuple[Any, Any]:
     except AttributeError:
         raise ConfigError(f"customize.prune.ffn: cannot find the feed-forward layers ({layout.expand}, "
                           f"{layout.reduce}) of a {family} block") from None
-    if _width(expand) != int(reduce.weight.shape[_axis(reduce, "in")]):  # a gated MLP splits its channels
+    if _width(expand) != int(reduce.weight.shape[feature_axis(reduce, "in")]):  # a gated MLP splits its channels
         raise ConfigError(f"customize.prune.ffn: {layout.expand} makes {_width(expand)} channels but {layout.reduce} "
-                          f"reads {int(reduce.weight.shape[_axis(reduce, 'in')])}; gated feed-forward layers are "
+                          f"reads {int(reduce.weight.shape[feature_axis(reduce, 'in')])}; gated feed-forward layers are "
                           f"not supported")
     return expand, reduce
 
 
 def _width(expand: Any) -> int:
-    return int(expand.weight.shape[_axis(expand, "out")])
+    return int(expand.weight.shape[feature_axis(expand, "out")])
 
 
 def _hidden(expand: Any) -> int:
-    return int(expand.weight.shape[_axis(expand, "in")])
+    return int(expand.weight.shape[feature_axis(expand, "in")])
 
 
 def _record_width(model: Any, config_at: str, layout: FfnLayout, width: int, hidden: int) -> None:
@@ -143,11 +144,12 @@ def _record_width(model: Any, config_at: str, layout: FfnLayout, width: int, hid
                           f"'{config_at or 'the model'}' to record the new width in")
 
 
-def _check_rebuilds(owner: Any, family: str) -> None:
+def check_rebuilds(owner: Any, family: str, key: str, why: str) -> None:
     """Build the model again from the config just written, on the meta device (shapes, no
-    memory), and refuse if a parameter would come back another shape. Why: model/ must
-    reload with the library alone, and a width may size more than the two layers (timm's
-    attention pooling, a norm inside the MLP)."""
+    memory), and refuse if a parameter would come back another shape (`key`: the setting
+    to name, `why`: the likely reason). Why: model/ must reload with the library alone,
+    and a width may size more than the two layers (timm's attention pooling, a norm inside
+    the MLP)."""
     import torch
 
     with torch.device("meta"):
@@ -161,9 +163,9 @@ def _check_rebuilds(owner: Any, family: str) -> None:
     shapes = {name: tuple(param.shape) for name, param in rebuilt.named_parameters()}
     for name, param in owner.named_parameters():  # a replaced head's names differ; they are not compared
         if name in shapes and shapes[name] != tuple(param.shape):
-            raise ConfigError(f"customize.prune.ffn: rebuilt from its pruned config, this {family} model would get "
-                              f"{name} of shape {shapes[name]}, not {tuple(param.shape)}; its feed-forward width "
-                              f"sizes more than the block's two layers, so it cannot be pruned this way")
+            raise ConfigError(f"{key}: rebuilt from its pruned config, this {family} model would get "
+                              f"{name} of shape {shapes[name]}, not {tuple(param.shape)}; {why}, so it cannot be "
+                              f"pruned this way")
 
 
 def _ratio(width: int, hidden: int) -> float:

@@ -52,6 +52,13 @@ def check_targets(model: Any, targets: list[str]) -> None:
                               f"are named {', '.join(leaves)}")
 
 
+def _present(model: Any, defaults: tuple[str, ...]) -> list[str]:
+    """The family's default targets this model has: a family covers several layouts (T5's
+    q / v, BART's q_proj / v_proj), while targets a user lists must each match."""
+    names = _adaptable(model)
+    return [t for t in defaults if any(n == t or n.endswith("." + t) for n in names)]
+
+
 def head_modules(model: Any, structure: Structure | Towers) -> list[str]:
     """The modules holding the task head's parameters (classifier, score, head, pooler;
     every tower's and the composed model's own on a model made of towers)."""
@@ -65,7 +72,7 @@ def apply(model: Any, cfg: LoraOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
 
     family = ctx.run.backbone.name
     structure = structure_of(model, family)
-    targets = list(cfg.target_modules or structure.lora_targets)
+    targets = list(cfg.target_modules or _present(model, structure.lora_targets))
     if not targets:
         raise ConfigError(f"customize.lora.target_modules: no default for backbone '{family}'; list the modules")
     check_targets(model, targets)

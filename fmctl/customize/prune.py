@@ -4,10 +4,13 @@ In this order:
 - `ffn`: feed-forward channels are removed structurally (fmctl.customize.channels): the
   layers shrink, the saved config records the new width, and parameters, FLOPs and
   latency fall.
+- `heads`, where the family's config records the head count apart from the head width
+  (T5: num_heads, d_kv; declared as `head_removal`): heads are removed structurally too
+  (fmctl.customize.heads).
 - `sparsity`: magnitude pruning of the transformer blocks' weight matrices (unstructured,
   global or per layer, to a target sparsity). Zeros, not a smaller model: the shapes,
   the parameter count and dense FLOPs stay; only sparse kernels or compression gain.
-- `heads`: the least important attention heads are silenced by zeroing their
+- `heads` elsewhere: the least important attention heads are silenced by zeroing their
   query/key/value rows and output-projection columns. Not removed: transformers 5
   dropped `prune_heads` and `config.pruned_heads`, BERT and GPT-2 derive a head's width
   from hidden size / head count, and timm's VisionTransformer passes its blocks no other
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from fmctl.backbones import declaring, structure_of
 from fmctl.config.schema import PruneOp
 from fmctl.customize.channels import remove_ffn_channels
+from fmctl.customize.heads import remove_heads, removes_heads
 from fmctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -75,8 +79,8 @@ def head_masks(model: Any, fraction: float, structure: Structure | Towers) -> tu
     block; importance is the L2 norm of the head's slices of q/k/v and output weights."""
     stacks = structure.head_stacks()
     if not stacks or any(layout is None for _, layout in stacks):
-        raise ConfigError(f"customize.prune.heads: head pruning supports {declaring('head_layout')} backbones, "
-                          f"not '{structure.family}'")
+        raise ConfigError(f"customize.prune.heads: prune zeroes the heads of {declaring('head_layout')} backbones "
+                          f"and removes those of {declaring('head_removal')}, not '{structure.family}'")
     masks: dict[tuple[int, str], Any] = {}
     removed = 0
     for stack, layout in stacks:
@@ -129,14 +133,21 @@ def apply(model: Any, cfg: PruneOp, ctx: Any) -> tuple[Any, dict[str, Any]]:
         removed = remove_ffn_channels(model, structure, cfg.ffn)
         details["ffn_width"] = ", ".join(f"{before} -> {after}" for before, after in removed["widths"].values())
         details["ffn_channels_removed"] = removed["removed"]
-    if cfg.sparsity > 0 or cfg.heads > 0:
-        details.update(_zero_weights(model, cfg, structure, ctx))
+    zero_heads = cfg.heads
+    if cfg.heads > 0 and removes_heads(structure):
+        removed = remove_heads(model, structure, cfg.heads)
+        details["heads"] = ", ".join(f"{before} -> {after}" for before, after in removed["counts"].values())
+        details["heads_removed"] = removed["removed"]
+        zero_heads = 0.0
+    if cfg.sparsity > 0 or zero_heads > 0:
+        details.update(_zero_weights(model, cfg, zero_heads, structure, ctx))
     return model, details
 
 
-def _zero_weights(model: Any, cfg: PruneOp, structure: Structure | Towers, ctx: Any) -> dict[str, Any]:
-    """Unstructured sparsity and silenced heads under torch.nn.utils.prune masks, made
-    permanent by a finalizer before model/ is written."""
+def _zero_weights(model: Any, cfg: PruneOp, zero_heads: float, structure: Structure | Towers,
+                  ctx: Any) -> dict[str, Any]:
+    """Unstructured sparsity and silenced heads (the fraction `zero_heads`) under
+    torch.nn.utils.prune masks, made permanent by a finalizer before model/ is written."""
     import torch.nn.utils.prune as P
 
     modules = prunable(model, structure)
@@ -148,8 +159,8 @@ def _zero_weights(model: Any, cfg: PruneOp, structure: Structure | Towers, ctx: 
                                                                   cfg.scope)):
             masks[(id(module), "weight")] = mask
     zeroed = 0
-    if cfg.heads > 0:
-        heads, zeroed = head_masks(model, cfg.heads, structure)
+    if zero_heads > 0:
+        heads, zeroed = head_masks(model, zero_heads, structure)
         for key, mask in heads.items():
             masks[key] = masks[key] * mask if key in masks else mask
     by_id = {id(m): m for _, m in modules}
@@ -168,4 +179,5 @@ def _zero_weights(model: Any, cfg: PruneOp, structure: Structure | Towers, ctx: 
     ctx.finalizers.append(finalize)
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in pruned if p == "weight")
     total = sum(m.weight.numel() for _, m in modules)
-    return {"sparsity": round(zeros / total, 6) if total else 0.0, "scope": cfg.scope, "heads_zeroed": zeroed}
+    found = {"sparsity": round(zeros / total, 6) if total else 0.0, "scope": cfg.scope}
+    return {**found, "heads_zeroed": zeroed} if zero_heads > 0 else found

@@ -127,6 +127,8 @@ VARIANTS = {
     "minilm_tied": ("warm-started from MiniLM, tied (BERT2BERT-share)", lambda work, args: ["backbone.tie=true"]),
     "minilm_cased": ("MiniLM encoder, random 4-layer decoder writing a cased German BPE (8,000)", minilm_cased),
     "random_cased": ("random init of minilm_cased's shape and tokenizers", random_cased),
+    "minilm_cased_ema": ("minilm_cased with an exponential moving average of the weights (decay 0.999)",
+                         lambda work, args: [*minilm_cased(work, args), "trainer.ema.decay=0.999"]),
     "minilm_gpt_de": ("MiniLM encoder, GPT decoder pretrained by fmctl on German catalog text", minilm_gpt_de),
     "fmctl_mlm": ("both halves from fmctl's own MLM run on the catalogs' English and German text", fmctl_mlm),
 }
