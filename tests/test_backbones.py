@@ -137,10 +137,16 @@ def test_t5_groups_cover_encoder_then_decoder_and_drop_layers_refuses_two_stacks
         prune.head_masks(_vit(), 0.5, Structure(family="cvt", stacks=("blocks",)))
     assert str(caught.value) == ("customize.prune.heads: prune zeroes the heads of bert, gpt and vit backbones and "
                                  "removes those of t5, not 'cvt'")
-    with pytest.raises(ConfigError) as caught:
-        prune.apply(_t5(), PruneOp(sparsity=0.0, ffn=0.5), ctx)
-    assert str(caught.value) == ("customize.prune.ffn: feed-forward channel removal supports bert, gpt and vit "
-                                 "backbones, not 't5'")
+    assert prune.apply(_t5(), PruneOp(sparsity=0.0, ffn=0.5), ctx)[1] == {"ffn_width": "32 -> 16",
+                                                                          "ffn_channels_removed": 4 * 16}
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    gated = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                                feed_forward_proj="gated-gelu"))
+    with pytest.raises(ConfigError) as caught:  # T5 v1.1's wi_0 / wi_1
+        prune.apply(gated, PruneOp(sparsity=0.0, ffn=0.5), ctx)
+    assert str(caught.value) == ("customize.prune.ffn: cannot find the feed-forward layers (layer.-1.DenseReluDense.wi, "
+                                 "layer.-1.DenseReluDense.wo) of a t5 block")
     adapted, _ = lora.apply(_t5(), LoraOp(r=2), ctx)  # peft's defaults for T5: q and v
     assert {n.split(".")[-4] for n, _ in adapted.named_parameters() if "lora_A" in n} == {"q", "v"}
 

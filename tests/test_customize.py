@@ -428,6 +428,33 @@ def test_t5_head_pruning_removes_heads_and_transformers_reloads_the_smaller_mode
     assert torch.equal(_t5_logits(reloaded), _t5_logits(model))
 
 
+def test_t5_ffn_pruning_removes_channels_of_encoder_and_decoder_blocks(tmp_path):
+    """T5's feed-forward is the last layer of a block (1 in the encoder, 2 in the
+    decoder): both shrink, d_ff records the width, transformers reloads the smaller model."""
+    import copy
+
+    from transformers import T5ForConditionalGeneration
+
+    from fmctl.backbones import structure_of
+    from fmctl.customize.channels import remove_ffn_channels
+
+    model = _tiny_t5()
+    reference = copy.deepcopy(model)
+    removed = remove_ffn_channels(model, structure_of(model, "t5"), 0.5)
+    assert removed["widths"] == {"": (64, 32)} and model.config.d_ff == 32
+    assert set(removed["kept"]) == {f"{s}.block.{i}" for s in ("encoder", "decoder") for i in (0, 1)}
+    for name, kept in removed["kept"].items():
+        wo = reference.get_submodule(name).layer[-1].DenseReluDense.wo
+        gone = torch.ones(64, dtype=torch.bool)
+        gone[kept] = False
+        with torch.no_grad():
+            wo.weight[:, gone] = 0
+    assert torch.allclose(_t5_logits(model), _t5_logits(reference), atol=1e-5)
+    model.save_pretrained(tmp_path / "model")
+    reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "model")
+    assert reloaded.config.d_ff == 32 and torch.equal(_t5_logits(reloaded), _t5_logits(model))
+
+
 def test_t5_head_pruning_then_lora_merges_to_the_same_function():
     from fmctl.config.schema import LoraOp, PruneOp
     from fmctl.customize import lora, prune

@@ -7,7 +7,7 @@ from typing import Any
 
 from fmctl.backbones import _text
 from fmctl.backbones._locate import existing, uniform_stack
-from fmctl.backbones.structure import HeadRemoval, Structure, declared
+from fmctl.backbones.structure import FfnLayout, HeadRemoval, Structure, declared
 from fmctl.config.schema import TextBackboneConfig
 
 # Encoder then decoder blocks: T5-likes (`block`), BART-likes (`layers`).
@@ -37,6 +37,9 @@ class T5(_text.TextFamily):
                                sites=(("layer.0.SelfAttention", True), ("layer.1.EncDecAttention", False)),
                                inputs=("q", "k", "v"), output="o", count_attr="n_heads", inner_attr="inner_dim",
                                tables=("relative_attention_bias",))
+    # The feed-forward layers are the last layer of every block (1 in the encoder's, 2 in the
+    # decoder's, after cross-attention); T5 v1.1's gated wi_0 / wi_1 are not supported.
+    ffn_layout = FfnLayout(expand="layer.-1.DenseReluDense.wi", reduce="layer.-1.DenseReluDense.wo", width_key="d_ff")
 
     def structure(self, model: Any) -> Structure:
         """The encoder's blocks then the decoder's. An encoder-decoder laid out otherwise

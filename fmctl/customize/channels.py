@@ -1,7 +1,7 @@
 """Structural removal of feed-forward channels: every block keeps the same number of its
 most important channels, the two layers around them really shrink, and the saved config
 records the new width, so model/ reloads as the smaller model with transformers or timm
-alone (BERT `intermediate_size`, GPT-2 `n_inner`, timm `mlp_ratio`).
+alone (BERT `intermediate_size`, GPT-2 `n_inner`, T5 `d_ff`, timm `mlp_ratio`).
 
 The width is uniform across blocks because those libraries build every block from one
 config value; which channels a block keeps is its own choice. Importance of channel c is
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from fmctl.backbones import declaring
@@ -107,8 +106,8 @@ def remove_ffn_channels(model: Any, structure: Structure | Towers, fraction: flo
 
 def _layers(block: Any, layout: FfnLayout, family: str) -> tuple[Any, Any]:
     try:
-        expand, reduce = attrgetter(layout.expand)(block), attrgetter(layout.reduce)(block)
-    except AttributeError:
+        expand, reduce = submodule(block, layout.expand), submodule(block, layout.reduce)
+    except (AttributeError, IndexError):
         raise ConfigError(f"customize.prune.ffn: cannot find the feed-forward layers ({layout.expand}, "
                           f"{layout.reduce}) of a {family} block") from None
     if _width(expand) != int(reduce.weight.shape[feature_axis(reduce, "in")]):  # a gated MLP splits its channels
@@ -116,6 +115,15 @@ def _layers(block: Any, layout: FfnLayout, family: str) -> tuple[Any, Any]:
                           f"reads {int(reduce.weight.shape[feature_axis(reduce, 'in')])}; gated feed-forward layers are "
                           f"not supported")
     return expand, reduce
+
+
+def submodule(module: Any, path: str) -> Any:
+    """The module at a dotted `path`, where a number indexes a list and a negative one
+    counts from its end: "layer.-1.DenseReluDense.wi" is the feed-forward layer of T5's
+    encoder blocks (layer 1) and decoder blocks (layer 2) alike."""
+    for part in path.split("."):
+        module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
+    return module
 
 
 def _width(expand: Any) -> int:
