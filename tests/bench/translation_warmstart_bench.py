@@ -81,9 +81,10 @@ def prepared_text(work: Path, name: str, sides: tuple[int, ...], kind: str, voca
     return out
 
 
-def pretrained_run(work: Path, recipe: str, prepared: Path, args: argparse.Namespace, shape: list[str]) -> Path:
+def pretrained_run(work: Path, recipe: str, prepared: Path, args: argparse.Namespace, shape: list[str],
+                   name: str = "") -> Path:
     """`fmctl pretrain` on a prepared corpus for --pretrain-steps; its minutes are recorded."""
-    run_dir = work / f"pretrain_{recipe}"
+    run_dir = work / f"pretrain_{name or recipe}"
     if not (run_dir / "model").is_dir():
         minutes = cli(["pretrain", f"recipe={recipe}", f"data.prepared={prepared}", f"run_dir={run_dir}",
                        f"trainer.max_steps={args.pretrain_steps}", "trainer.progress=off", "overwrite=true",
@@ -114,6 +115,14 @@ def minilm_gpt_de(work: Path, args: argparse.Namespace) -> list[str]:
     return ["backbone.decoder.name=gpt", f"backbone.decoder.pretrained={run}", f"backbone.target_tokenizer={run}"]
 
 
+def fmctl_both(work: Path, args: argparse.Namespace) -> list[str]:
+    """No MiniLM: the encoder from fmctl's MLM run on the catalogs' English text (its own
+    WordPiece), the decoder from minilm_gpt_de's CLM run on their German text."""
+    english = prepared_text(work, "english_wordpiece", (0,), "wordpiece", 8000)
+    encoder = pretrained_run(work, "bert_mlm", english, args, BERT_384, name="bert_mlm_en")
+    return [f"backbone.encoder.pretrained={encoder}", *minilm_gpt_de(work, args)]
+
+
 def fmctl_mlm(work: Path, args: argparse.Namespace) -> list[str]:
     both = prepared_text(work, "en_de_wordpiece", (0, 1), "wordpiece", 16000)
     run = pretrained_run(work, "bert_mlm", both, args, BERT_384)
@@ -131,6 +140,8 @@ VARIANTS = {
                          lambda work, args: [*minilm_cased(work, args), "trainer.ema.decay=0.999"]),
     "minilm_gpt_de": ("MiniLM encoder, GPT decoder pretrained by fmctl on German catalog text", minilm_gpt_de),
     "fmctl_mlm": ("both halves from fmctl's own MLM run on the catalogs' English and German text", fmctl_mlm),
+    "fmctl_both": ("encoder from fmctl's MLM run on English catalog text, decoder from its CLM run on German",
+                   fmctl_both),
 }
 
 
@@ -155,8 +166,8 @@ def run(name: str, files: dict[str, Path], args: argparse.Namespace, work: Path)
                f"data.validation={files['validation']}", f"data.test={files['test']}", f"trainer.max_steps={args.steps}",
                f"trainer.eval_every={args.eval_every or args.steps}", "trainer.checkpoint_every=100000",
                "trainer.progress=off", f"run_dir={run_dir}", "overwrite=true", *overrides(work, args)]
-    pretrain_minutes = [float((work / f"pretrain_{r}" / "bench_minutes.txt").read_text())
-                        for r in ("gpt_clm", "bert_mlm") if f"pretrain_{r}" in " ".join(command)]
+    pretrain_minutes = [float((path / "bench_minutes.txt").read_text()) for path in sorted(work.glob("pretrain_*"))
+                        if any(arg.endswith(f"={path}") for arg in command)]
     load_before = os.getloadavg()
     started = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -166,7 +177,7 @@ def run(name: str, files: dict[str, Path], args: argparse.Namespace, work: Path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     test = manifest["metrics"]
     return {"variant": name, "what": what, "steps": args.steps, "minutes": round(minutes, 1),
-            "pretrain_minutes": pretrain_minutes[0] if pretrain_minutes else None,
+            "pretrain_minutes": round(sum(pretrain_minutes), 1) if pretrain_minutes else None,
             "train_minutes": round(manifest["train_seconds"] / 60, 1), "bleu": round(test["test/bleu"], 2),
             "chrf": round(test["test/chrf"], 2), "test_loss": round(test["test/loss"], 3),
             "val": {k: round(v, 3) for k, v in manifest.get("best", {}).items()} if isinstance(manifest.get("best"), dict)
