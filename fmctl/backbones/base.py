@@ -95,10 +95,11 @@ class BackboneFamily(Protocol):
         or from the backbone config (training a tokenizer when none is given)."""
         ...
 
-    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None) -> Any:
+    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None,
+                            training_targets: Callable[[], Iterable[str]] | None = None) -> Any:
         """A generator's own output tokenizer when it differs from the one its inputs are
-        read with (an encoder_decoder whose decoder writes another vocabulary); None: the
-        same one."""
+        read with (an encoder_decoder whose decoder writes another vocabulary; trained on
+        `training_targets` where the config asks for that); None: the same one."""
         return None
 
     def fresh_config(self, cfg: Any, tokenizer: Any) -> Any:

@@ -12,7 +12,10 @@ else the decoder's, else one trained on both sides of the training pairs; a pret
 half whose own tokenizer differs is refused, since its embeddings index that tokenizer.
 `backbone.target_tokenizer` gives the decoder a vocabulary of its own (a cased one for the
 target language beside MiniLM's uncased English); model/ then keeps it in
-`target_tokenizer/` (TARGET_TOKENIZER) beside the source tokenizer at its top.
+`target_tokenizer/` (TARGET_TOKENIZER) beside the source tokenizer at its top;
+`backbone.target_tokenizer=auto` trains that vocabulary (a cased byte-level BPE of
+`backbone.target_vocab_size`) on the training targets, so one command needs no prepared
+target-language text.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from fmctl.errors import ConfigError, ModelError
 HALVES = ("encoder", "decoder")
 MODEL_TYPE = "encoder-decoder"   # transformers' EncoderDecoderConfig.model_type
 TARGET_TOKENIZER = "target_tokenizer"   # model/'s subfolder holding the decoder's own tokenizer
+AUTO = "auto"   # backbone.target_tokenizer=auto: trained on the training targets
 
 
 @dataclass
@@ -42,8 +46,11 @@ class EncoderDecoderBackboneConfig:
     tokenizer: Optional[str] = None
     # The decoder's own tokenizer, for targets (a tokenizer folder, a `fmctl data prepare` corpus
     # folder, or a run folder): e.g. a cased target-language vocabulary beside an uncased
-    # English encoder. null: the decoder shares the encoder's tokenizer.
+    # English encoder. auto: a cased byte-level BPE trained on the training split's targets.
+    # null: the decoder shares the encoder's tokenizer.
     target_tokenizer: Optional[str] = None
+    # Vocabulary of the target tokenizer `target_tokenizer=auto` trains.
+    target_vocab_size: int = bounded(8000, ge=100)
     # Vocabulary of the tokenizer fmctl trains when no half is pretrained and no tokenizer is given.
     vocab_size: int = bounded(8000, ge=100)
     # The encoder (a bert-family config: random at its size, or pretrained) and the decoder (bert
@@ -86,6 +93,10 @@ class EncoderDecoder(BackboneFamily):
             if cfg.pretrained and sub.pretrained:
                 problems.append(f"backbone.{half}.pretrained: not used with backbone.pretrained (the run "
                                 f"'{cfg.pretrained}' brings both halves); set one of them")
+        if cfg.target_tokenizer == AUTO and cfg.decoder.pretrained and not cfg.pretrained:
+            problems.append(f"backbone.target_tokenizer: auto trains a new vocabulary, which the pretrained decoder "
+                            f"'{cfg.decoder.pretrained}' cannot read; set backbone.decoder.pretrained=null, or "
+                            f"backbone.target_tokenizer={cfg.decoder.pretrained} (the decoder's own)")
         if cfg.pretrained and cfg.target_tokenizer:
             problems.append(f"backbone.target_tokenizer: not used with backbone.pretrained (the run "
                             f"'{cfg.pretrained}' brings its tokenizers); set one of them")
@@ -161,9 +172,11 @@ class EncoderDecoder(BackboneFamily):
         _check_decoder_folder(halves(cfg)[1])  # before its tokenizer is compared: the more basic problem
         return ed.mark_ends(shared_tokenizer(cfg, training_texts), "backbone.tokenizer")
 
-    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None) -> Any:
+    def target_preprocessor(self, cfg: Any, *, folder: Path | None = None,
+                            training_targets: Callable[[], Iterable[str]] | None = None) -> Any:
         """The tokenizer the decoder writes with: model/'s target_tokenizer/, an earlier
-        run's, backbone.target_tokenizer, else None (it shares the source tokenizer)."""
+        run's, backbone.target_tokenizer (auto: trained on `training_targets`), else None
+        (it shares the source tokenizer)."""
         from fmctl.backbones._shared_tokenizer import target_tokenizer
         from fmctl.models import encoder_decoder as ed
         from fmctl.models.text import load_tokenizer_only
@@ -173,7 +186,7 @@ class EncoderDecoder(BackboneFamily):
         if folder is not None:
             own = Path(folder) / TARGET_TOKENIZER
             return ed.mark_ends(load_tokenizer_only(own), "backbone.pretrained") if own.is_dir() else None
-        tokenizer = target_tokenizer(cfg)
+        tokenizer = target_tokenizer(cfg, training_targets)
         return None if tokenizer is None else ed.mark_ends(tokenizer, "backbone.target_tokenizer")
 
     # ---- structure ---------------------------------------------------------------------

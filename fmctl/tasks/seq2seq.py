@@ -87,7 +87,7 @@ class Seq2Seq(VocabularyLogitsServing, Task):
                 yield r.target
 
         tokenizer = tokenizer_for(run, model_dir, training_texts)
-        self.target_tokenizer = self._own_target_tokenizer(run, model_dir) or tokenizer
+        self.target_tokenizer = self._own_target_tokenizer(run, model_dir, rows.get("train", [])) or tokenizer
         if self.decoder_only:
             self._add_separator(tokenizer)
             tokenizer.model_max_length = _gpt_row(run.data)
@@ -110,13 +110,16 @@ class Seq2Seq(VocabularyLogitsServing, Task):
             collate=collate, label_names=[], preprocessors={"text": tokenizer}, sources=fingerprints(paths), rows=rows,
             warnings=_cut_warnings(self.cut, rows, run.data.max_length))
 
-    def _own_target_tokenizer(self, run: RunConfig, model_dir: Path | None) -> Any:
-        """An encoder_decoder decoder's own tokenizer (model/'s or backbone.target_tokenizer),
-        else None: targets are written with the source tokenizer."""
+    def _own_target_tokenizer(self, run: RunConfig, model_dir: Path | None, train: list[PairRow]) -> Any:
+        """An encoder_decoder decoder's own tokenizer (model/'s or backbone.target_tokenizer;
+        `auto` trains it on the `train` pairs' targets), else None: targets are written with
+        the source tokenizer."""
         if not self.composed:
             return None
         family = backbones.of_folder(model_dir) if model_dir else backbones.family(run.backbone.name)
-        own = family.target_preprocessor(None if model_dir else run.backbone, folder=model_dir)
+        targets = (lambda: (r.target for r in train)) if model_dir is None else None
+        own = family.target_preprocessor(None if model_dir else run.backbone, folder=model_dir,
+                                         training_targets=targets)
         if own is not None:
             own.model_max_length = run.data.max_target_length
         return own

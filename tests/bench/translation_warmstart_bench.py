@@ -136,6 +136,8 @@ VARIANTS = {
     "minilm_tied": ("warm-started from MiniLM, tied (BERT2BERT-share)", lambda work, args: ["backbone.tie=true"]),
     "minilm_cased": ("MiniLM encoder, random 4-layer decoder writing a cased German BPE (8,000)", minilm_cased),
     "random_cased": ("random init of minilm_cased's shape and tokenizers", random_cased),
+    "minilm_cased_auto": ("recipe=translation_minilm_cased as shipped: minilm_cased with target_tokenizer=auto "
+                          "(a BPE trained on the training targets)", lambda work, args: ["recipe=translation_minilm_cased"]),
     "minilm_cased_ema": ("minilm_cased with an exponential moving average of the weights (decay 0.999)",
                          lambda work, args: [*minilm_cased(work, args), "trainer.ema.decay=0.999"]),
     "minilm_gpt_de": ("MiniLM encoder, GPT decoder pretrained by fmctl on German catalog text", minilm_gpt_de),
@@ -162,10 +164,13 @@ def split_data(work: Path, train: int, test: int, domains: str) -> dict[str, Pat
 def run(name: str, files: dict[str, Path], args: argparse.Namespace, work: Path) -> dict:
     run_dir = work / name
     what, overrides = VARIANTS[name]
-    command = [sys.executable, "-m", "fmctl", "finetune", "recipe=translation_minilm", f"data.train={files['train']}",
+    chosen = overrides(work, args)
+    recipe = next((o for o in chosen if o.startswith("recipe=")), "recipe=translation_minilm")
+    command = [sys.executable, "-m", "fmctl", "finetune", recipe, f"data.train={files['train']}",
                f"data.validation={files['validation']}", f"data.test={files['test']}", f"trainer.max_steps={args.steps}",
                f"trainer.eval_every={args.eval_every or args.steps}", "trainer.checkpoint_every=100000",
-               "trainer.progress=off", f"run_dir={run_dir}", "overwrite=true", *overrides(work, args)]
+               "trainer.progress=off", f"run_dir={run_dir}", "overwrite=true",
+               *[o for o in chosen if not o.startswith("recipe=")]]
     pretrain_minutes = [float((path / "bench_minutes.txt").read_text()) for path in sorted(work.glob("pretrain_*"))
                         if any(arg.endswith(f"={path}") for arg in command)]
     load_before = os.getloadavg()
