@@ -640,6 +640,9 @@ def test_prune_goes_with_lora_when_it_comes_first_and_only_removes_channels():
         "adapter's own matrices)"]
     assert problems("customize=[prune]", "customize.prune.sparsity=0") == [
         "customize.prune: nothing to prune; set sparsity, ffn or heads above 0"]
+    assert problems("customize=[head]", recipe="translation_t5") == [
+        "customize.head: task 'translation' has no task head over the backbone to re-initialise or replace (its "
+        "output layer is the model's own); drop head from customize"]
     # T5's heads are removed, not zeroed: they go with lora
     assert problems("customize=[prune,lora]", "customize.prune.heads=0.5", "customize.prune.sparsity=0",
                     recipe="translation_t5") == []

@@ -319,6 +319,9 @@ def _check_customize(run: RunConfig) -> list[str]:
                         f"{', '.join(supported)}")
     if "distill" in names and not declared.distill:
         problems.append(f"customize.distill: needs a classification task, got '{run.task.name}'")
+    if "head" in names and not declared.task_head:
+        problems.append(f"customize.head: task '{run.task.name}' has no task head over the backbone to re-initialise "
+                        f"or replace (its output layer is the model's own); drop head from customize")
     return problems
 
 

@@ -113,6 +113,7 @@ class TaskDeclaration:
     probe_data: bool = False
     customize: bool = False           # `fmctl customize` operations apply
     distill: bool = False             # customize.distill applies (a teacher's class probabilities)
+    task_head: bool = True            # a head over the backbone that customize.head re-initialises or replaces
     # Rules over several keys that only this task has (a stride shorter than the window);
     # each problem is "<dotted.key>: <what is wrong>".
     checks: Callable[[Any], list[str]] | None = None

@@ -387,7 +387,7 @@ def _lengths(run: RunConfig) -> list[Length]:
 TASKS = (TaskDeclaration(
     name="translation", aliases=("seq2seq",), config=Seq2SeqTaskConfig, implementation=Seq2Seq,
     backbones=("gpt", "t5", "encoder_decoder"), metrics=("bleu", "chrf", "loss"), main_metric="bleu", main_mode="max",
-    lengths=_lengths, customize=True,
+    lengths=_lengths, customize=True, task_head=False,
     # ONNX: the generator's graphs with a key/value cache, checked by greedy translation
     # (fmctl.export.translation); TorchScript would hold one forward pass, not a decoder.
     serving=Serving(reads="source", inputs=("input_ids", "attention_mask", "decoder_input_ids"),
