@@ -108,9 +108,9 @@ def head_scores(attention: Any, removal: HeadRemoval, heads: int) -> Any:
     parts.append((attrgetter(removal.output)(attention), "in"))
     for layer, side in parts:
         weight = layer.weight.detach().float().movedim(feature_axis(layer, side), 0)
-        score += weight.reshape(heads, -1).pow(2).sum(dim=1)
+        score += weight.reshape(heads, -1).pow(2).sum(dim=1).cpu()  # summed on the CPU, wherever the model is
         if side == "out" and getattr(layer, "bias", None) is not None:
-            score += layer.bias.detach().float().reshape(heads, -1).pow(2).sum(dim=1)
+            score += layer.bias.detach().float().reshape(heads, -1).pow(2).sum(dim=1).cpu()
     return score
 
 
