@@ -73,12 +73,8 @@ def remove_ffn_channels(model: Any, structure: Structure | Towers, fraction: flo
     and record the new width in each config. Returns the kept channel indices per block
     (`kept`), each config's width before and after (`widths`) and how many channels all
     blocks together lost (`removed`)."""
-    sites: dict[str, list[tuple[str, FfnLayout]]] = defaultdict(list)
-    for stack, layout, config_at in structure.ffn_stacks():
-        if layout is None:
-            raise ConfigError(f"customize.prune.ffn: feed-forward channel removal supports "
-                              f"{declaring('ffn_layout')} backbones, not '{structure.family}'")
-        sites[config_at].append((stack, layout))
+    sites = stacks_by_config(structure.ffn_stacks(), structure.family, "customize.prune.ffn",
+                             "feed-forward channel removal", "ffn_layout")
     kept: dict[str, Any] = {}
     widths: dict[str, tuple[int, int]] = {}
     removed = 0
@@ -102,6 +98,19 @@ def remove_ffn_channels(model: Any, structure: Structure | Towers, fraction: flo
                        "customize.prune.ffn", "its feed-forward width sizes more than the block's two layers")
         widths[config_at] = (before, after)
     return {"kept": kept, "widths": widths, "removed": removed}
+
+
+def stacks_by_config(entries: list[tuple[str, Any, str]], family: str, key: str, operation: str,
+                     attribute: str) -> dict[str, list[tuple[str, Any]]]:
+    """(stack, declaration) pairs grouped by the module path whose config records the new
+    shape, from (stack, declaration, config path) entries; a stack whose family declares
+    nothing (`attribute` unset) is a one-line error naming the families that do."""
+    grouped: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for stack, declared_layout, config_at in entries:
+        if declared_layout is None:
+            raise ConfigError(f"{key}: {operation} supports {declaring(attribute)} backbones, not '{family}'")
+        grouped[config_at].append((stack, declared_layout))
+    return grouped
 
 
 def _layers(block: Any, layout: FfnLayout, family: str) -> tuple[Any, Any]:

@@ -21,8 +21,7 @@ from collections import defaultdict
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from fmctl.backbones import declaring
-from fmctl.customize.channels import check_rebuilds, feature_axis, keep_features
+from fmctl.customize.channels import check_rebuilds, feature_axis, keep_features, stacks_by_config
 from fmctl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,12 +40,8 @@ def remove_heads(model: Any, structure: Structure | Towers, fraction: float) -> 
     record the new count in each config. Returns the kept head indices per module
     (`kept`), each config's count before and after (`counts`) and how many heads all
     modules together lost (`removed`)."""
-    by_config: dict[str, list[tuple[str, HeadRemoval]]] = defaultdict(list)
-    for stack, removal, config_at in structure.removal_stacks():
-        if removal is None:
-            raise ConfigError(f"customize.prune.heads: head removal supports {declaring('head_removal')} backbones, "
-                              f"not '{structure.family}'")
-        by_config[config_at].append((stack, removal))
+    by_config = stacks_by_config(structure.removal_stacks(), structure.family, "customize.prune.heads",
+                                 "head removal", "head_removal")
     kept: dict[str, list[int]] = {}
     counts: dict[str, tuple[int, int]] = {}
     removed = 0
