@@ -22,6 +22,8 @@ from typing import Any
 
 from fmctl.errors import ConfigError, ModelError
 
+AUTO = "auto"   # backbone.target_tokenizer=auto: trained on the training targets
+
 
 def shared_tokenizer(cfg: Any, training_texts: Callable[[], Iterable[str]] | None) -> Any:
     from fmctl.backbones.composed import keyed
@@ -57,7 +59,7 @@ def target_tokenizer(cfg: Any, training_targets: Callable[[], Iterable[str]] | N
 
     if not cfg.target_tokenizer:
         return None
-    if cfg.target_tokenizer == "auto":
+    if cfg.target_tokenizer == AUTO:
         from fmctl.data.tokenizer_training import train_tokenizer
 
         if training_targets is None:

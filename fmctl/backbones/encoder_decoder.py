@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from fmctl.backbones._shared_tokenizer import AUTO
 from fmctl.backbones.base import BackboneFamily
 from fmctl.config.schema import TextBackboneConfig, bounded
 from fmctl.errors import ConfigError, ModelError
@@ -32,7 +33,6 @@ from fmctl.errors import ConfigError, ModelError
 HALVES = ("encoder", "decoder")
 MODEL_TYPE = "encoder-decoder"   # transformers' EncoderDecoderConfig.model_type
 TARGET_TOKENIZER = "target_tokenizer"   # model/'s subfolder holding the decoder's own tokenizer
-AUTO = "auto"   # backbone.target_tokenizer=auto: trained on the training targets
 
 
 @dataclass
